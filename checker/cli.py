@@ -1,0 +1,159 @@
+"""The ``betrace`` command line. Each subcommand is a thin wrapper over library calls.
+
+Exit codes, for every command: 0 all good, 1 violations or failed examples found,
+2 invalid rules, config or usage, 3 the trace source could not be read or reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from checker import __version__
+from checker.errors import TraceSourceError
+from checker.examples import run_examples
+from checker.log import configure
+from checker.report import write_json_lines, write_problems, write_table
+from checker.rules.load import RuleSet, load_paths
+from checker.rules.printer import invariant as print_invariant
+from checker.rules.printer import violated_by
+from checker.scan import Scanner
+from checker.traces.otlp import read_traces
+
+EXIT_OK, EXIT_FOUND, EXIT_INVALID, EXIT_SOURCE = 0, 1, 2, 3
+DEFAULT_RULES = Path("rules.d")
+
+
+def demo_traces() -> Path:
+    """The example traces bundled with the package, scanned when no source is given."""
+    return Path(str(resources.files("checker") / "demo" / "traces.otlp.jsonl"))
+
+
+def _load(paths: Sequence[Path]) -> RuleSet:
+    ruleset = load_paths(paths)
+    write_problems(ruleset.errors, ruleset.warnings, sys.stderr)
+    return ruleset
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check rule files; every error is printed, not just the first."""
+    ruleset = load_paths(args.paths)
+    write_problems(ruleset.errors, ruleset.warnings, sys.stdout)
+    print(f"{len(ruleset.rules)} valid rules, {len(ruleset.errors)} errors, "
+          f"{len(ruleset.warnings)} warnings")
+    return EXIT_FOUND if ruleset.errors else EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Print how each rule is read, so that nobody has to guess."""
+    ruleset = _load([args.path])
+    rules = [r for r in ruleset.rules if args.rule in {None, r.id}]
+    if args.rule and not rules and not ruleset.errors:
+        print(f"error: no rule {args.rule!r} in {args.path}", file=sys.stderr)
+        return EXIT_INVALID
+    for rule in rules:
+        print(f"{rule.id}  ({rule.location})")
+        print(f"  name:     {rule.name}")
+        print(f"  severity: {rule.severity}")
+        if rule.controls or rule.frameworks:
+            print(f"  controls: {', '.join(rule.controls or rule.frameworks)}")
+        print(f"  reading:  {print_invariant(rule.invariant)}")
+        if rule.legacy:
+            print(f"  (legacy condition without when: {rule.condition.strip()})")
+        print(f"  violated by {violated_by(rule.invariant)}")
+        print()
+    return EXIT_INVALID if ruleset.errors else EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Run every rule's examples; one line each."""
+    ruleset = _load(args.paths)
+    failed = passed = 0
+    for result in run_examples(ruleset.rules):
+        label = f"{result.rule.id}: {result.example.name}"
+        if result.passed:
+            passed += 1
+            print(f"PASS {label}")
+            continue
+        failed += 1
+        got = "a violation" if result.violation else "no violation"
+        why = f" ({result.violation.reason})" if result.violation else ""
+        print(f"FAIL {label}: expected {result.example.expect}, got {got}{why}"
+              f"  [{result.example.location}]")
+    untested = [r.id for r in ruleset.rules if not r.examples]
+    if untested:
+        print(f"note: no examples for {', '.join(untested)}", file=sys.stderr)
+    print(f"{passed} passed, {failed} failed")
+    if ruleset.errors:
+        return EXIT_INVALID
+    return EXIT_FOUND if failed else EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Evaluate every rule on every trace from files on disk."""
+    ruleset = _load([args.rules])
+    if ruleset.errors:
+        return EXIT_INVALID
+    sources = args.traces or [demo_traces()]
+    if not args.traces:
+        print(f"no --traces given: scanning the bundled demo traces ({sources[0]})", file=sys.stderr)
+    scanner = Scanner(ruleset.rules)
+    try:
+        violations = list(scanner.scan(read_traces(sources)))
+    except TraceSourceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_SOURCE
+    if args.format == "json":
+        write_json_lines(violations, sys.stdout)
+    else:
+        write_table(violations, sys.stdout)
+    stats = scanner.stats
+    print(f"scanned {stats.traces} traces with {len(scanner.rules)} rules: "
+          f"{stats.in_scope} in scope, {stats.violations} violations", file=sys.stderr)
+    return EXIT_FOUND if violations and not args.exit_zero else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and options, each with help text (the README documents them)."""
+    parser = argparse.ArgumentParser(
+        prog="betrace", description="Prove behavioural invariants over OpenTelemetry traces.")
+    parser.add_argument("--version", action="version", version=f"betrace {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check rule files and print every error")
+    validate.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                          help="rule files or directories (searched recursively)")
+    validate.set_defaults(func=cmd_validate)
+
+    explain = sub.add_parser("explain", help="print the when/always/never reading of each rule")
+    explain.add_argument("path", type=Path, metavar="PATH", help="a rule file or directory")
+    explain.add_argument("--rule", metavar="ID", help="only this rule")
+    explain.set_defaults(func=cmd_explain)
+
+    test = sub.add_parser("test", help="run the examples written in rule files")
+    test.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                      help="rule files or directories")
+    test.set_defaults(func=cmd_test)
+
+    scan = sub.add_parser("scan", help="evaluate rules over traces and report violations")
+    scan.add_argument("--rules", type=Path, default=DEFAULT_RULES, metavar="DIR",
+                      help="rule file or directory (default: rules.d)")
+    scan.add_argument("--traces", type=Path, nargs="+", metavar="PATH",
+                      help="OTLP/JSON files or directories (default: the bundled demo traces)")
+    scan.add_argument("--format", choices=("text", "json"), default="text",
+                      help="text: a table; json: one JSON object per violation per line")
+    scan.add_argument("--exit-zero", action="store_true",
+                      help="exit 0 even when violations are found")
+    scan.set_defaults(func=cmd_scan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``betrace`` script."""
+    configure()
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code

@@ -1,0 +1,82 @@
+"""Errors users see, each carrying where the problem is.
+
+Hierarchy::
+
+    CheckerError
+     ├── RuleError                 a rule file or rule is wrong (exit code 2)
+     │    ├── RuleSyntaxError      the condition does not parse
+     │    └── RuleSemanticError    it parses but means nothing sensible
+     └── TraceSourceError          traces could not be read or reached (exit code 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """A place in a file, 1-based, printed the way editors and compilers do."""
+
+    path: Path | str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        text = str(self.path)
+        if self.line is not None:
+            text += f":{self.line}"
+            if self.column is not None:
+                text += f":{self.column}"
+        return text
+
+
+class CheckerError(Exception):
+    """Root of every error the checker reports to a user.
+
+    The message says what is wrong; ``location`` says where, ``hint`` what to do,
+    and ``context`` shows the offending source line with a caret under it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        location: SourceLocation | None = None,
+        rule_id: str | None = None,
+        hint: str | None = None,
+        context: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+        self.rule_id = rule_id
+        self.hint = hint
+        self.context = context
+
+    def __str__(self) -> str:
+        head = f"{self.location}: " if self.location else ""
+        rule = f"rule {self.rule_id}: " if self.rule_id else ""
+        text = f"{head}{rule}{self.message}"
+        if self.context:
+            text += "\n" + self.context.rstrip("\n")
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class RuleError(CheckerError):
+    """A rule file or one of its rules is invalid."""
+
+
+class RuleSyntaxError(RuleError):
+    """A condition that the grammar does not accept."""
+
+
+class RuleSemanticError(RuleError):
+    """A condition that parses but cannot mean what its author intended."""
+
+
+class TraceSourceError(CheckerError):
+    """Traces could not be read (bad file, bad JSON) or reached."""

@@ -1,0 +1,281 @@
+"""Exact evaluation of an invariant on one whole trace.
+
+Each rule is compiled once into closures, so that checking a trace is a few dict lookups
+and calls rather than a walk over the AST. The semantics (design.md) live here and only
+here: typed comparisons with int and double unified, full-match RE2 regexes, a missing
+attribute failing every comparison, and unscoped span-then-resource attribute lookup.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+
+from checker.rules import model as m
+from checker.traces.model import AttrValue, Span, Trace
+
+SpanTest = Callable[[Span], bool]
+TraceTest = Callable[[Trace], bool]
+ValueTest = Callable[[AttrValue], bool]
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, ">": operator.gt,
+    ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+}
+_NUMBER = (int, float)
+
+
+def value_test(op: str, literal: m.Scalar) -> ValueTest:
+    """A test of one attribute value against a literal, typed as Tempo types it.
+
+    Numbers match int and double values (never bools); strings match strings; booleans
+    match booleans and only with == and !=. Arrays match when any element matches.
+    """
+    compare = _OPS[op]
+    if isinstance(literal, bool):
+        if op not in {"==", "!="}:
+            return lambda _value: False
+        scalar: ValueTest = lambda x: type(x) is bool and compare(x, literal)  # noqa: E731
+    elif isinstance(literal, m.Duration):
+        scalar = lambda x: type(x) is int and compare(x, literal.nanos)  # noqa: E731
+    elif isinstance(literal, _NUMBER):
+        scalar = lambda x: type(x) in _NUMBER and compare(x, literal)  # noqa: E731
+    else:
+        scalar = lambda x: type(x) is str and compare(x, literal)  # noqa: E731
+    return _over_arrays(scalar)
+
+
+def _over_arrays(scalar: ValueTest) -> ValueTest:
+    def test(value: AttrValue) -> bool:
+        if type(value) is tuple:
+            return any(scalar(v) for v in value)
+        return scalar(value)
+
+    return test
+
+
+def compile_regex(pattern: str) -> re2._Regexp[str]:
+    """RE2, as Tempo uses; the pattern was validated by lint."""
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(pattern, options)
+
+
+def _leaf_test(node: m.Test | m.Truthy) -> ValueTest:
+    match node:
+        case m.Compare():
+            return value_test(node.op, node.value)
+        case m.InList(negated=False):
+            tests = [value_test("==", v) for v in node.values]
+            return lambda x: any(t(x) for t in tests)
+        case m.InList(negated=True):
+            tests = [value_test("!=", v) for v in node.values]
+            return _none_in(tests)
+        case m.Matches():
+            regex = compile_regex(node.pattern)
+            return _over_arrays(lambda x: type(x) is str and regex.fullmatch(x) is not None)
+        case m.Contains():
+            needle = node.needle
+            return _over_arrays(lambda x: type(x) is str and needle in x)
+        case m.Truthy():
+            return lambda x: x is True
+
+
+def _none_in(tests: list[ValueTest]) -> ValueTest:
+    """``not in``: every element differs from every value (typed, so a mismatch fails)."""
+
+    def test(value: AttrValue) -> bool:
+        items = value if type(value) is tuple else (value,)
+        return bool(items) and all(t(v) for v in items for t in tests)
+
+    return test
+
+
+_INTRINSIC_GETTERS: dict[str, Callable[[Span], AttrValue | None]] = {
+    "span:name": lambda s: s.name,
+    "span:duration": lambda s: s.duration_ns,
+    "span:status": lambda s: s.status,
+    "span:kind": lambda s: s.kind,
+    "span:statusMessage": lambda s: s.status_message,
+    "resource:service": lambda s: s.resource.get("service.name"),
+}
+
+
+def attribute_test(attr: m.Attr, test: ValueTest) -> SpanTest:
+    """Apply ``test`` to the span attribute, else to the resource attribute of that name."""
+    if attr.intrinsic:
+        getter = _INTRINSIC_GETTERS[attr.name]
+
+        def intrinsic(span: Span) -> bool:
+            value = getter(span)
+            return value is not None and test(value)
+
+        return intrinsic
+    key = attr.name
+
+    def unscoped(span: Span) -> bool:
+        value = span.attributes.get(key)
+        if value is not None and test(value):
+            return True
+        value = span.resource.get(key)
+        return value is not None and test(value)
+
+    return unscoped
+
+
+def predicate_test(node: m.Predicate) -> SpanTest:
+    """A closure deciding one ``.where()`` predicate on a span."""
+    match node:
+        case m.And():
+            parts = [predicate_test(i) for i in node.items]
+            return lambda s: all(p(s) for p in parts)
+        case m.Or():
+            parts = [predicate_test(i) for i in node.items]
+            return lambda s: any(p(s) for p in parts)
+        case m.Not():
+            inner = predicate_test(node.item)
+            return lambda s: not inner(s)
+        case _:
+            return attribute_test(node.attr, _leaf_test(node))
+
+
+def span_test(check: m.SpanCheck) -> SpanTest:
+    """A span named as the check says, on which every ``where`` holds."""
+    parts = [predicate_test(p) for p in check.where]
+    if not parts:
+        return lambda _span: True
+    if len(parts) == 1:
+        return parts[0]
+    return lambda s: all(p(s) for p in parts)
+
+
+def matching_spans(check: m.SpanCheck, trace: Trace, test: SpanTest) -> list[Span]:
+    """The spans of ``trace`` that satisfy ``check`` (compiled as ``test``)."""
+    return [s for s in trace.by_name.get(check.name, ()) if test(s)]
+
+
+def count_value(ref: m.SpanCount | m.Scalar, trace: Trace) -> m.Scalar:
+    """``count(X)`` in this trace, or the literal on the other side of the comparison."""
+    return len(trace.by_name.get(ref.name, ())) if isinstance(ref, m.SpanCount) else ref
+
+
+def condition_test(node: m.Condition) -> TraceTest:
+    """A closure deciding a trace-level formula."""
+    match node:
+        case m.And():
+            parts = [condition_test(i) for i in node.items]
+            return lambda t: all(p(t) for p in parts)
+        case m.Or():
+            parts = [condition_test(i) for i in node.items]
+            return lambda t: any(p(t) for p in parts)
+        case m.Not():
+            inner = condition_test(node.item)
+            return lambda t: not inner(t)
+        case m.SpanCheck():
+            name, test = node.name, span_test(node)
+            return lambda t: any(test(s) for s in t.by_name.get(name, ()))
+        case m.CountCheck():
+            return _count_test(node)
+
+
+def _count_test(node: m.CountCheck) -> TraceTest:
+    compare = _OPS[node.op]
+    left, right = node.left.name, node.right
+    if isinstance(right, m.SpanCount):
+        other = right.name
+        return lambda t: compare(len(t.by_name.get(left, ())), len(t.by_name.get(other, ())))
+    if isinstance(right, bool) or not isinstance(right, _NUMBER):
+        return lambda _t: False
+    return lambda t: compare(len(t.by_name.get(left, ())), right)
+
+
+def positive_atoms(node: m.Condition | None) -> Iterator[m.Check]:
+    """Checks that occur under an even number of ``not``s: the ones that can make it true."""
+    match node:
+        case m.And() | m.Or():
+            for item in node.items:
+                yield from positive_atoms(item)
+        case m.SpanCheck() | m.CountCheck():
+            yield node
+        case _:
+            return
+
+
+def required_names(node: m.Condition | None) -> frozenset[str] | None:
+    """Span names of which a trace must have at least one for ``node`` to hold.
+
+    None when no such set exists (a ``not``, or no ``when`` at all). The scanner uses it
+    to skip rules whose trigger cannot be in a trace without evaluating them.
+    """
+    match node:
+        case m.SpanCheck():
+            return frozenset({node.name})
+        case m.CountCheck() if _count_needs_span(node):
+            return frozenset({node.left.name})
+        case m.And():
+            sets = [s for s in map(required_names, node.items) if s is not None]
+            return min(sets, key=len) if sets else None
+        case m.Or():
+            sets = [required_names(i) for i in node.items]
+            if any(s is None for s in sets):
+                return None
+            return frozenset().union(*(s for s in sets if s is not None))
+        case _:
+            return None
+
+
+def _count_needs_span(node: m.CountCheck) -> bool:
+    right = node.right
+    if isinstance(right, m.SpanCount) or isinstance(right, bool):
+        return False
+    if not isinstance(right, _NUMBER):
+        return False
+    return (node.op == ">" and right >= 0) or (node.op in {">=", "=="} and right >= 1)
+
+
+def _trigger_names(inv: m.Invariant) -> frozenset[str] | None:
+    if inv.when is not None:
+        return required_names(inv.when)
+    if inv.always is None:
+        return required_names(inv.never)
+    return None
+
+
+@dataclass(frozen=True)
+class CompiledInvariant:
+    """An invariant ready to run: closures for the fast path, the AST for explanations."""
+
+    invariant: m.Invariant
+    when: TraceTest | None
+    always: TraceTest | None
+    never: TraceTest | None
+    trigger_names: frozenset[str] | None
+
+    @classmethod
+    def build(cls, inv: m.Invariant) -> CompiledInvariant:
+        """Compile every part once."""
+        return cls(
+            invariant=inv,
+            when=condition_test(inv.when) if inv.when is not None else None,
+            always=condition_test(inv.always) if inv.always is not None else None,
+            never=condition_test(inv.never) if inv.never is not None else None,
+            trigger_names=_trigger_names(inv),
+        )
+
+    def in_scope(self, trace: Trace) -> bool:
+        """``when`` holds (always, without a ``when``)."""
+        return self.when is None or self.when(trace)
+
+    def violated_by(self, trace: Trace) -> bool:
+        """In scope, and ``always`` fails or ``never`` holds."""
+        return self.in_scope(trace) and self.fails_in_scope(trace)
+
+    def fails_in_scope(self, trace: Trace) -> bool:
+        """``always`` fails or ``never`` holds, for a trace already known to be in scope."""
+        if self.always is not None and not self.always(trace):
+            return True
+        return self.never is not None and self.never(trace)

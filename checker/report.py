@@ -1,0 +1,49 @@
+"""Render violations and rule problems for people (text) and for programs (JSON Lines)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from collections.abc import Iterable
+from typing import TextIO
+
+from checker.errors import RuleError
+from checker.violations import Violation
+
+_SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+
+
+def write_json_lines(violations: Iterable[Violation], out: TextIO) -> int:
+    """One JSON object per line; returns how many were written."""
+    count = 0
+    for violation in violations:
+        out.write(json.dumps(violation.to_json(), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def write_table(violations: list[Violation], out: TextIO) -> None:
+    """A readable table, most severe first, the reason wrapped to the terminal width."""
+    if not violations:
+        return
+    rows = sorted(violations, key=lambda v: (_SEVERITY_ORDER.get(v.severity, 9), v.rule_id,
+                                             v.trace_id))
+    rule_width = max(len("RULE"), *(len(v.rule_id) for v in rows))
+    head = f"{'SEVERITY':<9} {'RULE':<{rule_width}} {'TRACE':<32}  REASON"
+    out.write(head + "\n")
+    width = max(60, shutil.get_terminal_size((160, 24)).columns)
+    indent = len(head) - len("REASON")
+    for v in rows:
+        lines = textwrap.wrap(v.reason, max(30, width - indent)) or [""]
+        out.write(f"{v.severity:<9} {v.rule_id:<{rule_width}} {v.trace_id:<32}  {lines[0]}\n")
+        for more in lines[1:]:
+            out.write(" " * indent + more + "\n")
+
+
+def write_problems(errors: Iterable[RuleError], warnings: Iterable[RuleError], out: TextIO) -> None:
+    """Every rule error and warning, each with its location, source line and hint."""
+    for error in errors:
+        out.write(f"error: {error}\n")
+    for warning in warnings:
+        out.write(f"warning: {warning}\n")

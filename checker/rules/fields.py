@@ -1,0 +1,269 @@
+"""Read and check a rule's YAML fields, recording each problem at the node it is about."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+from checker.errors import RuleError, RuleSemanticError, SourceLocation
+from checker.rules.rule import SEVERITIES, Example, ExampleSpan
+from checker.rules.source import SourceText
+
+KNOWN_KEYS = frozenset({
+    "id", "name", "description", "severity", "compliance_frameworks", "controls", "condition",
+    "every", "cron", "evaluation_delay", "enabled", "labels", "notify", "examples",
+    "example_violation",
+})
+DURATION = re.compile(r"(\d+(\.\d+)?(ms|s|m|h|d))+")
+DURATION_HINT = "write a duration such as 30s, 1m, 2h or 1h30m"
+SPAN_KEYS = frozenset({"span", "service", "attributes", "status", "kind", "duration", "children"})
+STATUSES = frozenset({"ok", "error", "unset"})
+KINDS = frozenset({"internal", "server", "client", "producer", "consumer", "unspecified"})
+_UNITS_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
+             "us": 10**3, "ns": 1}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d)")
+
+
+def duration_ns(text: str) -> int | None:
+    """``1m30s`` → nanoseconds; None when it is not a duration."""
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(a + u for a, u in parts) != text:
+        return None
+    return sum(round(float(amount) * _UNITS_NS[unit]) for amount, unit in parts)
+
+
+class FieldReader:
+    """Reads the fields of one file's rules; problems go to ``errors`` and ``warnings``."""
+
+    def __init__(self, path: Path | str, source: SourceText,
+                 errors: list[RuleError], warnings: list[RuleError]) -> None:
+        self.path = path
+        self.source = source
+        self.errors = errors
+        self.warnings = warnings
+        self._loader = yaml.SafeLoader("")
+
+    # ---------------------------------------------------------------- plumbing
+
+    def location(self, node: yaml.Node) -> SourceLocation:
+        """Where a node starts."""
+        return SourceLocation(self.path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def _problem(self, kind: type[RuleError], node: yaml.Node, message: str,
+                 rule_id: str | None, hint: str | None) -> RuleError:
+        where = self.location(node)
+        return kind(message, location=where, rule_id=rule_id, hint=hint,
+                    context=self.source.context(where.line or 0, where.column or 0))
+
+    def error(self, node: yaml.Node, message: str, rule_id: str | None = None,
+              hint: str | None = None) -> None:
+        """Record an error at ``node``."""
+        self.errors.append(self._problem(RuleSemanticError, node, message, rule_id, hint))
+
+    def warn(self, node: yaml.Node, message: str, rule_id: str | None = None,
+             hint: str | None = None) -> None:
+        """Record a warning at ``node``."""
+        self.warnings.append(self._problem(RuleError, node, message, rule_id, hint))
+
+    def construct(self, node: yaml.Node) -> Any:
+        """The Python value of a node, with YAML's own typing."""
+        return self._loader.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.Node, what: str, rule_id: str | None = None) -> dict[str, yaml.Node]:
+        """A mapping node's entries by key; anything else is an error and gives ``{}``."""
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, f"{what} must be a mapping", rule_id)
+            return {}
+        return {str(k.value): v for k, v in node.value}
+
+    # ------------------------------------------------------------------ fields
+
+    def rule_nodes(self, root: yaml.Node) -> list[yaml.MappingNode]:
+        """The entries of the top-level ``rules:`` list."""
+        top = self.mapping(root, "a rule file")
+        for key, node in top.items():
+            if key != "rules":
+                self.warn(node, f"unknown top-level key {key!r} ignored")
+        rules = top.get("rules")
+        if rules is None:
+            if top:
+                self.error(root, "no 'rules:' list", hint="a rule file is a mapping with a 'rules:' list")
+            return []
+        if not isinstance(rules, yaml.SequenceNode):
+            self.error(rules, "'rules' must be a list of rules")
+            return []
+        nodes = []
+        for item in rules.value:
+            if isinstance(item, yaml.MappingNode):
+                nodes.append(item)
+            else:
+                self.error(item, "each rule must be a mapping with id, condition, ...")
+        return nodes
+
+    def scalar(self, fields: dict[str, yaml.Node], key: str, kind: type | tuple[type, ...],
+               rule_id: str | None, *, required: bool = False,
+               owner: yaml.Node | None = None) -> Any:
+        """A scalar field of the expected Python type, or None (with an error if wrong)."""
+        node = fields.get(key)
+        if node is None:
+            if required:
+                where = self.location(owner) if owner is not None else SourceLocation(self.path)
+                self.errors.append(RuleSemanticError(f"missing required key '{key}'",
+                                                     location=where, rule_id=rule_id))
+            return None
+        value = self.construct(node)
+        if value is None and not required:
+            return None
+        if not isinstance(value, kind) or isinstance(node, yaml.CollectionNode):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            self.error(node, f"'{key}' must be a {names}, not {value!r}", rule_id)
+            return None
+        return value
+
+    def string(self, fields: dict[str, yaml.Node], key: str, *, required: bool = False,
+               rule_id: str | None = None, owner: yaml.Node | None = None) -> str | None:
+        """A string field; ids and names written as numbers are accepted as text."""
+        value = self.scalar(fields, key, (str, int, float), rule_id, required=required,
+                            owner=owner)
+        if value is not None and not str(value).strip():
+            self.error(fields[key], f"'{key}' is empty", rule_id)
+            return None
+        return None if value is None else str(value)
+
+    def strings(self, fields: dict[str, yaml.Node], key: str, rule_id: str | None) -> tuple[str, ...]:
+        """A list of strings; a single string is a list of one."""
+        node = fields.get(key)
+        if node is None:
+            return ()
+        value = self.construct(node)
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
+            self.error(node, f"'{key}' must be a list of strings", rule_id)
+            return ()
+        return tuple(str(v) for v in value)
+
+    def duration(self, fields: dict[str, yaml.Node], key: str, rule_id: str | None) -> str | None:
+        """A duration such as ``1m``."""
+        value = self.string(fields, key, rule_id=rule_id)
+        if value is not None and duration_ns(value) is None:
+            self.error(fields[key], f"'{key}' is not a duration: {value!r}", rule_id, DURATION_HINT)
+            return None
+        return value
+
+    def metadata(self, fields: dict[str, yaml.Node], rule_id: str | None) -> dict[str, Any]:
+        """Every optional field of a rule, checked, as ``Rule`` keyword arguments."""
+        for key, node in fields.items():
+            if key not in KNOWN_KEYS:
+                self.warn(node, f"unknown key {key!r} ignored", rule_id)
+        severity = (self.string(fields, "severity", rule_id=rule_id) or "medium").lower()
+        if severity not in SEVERITIES:
+            self.error(fields["severity"], f"unknown severity {severity!r}", rule_id,
+                       "severity is one of " + ", ".join(SEVERITIES))
+        cron = self.string(fields, "cron", rule_id=rule_id)
+        if cron is not None and len(cron.split()) != 5:
+            self.error(fields["cron"], f"'cron' needs 5 fields, got {cron!r}", rule_id,
+                       'minute hour day month weekday, e.g. "*/5 * * * *"')
+        if cron is not None and "every" in fields:
+            self.error(fields["cron"], "a rule has 'every' or 'cron', not both", rule_id)
+        enabled = self.scalar(fields, "enabled", bool, rule_id)
+        labels = self.construct(fields["labels"]) if "labels" in fields else {}
+        if not isinstance(labels, dict):
+            self.error(fields["labels"], "'labels' must be a mapping", rule_id)
+            labels = {}
+        return {
+            "name": self.string(fields, "name", rule_id=rule_id) or rule_id or "",
+            "description": (self.string(fields, "description", rule_id=rule_id) or "").strip(),
+            "severity": severity if severity in SEVERITIES else "medium",
+            "frameworks": self.strings(fields, "compliance_frameworks", rule_id),
+            "controls": self.strings(fields, "controls", rule_id),
+            "enabled": True if enabled is None else enabled,
+            "every": self.duration(fields, "every", rule_id),
+            "cron": cron,
+            "evaluation_delay": self.duration(fields, "evaluation_delay", rule_id),
+            "labels": {str(k): str(v) for k, v in labels.items()},
+            "notify": self.strings(fields, "notify", rule_id),
+            "examples": self.examples(fields, rule_id),
+        }
+
+    # ---------------------------------------------------------------- examples
+
+    def examples(self, fields: dict[str, yaml.Node], rule_id: str | None) -> tuple[Example, ...]:
+        """``examples`` and BeTrace's ``example_violation``, in that order."""
+        found: list[Example] = []
+        node = fields.get("examples")
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value, start=1):
+                example = self._example(item, rule_id, f"example {index}", expect=None)
+                if example is not None:
+                    found.append(example)
+        elif node is not None:
+            self.error(node, "'examples' must be a list", rule_id)
+        legacy = fields.get("example_violation")
+        if legacy is not None:
+            example = self._example(legacy, rule_id, "example_violation", expect="violation")
+            if example is not None:
+                found.append(example)
+        return tuple(found)
+
+    def _example(self, node: yaml.Node, rule_id: str | None, default_name: str,
+                 expect: Literal["violation", "pass"] | None) -> Example | None:
+        fields = self.mapping(node, "an example", rule_id)
+        name = self.string(fields, "name", rule_id=rule_id) or self.string(
+            fields, "description", rule_id=rule_id) or default_name
+        if expect is None:
+            raw = self.string(fields, "expect", rule_id=rule_id, required=True, owner=node)
+            if raw not in {"violation", "pass"}:
+                if raw is not None:
+                    self.error(fields["expect"], f"'expect' must be violation or pass, not {raw!r}",
+                               rule_id)
+                return None
+            expect = cast("Literal['violation', 'pass']", raw)
+        trace = fields.get("trace")
+        if not isinstance(trace, yaml.SequenceNode):
+            self.error(trace or node, f"{name}: 'trace' must be a list of spans", rule_id)
+            return None
+        spans = tuple(s for s in (self._span(n, rule_id) for n in trace.value) if s is not None)
+        if len(spans) != len(trace.value):
+            return None
+        return Example(name, expect, spans, self.location(node))
+
+    def _span(self, node: yaml.Node, rule_id: str | None) -> ExampleSpan | None:
+        fields = self.mapping(node, "an example span", rule_id)
+        for key, value in fields.items():
+            if key not in SPAN_KEYS:
+                self.warn(value, f"unknown span key {key!r} ignored", rule_id)
+        name = self.string(fields, "span", rule_id=rule_id)
+        if name is None:
+            self.error(node, "an example span needs 'span: <name>'", rule_id)
+            return None
+        attributes = self.construct(fields["attributes"]) if "attributes" in fields else {}
+        if not isinstance(attributes, dict):
+            self.error(fields["attributes"], "'attributes' must be a mapping", rule_id)
+            return None
+        status = (self.string(fields, "status", rule_id=rule_id) or "unset").lower()
+        kind = (self.string(fields, "kind", rule_id=rule_id) or "internal").lower()
+        problems = [(k, v, allowed) for k, v, allowed in
+                    (("status", status, STATUSES), ("kind", kind, KINDS)) if v not in allowed]
+        for key, value, allowed in problems:
+            self.error(fields[key], f"unknown {key} {value!r}", rule_id,
+                       f"{key} is one of " + ", ".join(sorted(allowed)))
+        duration = self.duration(fields, "duration", rule_id)
+        children_node = fields.get("children")
+        children: list[ExampleSpan | None] = []
+        if isinstance(children_node, yaml.SequenceNode):
+            children = [self._span(c, rule_id) for c in children_node.value]
+        elif children_node is not None:
+            self.error(children_node, "'children' must be a list of spans", rule_id)
+            return None
+        if problems or None in children:
+            return None
+        return ExampleSpan(
+            name=name, service=self.string(fields, "service", rule_id=rule_id),
+            attributes={str(k): v for k, v in attributes.items()}, status=status, kind=kind,
+            duration_ns=duration_ns(duration) or 0 if duration else 0,
+            children=tuple(c for c in children if c is not None),
+        )

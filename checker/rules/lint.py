@@ -1,0 +1,158 @@
+"""Semantic checks on a parsed condition: it parses, but would it mean anything?
+
+Each concern is one small function from a node to issues; ``lint`` runs them all over
+every node, so a rule with three mistakes reports three issues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+import re2
+
+from checker.rules import model as m
+
+STATUS_VALUES = frozenset({"ok", "error", "unset"})
+KIND_VALUES = frozenset({"server", "client", "producer", "consumer", "internal", "unspecified"})
+# Intrinsic name → the kind of literal it compares with.
+INTRINSICS = {
+    "span:name": "string",
+    "span:statusMessage": "string",
+    "resource:service": "string",
+    "span:duration": "duration",
+    "span:status": "status",
+    "span:kind": "kind",
+}
+_ORDERING = frozenset({">", ">=", "<", "<="})
+
+
+class Severity(Enum):
+    """Errors stop a rule from loading; warnings are printed and the rule runs."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One finding, at a position inside the condition text."""
+
+    severity: Severity
+    message: str
+    pos: m.Pos
+    hint: str | None = None
+
+
+def regex_error(pattern: str) -> str | None:
+    """Why RE2 (Tempo's regex engine) rejects ``pattern``, or None when it accepts it."""
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        re2.compile(pattern, options)
+    except re2.error as err:
+        return err.args[0].decode() if isinstance(err.args[0], bytes) else str(err.args[0])
+    return None
+
+
+def walk(node: object) -> Iterator[object]:
+    """Every node below and including ``node``, conditions and predicates alike."""
+    yield node
+    match node:
+        case m.ClausedRule():
+            for clause in node.clauses:
+                yield from walk(clause.cond)
+        case m.BareRule():
+            yield from walk(node.cond)
+        case m.And() | m.Or():
+            for item in node.items:
+                yield from walk(item)
+        case m.Not():
+            yield from walk(node.item)
+        case m.SpanCheck():
+            for pred in node.where:
+                yield from walk(pred)
+
+
+def _regex(node: object) -> Iterator[Issue]:
+    if isinstance(node, m.Matches) and (why := regex_error(node.pattern)):
+        yield Issue(Severity.ERROR, f"invalid regular expression {node.pattern!r}: {why}",
+                    node.pos, "matches takes an RE2 expression (no lookaround, no backreferences)")
+
+
+def _empty_list(node: object) -> Iterator[Issue]:
+    if isinstance(node, m.InList) and not node.values:
+        op = "not in" if node.negated else "in"
+        yield Issue(Severity.ERROR, f"'{op} []' with an empty list", node.pos,
+                    "list at least one value: x in [a, b]")
+
+
+def _count_operand(node: object) -> Iterator[Issue]:
+    if not isinstance(node, m.CountCheck) or isinstance(node.right, m.SpanCount):
+        return
+    right = node.right
+    if isinstance(right, bool) or not isinstance(right, int | float):
+        yield Issue(Severity.ERROR, f"count({node.left.name}) compared with {right!r}",
+                    node.pos, "a count compares with a number or another count(...)")
+    elif right < 0:
+        yield Issue(Severity.WARNING, f"count({node.left.name}) compared with a negative number",
+                    node.pos, "a count is never negative")
+
+
+def _typed_value(node: object) -> Iterator[Issue]:
+    if not isinstance(node, m.Compare):
+        return
+    if isinstance(node.value, bool) and node.op in _ORDERING:
+        yield Issue(Severity.ERROR, f"'{node.op}' on a boolean", node.pos,
+                    "booleans compare with == or != only")
+    if isinstance(node.value, m.Duration) and INTRINSICS.get(node.attr.name) != "duration":
+        yield Issue(Severity.ERROR, f"duration {node.value.text} compared with {node.attr.name}",
+                    node.pos, "durations compare with span:duration")
+
+
+def _intrinsic(node: object) -> Iterator[Issue]:
+    attr = getattr(node, "attr", None)
+    if not isinstance(attr, m.Attr) or not attr.intrinsic:
+        return
+    kind = INTRINSICS.get(attr.name)
+    pos: m.Pos = getattr(node, "pos", m.NO_POS)
+    if kind is None:
+        yield Issue(Severity.ERROR, f"unknown intrinsic {attr.name}", pos,
+                    "known intrinsics: " + ", ".join(sorted(INTRINSICS)))
+        return
+    values: tuple[m.Scalar, ...] = ()
+    if isinstance(node, m.Compare):
+        values = (node.value,)
+        if kind in {"status", "kind"} and node.op in _ORDERING:
+            yield Issue(Severity.ERROR, f"'{node.op}' on {attr.name}", pos,
+                        f"{attr.name} compares with == or !=")
+    elif isinstance(node, m.InList):
+        values = node.values
+    yield from _intrinsic_values(attr.name, kind, values, pos)
+
+
+def _intrinsic_values(name: str, kind: str, values: tuple[m.Scalar, ...],
+                      pos: m.Pos) -> Iterator[Issue]:
+    allowed = {"status": STATUS_VALUES, "kind": KIND_VALUES}.get(kind)
+    for value in values:
+        if kind == "duration" and not isinstance(value, m.Duration):
+            yield Issue(Severity.ERROR, f"{name} compared with {value!r}", pos,
+                        "write a duration such as 500ms or 2s")
+        elif allowed is not None and value not in allowed:
+            yield Issue(Severity.ERROR, f"{name} compared with {value!r}", pos,
+                        f"{name} is one of: {', '.join(sorted(allowed))}")
+        elif kind == "string" and not isinstance(value, str):
+            yield Issue(Severity.ERROR, f"{name} compared with {value!r}", pos,
+                        f"{name} is a string")
+
+
+CHECKS: tuple[Callable[[object], Iterator[Issue]], ...] = (
+    _regex, _empty_list, _count_operand, _typed_value, _intrinsic,
+)
+
+
+def lint(parsed: m.ParsedCondition) -> list[Issue]:
+    """Every issue in the condition, in the order written."""
+    issues = [issue for node in walk(parsed) for check in CHECKS for issue in check(node)]
+    return sorted(issues, key=lambda i: (i.pos.line, i.pos.column))

@@ -1,0 +1,202 @@
+"""The rule AST: frozen dataclasses, one per construct, each knowing where it was written.
+
+Positions (``pos``) are offsets into the condition text; the loader turns them into
+file lines and columns, so that the AST stays independent of YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Generic, Literal, TypeAlias, TypeVar
+
+
+@dataclass(frozen=True)
+class Pos:
+    """1-based line and column inside the condition text."""
+
+    line: int
+    column: int
+
+
+NO_POS = Pos(1, 1)
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A duration literal such as ``500ms``, kept in nanoseconds."""
+
+    nanos: int
+    text: str
+
+
+Scalar: TypeAlias = str | bool | int | float | Duration
+CompareOp: TypeAlias = Literal["==", "!=", ">", ">=", "<", "<="]
+
+N = TypeVar("N")
+
+
+@dataclass(frozen=True)
+class And(Generic[N]):
+    """All items hold."""
+
+    items: tuple[N, ...]
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+@dataclass(frozen=True)
+class Or(Generic[N]):
+    """At least one item holds."""
+
+    items: tuple[N, ...]
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+@dataclass(frozen=True)
+class Not(Generic[N]):
+    """The item does not hold."""
+
+    item: N
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+# ------------------------------------------------------------------ predicates
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute name, or an intrinsic such as ``span:duration`` when ``intrinsic``."""
+
+    name: str
+    intrinsic: bool = False
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``attr op value`` on one span."""
+
+    attr: Attr
+    op: CompareOp
+    value: Scalar
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+@dataclass(frozen=True)
+class InList:
+    """``attr in [...]``, or ``attr not in [...]`` when ``negated``."""
+
+    attr: Attr
+    values: tuple[Scalar, ...]
+    negated: bool = False
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+@dataclass(frozen=True)
+class Matches:
+    """``attr matches "re"``: a full-match RE2 regular expression, as in TraceQL."""
+
+    attr: Attr
+    pattern: str
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+@dataclass(frozen=True)
+class Contains:
+    """``attr contains "s"``: a substring test on string attributes."""
+
+    attr: Attr
+    needle: str
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+@dataclass(frozen=True)
+class Truthy:
+    """A bare attribute: holds when it is the boolean ``true``."""
+
+    attr: Attr
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+Test: TypeAlias = Compare | InList | Matches | Contains
+Predicate: TypeAlias = (
+    "And[Predicate] | Or[Predicate] | Not[Predicate] | Compare | InList | Matches | Contains | Truthy"
+)
+
+
+# ------------------------------------------------------------- trace checks
+
+
+@dataclass(frozen=True)
+class SpanCheck:
+    """The trace has a span named ``name`` on which every ``where`` predicate holds."""
+
+    name: str
+    where: tuple[Predicate, ...] = ()
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+@dataclass(frozen=True)
+class SpanCount:
+    """``count(name)``: the number of spans with that name."""
+
+    name: str
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+@dataclass(frozen=True)
+class CountCheck:
+    """``count(X) op n`` or ``count(X) op count(Y)``."""
+
+    left: SpanCount
+    op: CompareOp
+    right: SpanCount | Scalar
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+Check: TypeAlias = SpanCheck | CountCheck
+Condition: TypeAlias = "And[Condition] | Or[Condition] | Not[Condition] | SpanCheck | CountCheck"
+
+
+class ClauseKind(Enum):
+    """The three clauses of an invariant."""
+
+    WHEN = "when"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One ``when``/``always``/``never`` block as written."""
+
+    kind: ClauseKind
+    cond: Condition
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+@dataclass(frozen=True)
+class ClausedRule:
+    """A condition written with explicit clauses."""
+
+    clauses: tuple[Clause, ...]
+
+
+@dataclass(frozen=True)
+class BareRule:
+    """A legacy condition without clauses; ``normalise`` gives its reading."""
+
+    cond: Condition
+
+
+ParsedCondition: TypeAlias = ClausedRule | BareRule
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """The normalised reading: a trace violates it when ``when`` holds and
+    (``always`` does not hold, or ``never`` holds). ``when`` None means every trace.
+    """
+
+    when: Condition | None
+    always: Condition | None
+    never: Condition | None

@@ -1,0 +1,119 @@
+"""Print the AST back as rule-language text: the canonical form ``explain`` shows.
+
+The output parses back to an equal AST, which the property tests hold it to.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from checker.rules import model as m
+
+KEYWORDS = frozenset(
+    "when always never and or not in matches contains where count true false".split()
+)
+_BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
+
+
+def quote(text: str) -> str:
+    """A double-quoted string with the only two escapes the language has."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def name(text: str) -> str:
+    """A span or attribute name, bare when that reads back the same, quoted otherwise."""
+    bare = (
+        _BARE_NAME.fullmatch(text)
+        and text not in KEYWORDS
+        and ".where" not in text
+        and text not in {"count", "trace.has", "trace.count"}
+    )
+    return text if bare else quote(text)
+
+
+def scalar(value: m.Scalar) -> str:
+    """A literal as it must be written to keep its type."""
+    match value:
+        case bool():
+            return "true" if value else "false"
+        case int() | float():
+            return repr(value)
+        case m.Duration():
+            return value.text
+        case str():
+            return quote(value)
+
+
+def invariant(inv: m.Invariant) -> str:
+    """``when { .. } always { .. } never { .. }``, omitting absent blocks."""
+    parts = [
+        f"{kw} {{ {condition(c)} }}"
+        for kw, c in (("when", inv.when), ("always", inv.always), ("never", inv.never))
+        if c is not None
+    ]
+    return " ".join(parts)
+
+
+def violated_by(inv: m.Invariant) -> str:
+    """The reading as a sentence: which traces violate the invariant."""
+    scope = f"a trace with {condition(inv.when)}" if inv.when is not None else "any trace"
+    parts = []
+    if inv.always is not None:
+        parts.append(f"lacking {condition(inv.always)}")
+    if inv.never is not None:
+        parts.append(f"having {condition(inv.never)}")
+    return f"{scope} {' or '.join(parts)}"
+
+
+def condition(node: m.Condition) -> str:
+    """One trace-level formula; parentheses only where precedence needs them."""
+    match node:
+        case m.Or():
+            return " or ".join(condition(i) for i in node.items)
+        case m.And():
+            return " and ".join(_grouped(condition, i, m.Or) for i in node.items)
+        case m.Not():
+            return "not " + _grouped(condition, node.item, m.Or, m.And)
+        case m.SpanCheck():
+            return name(node.name) + "".join(f".where({predicate(p)})" for p in node.where)
+        case m.CountCheck():
+            right = node.right
+            rhs = _count(right) if isinstance(right, m.SpanCount) else scalar(right)
+            return f"{_count(node.left)} {node.op} {rhs}"
+
+
+def predicate(node: m.Predicate) -> str:
+    """One span predicate, as written inside ``.where( )``."""
+    match node:
+        case m.Or():
+            return " or ".join(predicate(i) for i in node.items)
+        case m.And():
+            return " and ".join(_grouped(predicate, i, m.Or) for i in node.items)
+        case m.Not():
+            return "not " + _grouped(predicate, node.item, m.Or, m.And)
+        case m.Compare():
+            return f"{_attr(node.attr)} {node.op} {scalar(node.value)}"
+        case m.InList():
+            op = "not in" if node.negated else "in"
+            return f"{_attr(node.attr)} {op} [{', '.join(scalar(v) for v in node.values)}]"
+        case m.Matches():
+            return f"{_attr(node.attr)} matches {quote(node.pattern)}"
+        case m.Contains():
+            return f"{_attr(node.attr)} contains {quote(node.needle)}"
+        case m.Truthy():
+            return _attr(node.attr)
+
+
+def _grouped(render: Callable[[Any], str], node: object, *kinds: type) -> str:
+    text = render(node)
+    return f"({text})" if isinstance(node, kinds) else text
+
+
+def _count(ref: m.SpanCount) -> str:
+    return f"count({name(ref.name)})"
+
+
+def _attr(attr: m.Attr) -> str:
+    return attr.name if attr.intrinsic else name(attr.name)

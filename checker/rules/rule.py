@@ -1,0 +1,59 @@
+"""A loaded rule: its metadata, its condition and reading, and its example traces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from checker.errors import SourceLocation
+from checker.rules import model as m
+
+Severity = Literal["critical", "high", "medium", "low", "info"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
+
+
+@dataclass(frozen=True)
+class ExampleSpan:
+    """One span of a hand-written example trace (rules.md "Example traces")."""
+
+    name: str
+    service: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    status: str = "unset"
+    kind: str = "internal"
+    duration_ns: int = 0
+    children: tuple[ExampleSpan, ...] = ()
+
+
+@dataclass(frozen=True)
+class Example:
+    """An example trace with the verdict the rule must give on it."""
+
+    name: str
+    expect: Literal["violation", "pass"]
+    spans: tuple[ExampleSpan, ...]
+    location: SourceLocation
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule from a rule file, valid and normalised."""
+
+    id: str
+    name: str
+    condition: str
+    invariant: m.Invariant
+    location: SourceLocation
+    version: str
+    description: str = ""
+    severity: Severity = "medium"
+    frameworks: tuple[str, ...] = ()
+    controls: tuple[str, ...] = ()
+    enabled: bool = True
+    every: str | None = None
+    cron: str | None = None
+    evaluation_delay: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    notify: tuple[str, ...] = ()
+    examples: tuple[Example, ...] = ()
+    legacy: bool = False

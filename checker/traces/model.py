@@ -1,0 +1,65 @@
+"""Spans and traces as the evaluator sees them, independent of where they came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+AttrValue: TypeAlias = "str | bool | int | float | tuple[AttrValue, ...]"
+Attributes: TypeAlias = dict[str, AttrValue]
+
+
+@dataclass(slots=True)
+class Span:
+    """One span; IDs are lowercase hex (trace 32 chars, span 16), status and kind lowercase."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    parent_span_id: str | None = None
+    attributes: Attributes = field(default_factory=dict)
+    resource: Attributes = field(default_factory=dict)
+    start_ns: int = 0
+    end_ns: int = 0
+    status: str = "unset"
+    status_message: str = ""
+    kind: str = "unspecified"
+
+    @property
+    def service(self) -> str | None:
+        """The resource's ``service.name``, when it is a string."""
+        value = self.resource.get("service.name")
+        return value if isinstance(value, str) else None
+
+    @property
+    def duration_ns(self) -> int:
+        """End minus start; 0 for spans without timestamps."""
+        return max(0, self.end_ns - self.start_ns)
+
+
+class Trace:
+    """All spans of one trace, indexed by name once so that every check is a lookup."""
+
+    __slots__ = ("by_name", "spans", "trace_id")
+
+    def __init__(self, trace_id: str, spans: Iterable[Span]) -> None:
+        self.trace_id = trace_id
+        self.spans = list(spans)
+        self.by_name: dict[str, list[Span]] = {}
+        for span in self.spans:
+            self.by_name.setdefault(span.name, []).append(span)
+
+    @property
+    def root(self) -> Span | None:
+        """The span without a parent, if it arrived."""
+        ids = {s.span_id for s in self.spans}
+        for span in self.spans:
+            if span.parent_span_id is None or span.parent_span_id not in ids:
+                return span
+        return None
+
+    @property
+    def start_ns(self) -> int:
+        """Earliest span start, 0 when unknown."""
+        return min((s.start_ns for s in self.spans), default=0)
