@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from checker import __version__
 from checker.errors import TraceSourceError
@@ -22,6 +22,9 @@ from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violated_by
 from checker.scan import Scanner
 from checker.traces.otlp import read_traces
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 EXIT_OK, EXIT_FOUND, EXIT_INVALID, EXIT_SOURCE = 0, 1, 2, 3
 DEFAULT_RULES = Path("rules.d")

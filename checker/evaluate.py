@@ -83,6 +83,7 @@ def _leaf_test(node: m.Test | m.Truthy) -> ValueTest:
             return _over_arrays(lambda x: type(x) is str and needle in x)
         case m.Truthy():
             return lambda x: x is True
+    raise TypeError(node)  # pragma: no cover - the match is exhaustive
 
 
 def _none_in(tests: list[ValueTest]) -> ValueTest:
@@ -220,17 +221,20 @@ def required_names(node: m.Condition | None) -> frozenset[str] | None:
             sets = [s for s in map(required_names, node.items) if s is not None]
             return min(sets, key=len) if sets else None
         case m.Or():
-            sets = [required_names(i) for i in node.items]
-            if any(s is None for s in sets):
-                return None
-            return frozenset().union(*(s for s in sets if s is not None))
+            union: frozenset[str] = frozenset()
+            for item in node.items:
+                names = required_names(item)
+                if names is None:
+                    return None
+                union |= names
+            return union
         case _:
             return None
 
 
 def _count_needs_span(node: m.CountCheck) -> bool:
     right = node.right
-    if isinstance(right, m.SpanCount) or isinstance(right, bool):
+    if isinstance(right, (m.SpanCount, bool)):
         return False
     if not isinstance(right, _NUMBER):
         return False

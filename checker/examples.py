@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from checker.evaluate import CompiledInvariant
-from checker.rules.rule import Example, ExampleSpan, Rule
 from checker.traces.model import Attributes, AttrValue, Span, Trace
 from checker.violations import Violation, explain
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from checker.rules.rule import Example, ExampleSpan, Rule
 
 EXAMPLE_START_NS = 1_700_000_000_000_000_000
 

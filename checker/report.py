@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
-from collections.abc import Iterable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from checker.errors import RuleError
-from checker.violations import Violation
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from checker.errors import RuleError
+    from checker.violations import Violation
 
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 
@@ -37,13 +39,10 @@ def write_table(violations: list[Violation], out: TextIO) -> None:
     for v in rows:
         lines = textwrap.wrap(v.reason, max(30, width - indent)) or [""]
         out.write(f"{v.severity:<9} {v.rule_id:<{rule_width}} {v.trace_id:<32}  {lines[0]}\n")
-        for more in lines[1:]:
-            out.write(" " * indent + more + "\n")
+        out.writelines(" " * indent + more + "\n" for more in lines[1:])
 
 
 def write_problems(errors: Iterable[RuleError], warnings: Iterable[RuleError], out: TextIO) -> None:
     """Every rule error and warning, each with its location, source line and hint."""
-    for error in errors:
-        out.write(f"error: {error}\n")
-    for warning in warnings:
-        out.write(f"warning: {warning}\n")
+    out.writelines(f"error: {error}\n" for error in errors)
+    out.writelines(f"warning: {warning}\n" for warning in warnings)

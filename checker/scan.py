@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from checker.evaluate import CompiledInvariant
-from checker.rules.rule import Rule
-from checker.traces.model import Trace
 from checker.violations import Violation, explain
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from checker.rules.rule import Rule
+    from checker.traces.model import Trace
 
 
 @dataclass

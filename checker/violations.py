@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from checker.evaluate import CompiledInvariant, condition_test, matching_spans, positive_atoms, span_test
+from checker.evaluate import (
+    CompiledInvariant,
+    condition_test,
+    matching_spans,
+    positive_atoms,
+    span_test,
+)
 from checker.rules import model as m
 from checker.rules.printer import condition
-from checker.rules.rule import Rule
-from checker.traces.model import Span, Trace
+
+if TYPE_CHECKING:
+    from checker.rules.rule import Rule
+    from checker.traces.model import Span, Trace
 
 MAX_SPANS_LISTED = 10
 

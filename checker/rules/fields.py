@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import yaml
 
 from checker.errors import RuleError, RuleSemanticError, SourceLocation
 from checker.rules.rule import SEVERITIES, Example, ExampleSpan
-from checker.rules.source import SourceText
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from checker.rules.source import SourceText
 
 KNOWN_KEYS = frozenset({
     "id", "name", "description", "severity", "compliance_frameworks", "controls", "condition",
@@ -248,9 +251,9 @@ class FieldReader:
         kind = (self.string(fields, "kind", rule_id=rule_id) or "internal").lower()
         problems = [(k, v, allowed) for k, v, allowed in
                     (("status", status, STATUSES), ("kind", kind, KINDS)) if v not in allowed]
-        for key, value, allowed in problems:
-            self.error(fields[key], f"unknown {key} {value!r}", rule_id,
-                       f"{key} is one of " + ", ".join(sorted(allowed)))
+        for field_name, bad, allowed in problems:
+            self.error(fields[field_name], f"unknown {field_name} {bad!r}", rule_id,
+                       f"{field_name} is one of " + ", ".join(sorted(allowed)))
         duration = self.duration(fields, "duration", rule_id)
         children_node = fields.get("children")
         children: list[ExampleSpan | None] = []

@@ -1,4 +1,4 @@
-"""Semantic checks on a parsed condition: it parses, but would it mean anything?
+"""Semantic checks on a parsed condition: it parses, but does it mean anything.
 
 Each concern is one small function from a node to issues; ``lint`` runs them all over
 every node, so a rule with three mistakes reports three issues.
@@ -6,13 +6,16 @@ every node, so a rule with three mistakes reports three issues.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import re2
 
 from checker.rules import model as m
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 STATUS_VALUES = frozenset({"ok", "error", "unset"})
 KIND_VALUES = frozenset({"server", "client", "producer", "consumer", "internal", "unspecified"})

@@ -9,10 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -24,6 +22,10 @@ from checker.rules.normalise import normalise
 from checker.rules.parse import ConditionError, parse_condition
 from checker.rules.rule import Rule
 from checker.rules.source import ScalarMap, SourceText
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
 
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 SUFFIXES = (".yaml", ".yml")

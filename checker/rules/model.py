@@ -193,8 +193,10 @@ ParsedCondition: TypeAlias = ClausedRule | BareRule
 
 @dataclass(frozen=True)
 class Invariant:
-    """The normalised reading: a trace violates it when ``when`` holds and
-    (``always`` does not hold, or ``never`` holds). ``when`` None means every trace.
+    """The normalised reading of a condition.
+
+    A trace violates it when ``when`` holds and (``always`` does not hold, or ``never``
+    holds). ``when`` None means every trace is in scope.
     """
 
     when: Condition | None

@@ -67,7 +67,7 @@ def _from_bare(cond: m.Condition) -> m.Invariant:
     )
 
 
-def _join(kind: type[m.And[m.Condition]] | type[m.Or[m.Condition]],
+def _join(kind: type[m.And[m.Condition] | m.Or[m.Condition]],
           items: list[m.Condition]) -> m.Condition | None:
     if not items:
         return None

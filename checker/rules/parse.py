@@ -78,7 +78,8 @@ def _end_pos(text: str) -> m.Pos:
 
 def _explain(err: UnexpectedInput, text: str) -> ConditionError:
     if isinstance(err, UnexpectedCharacters):
-        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        at = err.pos_in_stream or 0
+        char = text[at] if at < len(text) else ""
         pos = m.Pos(err.line, err.column)
         if char == '"':
             return ConditionError("unterminated string", pos, 'close it with " on the same line')

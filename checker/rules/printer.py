@@ -6,14 +6,17 @@ The output parses back to an equal AST, which the property tests hold it to.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from checker.rules import model as m
 
-KEYWORDS = frozenset(
-    "when always never and or not in matches contains where count true false".split()
-)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+KEYWORDS = frozenset({
+    "when", "always", "never", "and", "or", "not", "in", "matches", "contains", "where", "count",
+    "true", "false",
+})
 _BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 
 

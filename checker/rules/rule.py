@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from checker.errors import SourceLocation
-from checker.rules import model as m
+if TYPE_CHECKING:
+    from checker.errors import SourceLocation
+    from checker.rules import model as m
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")

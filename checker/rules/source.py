@@ -7,10 +7,12 @@ style (plain, quoted, literal ``|`` or folded ``>``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
-from checker.rules.model import Pos
+    from checker.rules.model import Pos
 
 
 @dataclass(frozen=True)

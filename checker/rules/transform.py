@@ -30,7 +30,7 @@ def pos_of(token: Token) -> m.Pos:
 
 
 def decode_string(token: Token) -> str:
-    """Decode a double-quoted string; only ``\\"`` and ``\\\\`` escapes exist."""
+    r"""Decode a double-quoted string; only ``\\"`` and ``\\\\`` escapes exist."""
     body = str(token)[1:-1]
     out: list[str] = []
     i = 0
@@ -38,7 +38,7 @@ def decode_string(token: Token) -> str:
         ch = body[i]
         if ch == "\\":
             nxt = body[i + 1]
-            if nxt not in "\"\\":
+            if nxt not in '"\\':
                 where = pos_of(token)
                 raise LiteralError(
                     f"invalid escape sequence \\{nxt} in string",

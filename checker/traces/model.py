@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 AttrValue: TypeAlias = "str | bool | int | float | tuple[AttrValue, ...]"
 Attributes: TypeAlias = dict[str, AttrValue]

@@ -13,12 +13,14 @@ import json
 import pickle
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from checker.errors import SourceLocation, TraceSourceError
 from checker.traces.model import Attributes, AttrValue, Span, Trace
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
 
 _KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 _STATUSES = ("unset", "ok", "error")
@@ -106,9 +108,8 @@ def decode_request(doc: object) -> Iterator[Span]:
     """Spans of one ExportTraceServiceRequest (or Tempo's ``{"batches": ...}`` / v2 body)."""
     if not isinstance(doc, dict):
         raise DecodeError("expected a JSON object with resourceSpans")
-    if isinstance(doc.get("trace"), dict):
-        doc = doc["trace"]
-    groups = doc.get("resourceSpans", doc.get("batches"))
+    body: dict[str, Any] = doc["trace"] if isinstance(doc.get("trace"), dict) else doc
+    groups = body.get("resourceSpans", body.get("batches"))
     if groups is None:
         raise DecodeError("expected a JSON object with resourceSpans")
     try:

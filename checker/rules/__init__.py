@@ -1,0 +1,1 @@
+"""Rule files, the rule language and its readings."""

@@ -1,0 +1,1 @@
+"""Traces: the in-memory model and the OTLP/JSON reader."""
