@@ -40,6 +40,7 @@ def parser() -> Lark:
         "grammar.lark",
         rel_to=__file__,
         parser="lalr",
+        lexer="basic",
         propagate_positions=True,
         maybe_placeholders=True,
     )

@@ -1,0 +1,243 @@
+"""Exact evaluation: one test per operator and attribute type, and the invariant semantics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from checker.evaluate import CompiledInvariant
+from checker.rules.normalise import normalise
+from checker.rules.parse import parse_condition
+from checker.traces.model import Span, Trace
+
+
+def trace(*spans: tuple[str, dict[str, Any]], resource: dict[str, Any] | None = None,
+          **span_fields: Any) -> Trace:
+    """A trace of (name, attributes) spans, all sharing one resource."""
+    built = [
+        Span(trace_id="ab" * 16, span_id=f"{i + 1:016x}", name=name, attributes=dict(attrs),
+             resource=dict(resource or {}), **span_fields)
+        for i, (name, attrs) in enumerate(spans)
+    ]
+    return Trace("ab" * 16, built)
+
+
+def violates(condition: str, t: Trace) -> bool:
+    return CompiledInvariant.build(normalise(parse_condition(condition))).violated_by(t)
+
+
+def holds(predicate: str, attrs: dict[str, Any], **kw: Any) -> bool:
+    """Whether ``s.where(predicate)`` holds on a single span with ``attrs``."""
+    return violates(f"never {{ s.where({predicate}) }}", trace(("s", attrs), **kw))
+
+
+class TestNumbers:
+    """Numbers compare with int and double attributes alike, never with strings or bools."""
+
+    @pytest.mark.parametrize(("predicate", "value", "expected"), [
+        ("amount > 1000", 1500, True),
+        ("amount > 1000", 1500.5, True),
+        ("amount > 1000", 1000, False),
+        ("amount > 1000", "1800", False),
+        ("amount > 1000", True, False),
+        ("amount >= 1000", 1000, True),
+        ("amount >= 1000.0", 1000, True),
+        ("amount < 0", -1, True),
+        ("amount <= -1.5", -1.5, True),
+        ("amount == 1500", 1500.0, True),
+        ("amount == 1500.0", 1500, True),
+        ("amount != 1500", 1500, False),
+        ("amount != 1500", 1501, True),
+        ("amount != 1500", "x", False),
+        ("amount == 1", True, False),
+        ("amount == 10_000", 10000, True),
+    ])
+    def test_compare(self, predicate: str, value: object, expected: bool) -> None:
+        assert expected == holds(predicate, {"amount": value})
+
+
+class TestStrings:
+    """Quoted strings and identifier values compare with strings only."""
+
+    @pytest.mark.parametrize(("predicate", "value", "expected"), [
+        ('currency == "USD"', "USD", True),
+        ("currency == USD", "USD", True),
+        ("currency == USD", "usd", False),
+        ('currency != "USD"', "EUR", True),
+        ('currency != "USD"', 5, False),
+        ('amount == "1800"', 1800, False),
+        ('amount == "1800"', "1800", True),
+        ('amount > "1000"', "1800", True),
+        ('flag == "true"', True, False),
+    ])
+    def test_compare(self, predicate: str, value: object, expected: bool) -> None:
+        assert expected == holds(predicate, {"currency": value, "amount": value, "flag": value})
+
+
+class TestBooleans:
+    """true/false compare with booleans only; a bare attribute means "is true"."""
+
+    @pytest.mark.parametrize(("predicate", "value", "expected"), [
+        ("flag == true", True, True),
+        ("flag == true", "true", False),
+        ("flag == true", 1, False),
+        ("flag != true", False, True),
+        ("flag", True, True),
+        ("flag", "true", False),
+        ("flag", 1, False),
+        ("not flag", False, True),
+        ("not flag", True, False),
+    ])
+    def test_compare(self, predicate: str, value: object, expected: bool) -> None:
+        assert expected == holds(predicate, {"flag": value})
+
+
+class TestMissingAttribute:
+    """A missing attribute makes every comparison false, so `not (...)` holds."""
+
+    @pytest.mark.parametrize("predicate", [
+        "x == 1", "x != 1", "x > 1", "x < 1", 'x == "a"', 'x != "a"', "x in [1]",
+        "x not in [1]", 'x matches ".*"', 'x contains ""', "x", "x == true", "x != false",
+    ])
+    def test_comparison_false(self, predicate: str) -> None:
+        assert holds(predicate, {}) is False
+
+    @pytest.mark.parametrize("predicate", ["not (x == 1)", "not (x != 1)", "not x"])
+    def test_negation_true(self, predicate: str) -> None:
+        assert holds(predicate, {}) is True
+
+
+class TestLists:
+    """`in` holds when any value equals; `not in` when every value differs (typed)."""
+
+    @pytest.mark.parametrize(("predicate", "value", "expected"), [
+        ("x in [1, 2]", 2, True),
+        ("x in [1, 2]", 2.0, True),
+        ("x in [1, 2]", 3, False),
+        ('x in ["a", b]', "b", True),
+        ("x not in [1, 2]", 3, True),
+        ("x not in [1, 2]", 2, False),
+        ("x not in [1, 2]", "3", False),
+        ("x in [true]", True, True),
+    ])
+    def test_membership(self, predicate: str, value: object, expected: bool) -> None:
+        assert expected == holds(predicate, {"x": value})
+
+
+class TestRegexAndContains:
+    """`matches` is a full-match RE2 regex; `contains` a substring test; strings only."""
+
+    @pytest.mark.parametrize(("predicate", "value", "expected"), [
+        ('n matches "pii"', "pii.access", False),
+        ('n matches "pii.*"', "pii.access", True),
+        ('n matches "(?i)PII.ACCESS"', "pii.access", True),
+        ('n matches "/api/v[0-9]+/admin/.*"', "/api/v2/admin/keys", True),
+        ('n matches "/api/v[0-9]+/admin/.*"', "/api/v1/search?q=adm", False),
+        ('n matches "1.*"', 1500, False),
+        ('n contains "admin"', "/api/v1/admin/users", True),
+        ("n contains admin", "/api/v1/users", False),
+        ('n contains "1"', 15, False),
+        ('n contains "a.b"', "xa.bx", True),
+        ('n contains "a.b"', "xaxbx", False),
+    ])
+    def test_match(self, predicate: str, value: object, expected: bool) -> None:
+        assert expected == holds(predicate, {"n": value})
+
+
+class TestArrays:
+    """Array attributes match when any element matches, as in Tempo."""
+
+    @pytest.mark.parametrize(("predicate", "expected"), [
+        ('tags == "pci"', True),
+        ('tags matches "p.*"', True),
+        ('tags contains "ci"', True),
+        ('tags == "nope"', False),
+        ('tags not in ["pci", "gdpr"]', False),
+        ('tags not in ["x"]', True),
+    ])
+    def test_any_element(self, predicate: str, expected: bool) -> None:
+        assert expected == holds(predicate, {"tags": ("pci", "gdpr")})
+
+
+class TestUnscopedLookup:
+    """An attribute name matches the span attribute or the resource attribute."""
+
+    def test_resource_attribute(self) -> None:
+        assert holds('environment == "production"', {}, resource={"environment": "production"})
+
+    def test_either_may_hold(self) -> None:
+        attrs = {"environment": "staging"}
+        assert holds('environment == "production"', attrs, resource={"environment": "production"})
+
+    def test_neither_holds(self) -> None:
+        assert not holds('environment == "dev"', {"environment": "staging"},
+                         resource={"environment": "production"})
+
+
+class TestIntrinsics:
+    """span:duration, span:status, span:kind, span:name and resource:service."""
+
+    def test_duration(self) -> None:
+        assert holds("span:duration > 1s", {}, start_ns=0, end_ns=1_500_000_000)
+        assert not holds("span:duration > 1s", {}, start_ns=0, end_ns=1_000_000_000)
+        assert holds("span:duration >= 1500ms", {}, start_ns=0, end_ns=1_500_000_000)
+
+    def test_status_and_kind(self) -> None:
+        assert holds("span:status == error and span:kind == server", {}, status="error",
+                     kind="server")
+        assert not holds("span:status == error", {}, status="ok")
+        assert holds('span:statusMessage == "upstream down"', {}, status_message="upstream down")
+
+    def test_name_and_service(self) -> None:
+        assert holds('span:name == "s" and resource:service == "api"', {},
+                     resource={"service.name": "api"})
+
+
+class TestInvariant:
+    """A trace violates when `when` holds and (`always` fails or `never` holds)."""
+
+    RULE = ("when { payment.charge_card.where(amount > 1000) } "
+            "always { payment.fraud_check } never { payment.bypass_validation }")
+
+    def test_out_of_scope(self) -> None:
+        assert not violates(self.RULE, trace(("payment.charge_card", {"amount": 500})))
+
+    def test_always_missing(self) -> None:
+        assert violates(self.RULE, trace(("payment.charge_card", {"amount": 1500})))
+
+    def test_compliant(self) -> None:
+        t = trace(("payment.charge_card", {"amount": 1500}), ("payment.fraud_check", {}))
+        assert not violates(self.RULE, t)
+
+    def test_never_matched(self) -> None:
+        t = trace(("payment.charge_card", {"amount": 1500.5}), ("payment.fraud_check", {}),
+                  ("payment.bypass_validation", {}))
+        assert violates(self.RULE, t)
+
+    def test_where_applies_to_one_span(self) -> None:
+        """Chained .where() must hold on the same span, not on two different ones."""
+        rule = "never { s.where(a == 1).where(b == 2) }"
+        assert not violates(rule, trace(("s", {"a": 1}), ("s", {"b": 2})))
+        assert violates(rule, trace(("s", {"a": 1}), ("s", {"a": 1, "b": 2})))
+
+    def test_without_when_every_trace_is_in_scope(self) -> None:
+        assert violates("always { audit.log }", trace(("other", {})))
+        assert not violates("always { audit.log }", trace(("audit.log", {})))
+
+    @pytest.mark.parametrize(("condition", "retries", "expected"), [
+        ("never { count(http.retry) > 3 }", 4, True),
+        ("never { count(http.retry) > 3 }", 3, False),
+        ("never { trace.count(http.retry) >= 3 }", 3, True),
+        ("when { r } always { count(http.retry) == count(r) }", 1, True),
+        ("when { r } always { count(http.retry) == count(r) }", 2, False),
+    ])
+    def test_counts(self, condition: str, retries: int, expected: bool) -> None:
+        t = trace(*[("http.retry", {})] * retries, ("r", {}), ("r", {}))
+        assert expected == violates(condition, t)
+
+    def test_boolean_structure(self) -> None:
+        rule = "when { a or b and not c } never { d }"
+        assert violates(rule, trace(("a", {}), ("c", {}), ("d", {})))
+        assert violates(rule, trace(("b", {}), ("d", {})))
+        assert not violates(rule, trace(("b", {}), ("c", {}), ("d", {})))

@@ -1,0 +1,187 @@
+"""Property tests: printing is stable through parsing, and evaluation matches a naive walk."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from checker.errors import SourceLocation
+from checker.rules import model as m
+from checker.rules.normalise import normalise
+from checker.rules.parse import parse_condition
+from checker.rules.printer import invariant as print_invariant
+from checker.rules.rule import Rule
+from checker.scan import Scanner
+from checker.traces.model import Span, Trace
+
+SPAN_NAMES = ["a", "b", "pii.access", "GET /x", "and", 'we"ird\\name']
+ATTR_NAMES = ["x", "y", "data.flag", "user id"]
+REGEXES = ["a.*", ".*", "(?i)A", "[0-9]+", "x|y"]
+NEEDLES = ["a", "", "1", "\"q"]
+OPS = ["==", "!=", ">", ">=", "<", "<="]
+
+strings = st.text(alphabet="ab1 \"\\.", max_size=4)
+numbers = st.one_of(st.integers(-3, 3), st.sampled_from([-1.5, 0.5, 1.0, 2.25, 1e20]))
+scalars = st.one_of(numbers, strings, st.booleans())
+attrs = st.sampled_from(ATTR_NAMES).map(m.Attr)
+
+leaf_predicates = st.one_of(
+    st.builds(m.Compare, attrs, st.sampled_from(OPS), scalars),
+    st.builds(m.InList, attrs, st.lists(scalars, min_size=1, max_size=3).map(tuple), st.booleans()),
+    st.builds(m.Matches, attrs, st.sampled_from(REGEXES)),
+    st.builds(m.Contains, attrs, st.sampled_from(NEEDLES)),
+    st.builds(m.Truthy, attrs),
+)
+
+
+def _combine(children: Any) -> Any:
+    pairs = st.lists(children, min_size=2, max_size=3).map(tuple)
+    return st.one_of(pairs.map(m.And), pairs.map(m.Or), children.map(m.Not))
+
+
+predicates = st.recursive(leaf_predicates, _combine, max_leaves=4)
+span_checks = st.builds(m.SpanCheck, st.sampled_from(SPAN_NAMES),
+                        st.lists(predicates, max_size=2).map(tuple))
+counts = st.sampled_from(SPAN_NAMES).map(m.SpanCount)
+count_checks = st.builds(m.CountCheck, counts, st.sampled_from(OPS),
+                         st.one_of(counts, st.integers(0, 3)))
+conditions = st.recursive(st.one_of(span_checks, count_checks), _combine, max_leaves=4)
+
+
+@st.composite
+def invariants(draw: st.DrawFn) -> m.Invariant:
+    when = draw(st.none() | conditions)
+    always = draw(st.none() | conditions)
+    never = draw(conditions if always is None else st.none() | conditions)
+    return m.Invariant(when, always, never)
+
+
+def reparse(inv: m.Invariant) -> m.Invariant:
+    return normalise(parse_condition(print_invariant(inv)))
+
+
+class TestPrintParseRoundTrip:
+    """normalise → print → parse → normalise is stable."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(invariants())
+    def test_stable(self, inv: m.Invariant) -> None:
+        once = reparse(inv)
+        twice = reparse(once)
+        assert once == twice
+        assert print_invariant(once) == print_invariant(twice)
+
+
+# ------------------------------------------------------------ reference walk
+
+_CMP = {"==": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,
+        "<": operator.lt, "<=": operator.le}
+
+
+def _same_type(value: object, literal: object) -> bool:
+    if isinstance(literal, bool) or isinstance(value, bool):
+        return isinstance(literal, bool) and isinstance(value, bool)
+    if isinstance(literal, int | float):
+        return isinstance(value, int | float)
+    return isinstance(value, str) and isinstance(literal, str)
+
+
+def _typed(value: object, op: str, literal: object) -> bool:
+    if not _same_type(value, literal):
+        return False
+    if isinstance(literal, bool) and op not in {"==", "!="}:
+        return False
+    return bool(_CMP[op](value, literal))
+
+
+def _elements(value: object) -> list[object]:
+    return list(value) if isinstance(value, tuple) else [value]
+
+
+def _leaf(node: Any, value: object) -> bool:
+    import re2
+
+    elements = _elements(value)
+    if isinstance(node, m.Compare):
+        return any(_typed(e, node.op, node.value) for e in elements)
+    if isinstance(node, m.InList) and not node.negated:
+        return any(_typed(e, "==", v) for e in elements for v in node.values)
+    if isinstance(node, m.InList):
+        return bool(elements) and all(_typed(e, "!=", v) for e in elements for v in node.values)
+    if isinstance(node, m.Matches):
+        return any(isinstance(e, str) and re2.fullmatch(node.pattern, e) for e in elements)
+    if isinstance(node, m.Contains):
+        return any(isinstance(e, str) and node.needle in e for e in elements)
+    return value is True
+
+
+def ref_pred(node: Any, span: Span) -> bool:
+    if isinstance(node, m.And):
+        return all(ref_pred(i, span) for i in node.items)
+    if isinstance(node, m.Or):
+        return any(ref_pred(i, span) for i in node.items)
+    if isinstance(node, m.Not):
+        return not ref_pred(node.item, span)
+    key = node.attr.name
+    return any(key in where and _leaf(node, where[key]) for where in (span.attributes, span.resource))
+
+
+def ref_cond(node: Any, trace: Trace) -> bool:
+    if isinstance(node, m.And):
+        return all(ref_cond(i, trace) for i in node.items)
+    if isinstance(node, m.Or):
+        return any(ref_cond(i, trace) for i in node.items)
+    if isinstance(node, m.Not):
+        return not ref_cond(node.item, trace)
+    if isinstance(node, m.SpanCheck):
+        return any(s.name == node.name and all(ref_pred(p, s) for p in node.where)
+                   for s in trace.spans)
+
+    def count(name: str) -> int:
+        return sum(1 for s in trace.spans if s.name == name)
+
+    right = count(node.right.name) if isinstance(node.right, m.SpanCount) else node.right
+    return bool(_CMP[node.op](count(node.left.name), right))
+
+
+def ref_violates(inv: m.Invariant, trace: Trace) -> bool:
+    if inv.when is not None and not ref_cond(inv.when, trace):
+        return False
+    if inv.always is not None and not ref_cond(inv.always, trace):
+        return True
+    return inv.never is not None and ref_cond(inv.never, trace)
+
+
+attr_values = st.one_of(scalars, st.lists(st.one_of(strings, numbers), max_size=2).map(tuple))
+
+
+@st.composite
+def traces(draw: st.DrawFn) -> Trace:
+    resource = draw(st.dictionaries(st.sampled_from(ATTR_NAMES), attr_values, max_size=2))
+    spans = [
+        Span(trace_id="c" * 32, span_id=f"{i + 1:016x}", name=draw(st.sampled_from(SPAN_NAMES)),
+             attributes=draw(st.dictionaries(st.sampled_from(ATTR_NAMES), attr_values, max_size=3)),
+             resource=resource)
+        for i in range(draw(st.integers(0, 6)))
+    ]
+    return Trace("c" * 32, spans)
+
+
+def as_rule(index: int, inv: m.Invariant) -> Rule:
+    return Rule(id=f"r{index}", name=f"r{index}", condition=print_invariant(inv), invariant=inv,
+                location=SourceLocation("generated"), version="v")
+
+
+class TestEvaluationAgreesWithReference:
+    """The indexed, compiled evaluator gives the naive walk's verdict on every rule."""
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(invariants(), min_size=1, max_size=4), traces())
+    def test_same_verdicts(self, invs: list[m.Invariant], trace: Trace) -> None:
+        rules = [as_rule(i, inv) for i, inv in enumerate(invs)]
+        expected = sorted(r.id for r in rules if ref_violates(r.invariant, trace))
+        actual = sorted(v.rule_id for v in Scanner(rules).check(trace))
+        assert expected == actual
