@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import re2
 
@@ -27,6 +27,7 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }
 _NUMBER = (int, float)
+T = TypeVar("T")
 
 
 def value_test(op: str, literal: m.Scalar) -> ValueTest:
@@ -128,20 +129,27 @@ def attribute_test(attr: m.Attr, test: ValueTest) -> SpanTest:
     return unscoped
 
 
-def predicate_test(node: m.Predicate) -> SpanTest:
-    """A closure deciding one ``.where()`` predicate on a span."""
+def _boolean(node: object, compile_item: Callable[[Any], Callable[[T], bool]]
+             ) -> Callable[[T], bool] | None:
+    """and/or/not over compiled items, shared by span predicates and trace conditions."""
     match node:
         case m.And():
-            parts = [predicate_test(i) for i in node.items]
-            return lambda s: all(p(s) for p in parts)
+            parts = [compile_item(i) for i in node.items]
+            return lambda x: all(p(x) for p in parts)
         case m.Or():
-            parts = [predicate_test(i) for i in node.items]
-            return lambda s: any(p(s) for p in parts)
+            parts = [compile_item(i) for i in node.items]
+            return lambda x: any(p(x) for p in parts)
         case m.Not():
-            inner = predicate_test(node.item)
-            return lambda s: not inner(s)
-        case _:
-            return attribute_test(node.attr, _leaf_test(node))
+            inner = compile_item(node.item)
+            return lambda x: not inner(x)
+    return None
+
+
+def predicate_test(node: m.Predicate) -> SpanTest:
+    """A closure deciding one ``.where()`` predicate on a span."""
+    if isinstance(node, m.And | m.Or | m.Not):
+        return cast("SpanTest", _boolean(node, predicate_test))
+    return attribute_test(node.attr, _leaf_test(node))
 
 
 def span_test(check: m.SpanCheck) -> SpanTest:
@@ -159,23 +167,11 @@ def matching_spans(check: m.SpanCheck, trace: Trace, test: SpanTest) -> list[Spa
     return [s for s in trace.by_name.get(check.name, ()) if test(s)]
 
 
-def count_value(ref: m.SpanCount | m.Scalar, trace: Trace) -> m.Scalar:
-    """``count(X)`` in this trace, or the literal on the other side of the comparison."""
-    return len(trace.by_name.get(ref.name, ())) if isinstance(ref, m.SpanCount) else ref
-
-
 def condition_test(node: m.Condition) -> TraceTest:
     """A closure deciding a trace-level formula."""
     match node:
-        case m.And():
-            parts = [condition_test(i) for i in node.items]
-            return lambda t: all(p(t) for p in parts)
-        case m.Or():
-            parts = [condition_test(i) for i in node.items]
-            return lambda t: any(p(t) for p in parts)
-        case m.Not():
-            inner = condition_test(node.item)
-            return lambda t: not inner(t)
+        case m.And() | m.Or() | m.Not():
+            return cast("TraceTest", _boolean(node, condition_test))
         case m.SpanCheck():
             name, test = node.name, span_test(node)
             return lambda t: any(test(s) for s in t.by_name.get(name, ()))

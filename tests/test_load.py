@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from checker.errors import RuleSemanticError, RuleSyntaxError
 from checker.rules.load import load_paths, load_text
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def one_error(text: str) -> str:
@@ -35,7 +38,8 @@ class TestPositionsInFile:
         assert one_error(text).startswith("r.yaml:3:49: rule r: unexpected character '='")
 
     def test_folded_block(self) -> None:
-        text = "rules:\n  - id: r\n    condition: >\n      when { a }\n      always { b.where(x matches \"(\") }\n"
+        text = ("rules:\n  - id: r\n    condition: >\n      when { a }\n"
+                '      always { b.where(x matches "(") }\n')
         message = one_error(text)
         assert message.startswith("r.yaml:5:24: rule r: invalid regular expression '('")
 

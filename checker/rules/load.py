@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from checker.errors import RuleError, RuleSemanticError, RuleSyntaxError, SourceLocation
+from checker.files import files_under
 from checker.rules import model as m
 from checker.rules.fields import FieldReader
 from checker.rules.lint import Severity, lint
@@ -44,24 +45,12 @@ class RuleSet:
         return next((r for r in self.rules if r.id == rule_id), None)
 
 
-def rule_files(paths: Iterable[Path]) -> tuple[list[Path], list[RuleError]]:
-    """YAML files under each path (recursive, name order), and paths that do not exist."""
-    files: list[Path] = []
-    missing: list[RuleError] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()))
-        elif path.is_file():
-            files.append(path)
-        else:
-            missing.append(RuleError("no such file or directory", location=SourceLocation(path)))
-    return files, missing
-
-
 def load_paths(paths: Iterable[Path]) -> RuleSet:
     """Load every rule file; duplicate ids across files are errors naming both places."""
-    files, errors = rule_files(paths)
-    result = RuleSet(errors=errors)
+    files, missing = files_under(paths, SUFFIXES)
+    result = RuleSet(errors=[
+        RuleError("no such file or directory", location=SourceLocation(p)) for p in missing
+    ])
     seen: dict[str, Rule] = {}
     for path in files:
         loaded = load_file(path)

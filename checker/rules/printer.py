@@ -73,12 +73,8 @@ def violated_by(inv: m.Invariant) -> str:
 def condition(node: m.Condition) -> str:
     """One trace-level formula; parentheses only where precedence needs them."""
     match node:
-        case m.Or():
-            return " or ".join(condition(i) for i in node.items)
-        case m.And():
-            return " and ".join(_grouped(condition, i, m.Or) for i in node.items)
-        case m.Not():
-            return "not " + _grouped(condition, node.item, m.Or, m.And)
+        case m.Or() | m.And() | m.Not():
+            return _boolean(node, condition)
         case m.SpanCheck():
             return name(node.name) + "".join(f".where({predicate(p)})" for p in node.where)
         case m.CountCheck():
@@ -90,12 +86,8 @@ def condition(node: m.Condition) -> str:
 def predicate(node: m.Predicate) -> str:
     """One span predicate, as written inside ``.where( )``."""
     match node:
-        case m.Or():
-            return " or ".join(predicate(i) for i in node.items)
-        case m.And():
-            return " and ".join(_grouped(predicate, i, m.Or) for i in node.items)
-        case m.Not():
-            return "not " + _grouped(predicate, node.item, m.Or, m.And)
+        case m.Or() | m.And() | m.Not():
+            return _boolean(node, predicate)
         case m.Compare():
             return f"{_attr(node.attr)} {node.op} {scalar(node.value)}"
         case m.InList():
@@ -107,6 +99,17 @@ def predicate(node: m.Predicate) -> str:
             return f"{_attr(node.attr)} contains {quote(node.needle)}"
         case m.Truthy():
             return _attr(node.attr)
+
+
+def _boolean(node: m.Or[Any] | m.And[Any] | m.Not[Any], render: Callable[[Any], str]) -> str:
+    """and/or/not for conditions and predicates alike; and binds tighter than or."""
+    match node:
+        case m.Or():
+            return " or ".join(render(i) for i in node.items)
+        case m.And():
+            return " and ".join(_grouped(render, i, m.Or) for i in node.items)
+        case m.Not():
+            return "not " + _grouped(render, node.item, m.Or, m.And)
 
 
 def _grouped(render: Callable[[Any], str], node: object, *kinds: type) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from checker.errors import SourceLocation, TraceSourceError
+from checker.files import files_under
 from checker.traces.model import Attributes, AttrValue, Span, Trace
 
 if TYPE_CHECKING:
@@ -29,10 +30,20 @@ SUFFIXES = (".json", ".jsonl", ".ndjson")
 # Above this many bytes of input, spans are partitioned through temporary files so that
 # memory stays bounded while still grouping each trace's spans across all files.
 MEMORY_BUDGET_BYTES = 256 * 1024 * 1024
+# All partition files are open at once while spilling: stay far below descriptor limits.
+MAX_PARTITIONS = 64
 
 
 class DecodeError(ValueError):
-    """A JSON value that is not valid OTLP; the caller adds file and line."""
+    """A JSON value that is not valid OTLP; the caller adds file and line.
+
+    ``anchors`` are texts of the offending span (its spanId first), so that an error in a
+    pretty-printed file can point at the span's line.
+    """
+
+    def __init__(self, message: str, anchors: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.anchors = anchors
 
 
 def normalise_id(raw: object, length: int, what: str) -> str:
@@ -45,9 +56,10 @@ def normalise_id(raw: object, length: int, what: str) -> str:
         decoded = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise DecodeError(f"{what} {raw!r} is neither hex nor base64") from None
-    if len(decoded) * 2 > length:
-        raise DecodeError(f"{what} {raw!r} is longer than {length // 2} bytes")
-    return decoded.hex().zfill(length)
+    if len(decoded) * 2 != length:
+        # Base64 IDs (Tempo's trace JSON) are always full length; a short one is a word.
+        raise DecodeError(f"{what} {raw!r} is base64 of {len(decoded)} bytes, not {length // 2}")
+    return decoded.hex()
 
 
 def any_value(value: dict[str, Any]) -> AttrValue | None:
@@ -118,25 +130,21 @@ def decode_request(doc: object) -> Iterator[Span]:
             scopes = group.get("scopeSpans") or group.get("instrumentationLibrarySpans") or []
             for scope in scopes:
                 for span in scope.get("spans") or []:
-                    yield decode_span(span, resource)
+                    yield _decode_anchored(span, resource)
+    except DecodeError:
+        raise
     except (TypeError, KeyError, AttributeError, ValueError) as err:
-        if isinstance(err, DecodeError):
-            raise
         raise DecodeError(f"malformed OTLP: {err}") from None
 
 
-def trace_files(paths: Iterable[Path]) -> list[Path]:
-    """Files to read: each file given, and every JSON file under each directory, in name order."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise TraceSourceError(f"{path}: no such file or directory",
-                                   hint="--traces takes OTLP/JSON files or directories")
-    return files
+def _decode_anchored(span: Any, resource: Attributes) -> Span:
+    """Decode one span; an error carries the span's own texts to find it by."""
+    try:
+        return decode_span(span, resource)
+    except (DecodeError, TypeError, KeyError, AttributeError, ValueError) as err:
+        message = str(err) if isinstance(err, DecodeError) else f"malformed OTLP: {err}"
+        fields = (span.get("spanId"), span.get("name")) if isinstance(span, dict) else ()
+        raise DecodeError(message, tuple(f for f in fields if isinstance(f, str) and f)) from None
 
 
 def read_spans(path: Path) -> Iterator[Span]:
@@ -148,7 +156,7 @@ def read_spans(path: Path) -> Iterator[Span]:
                 first = handle.readline()
             try:
                 json_lines = isinstance(json.loads(first), dict) if first else False
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or not UTF-8: the whole-file read reports it
                 json_lines = False
             if not json_lines:
                 handle.seek(0)
@@ -169,11 +177,22 @@ def _single_document(path: Path, data: bytes) -> Iterator[Span]:
         raise TraceSourceError(f"invalid JSON: {err.msg}",
                                location=SourceLocation(path, err.lineno, err.colno)) from None
     except UnicodeDecodeError as err:
-        raise TraceSourceError(f"not UTF-8 text: {err.reason}", location=SourceLocation(path)) from None
+        where = SourceLocation(path, data.count(b"\n", 0, err.start) + 1)
+        raise TraceSourceError(f"not UTF-8 text: {err.reason}", location=where) from None
     try:
         yield from decode_request(doc)
     except DecodeError as err:
-        raise TraceSourceError(str(err), location=SourceLocation(path)) from None
+        raise TraceSourceError(str(err), location=_locate(path, data, err.anchors)) from None
+
+
+def _locate(path: Path, data: bytes, anchors: tuple[str, ...]) -> SourceLocation:
+    """The line of a bad span in a pretty-printed document, found by its spanId or name."""
+    for anchor in anchors:
+        for text in {json.dumps(anchor, ensure_ascii=False), json.dumps(anchor)}:
+            at = data.find(text.encode())
+            if at >= 0 and data.find(text.encode(), at + 1) < 0:
+                return SourceLocation(path, data.count(b"\n", 0, at) + 1)
+    return SourceLocation(path)
 
 
 def _json_lines(path: Path, handle: Iterable[bytes]) -> Iterator[Span]:
@@ -208,13 +227,16 @@ def read_traces(paths: Iterable[Path], budget_bytes: int = MEMORY_BUDGET_BYTES) 
 
     :raises TraceSourceError: naming the file (and line) that cannot be read or decoded.
     """
-    files = trace_files(paths)
+    files, missing = files_under(paths, SUFFIXES)
+    if missing:
+        raise TraceSourceError(f"{missing[0]}: no such file or directory",
+                               hint="--traces takes OTLP/JSON files or directories")
     total = sum(f.stat().st_size for f in files)
     spans = (span for f in files for span in read_spans(f))
     if total <= budget_bytes:
         yield from group_traces(spans)
         return
-    yield from _partitioned(spans, partitions=1 + total // budget_bytes * 4)
+    yield from _partitioned(spans, partitions=min(MAX_PARTITIONS, 1 + total // budget_bytes * 4))
 
 
 def _partitioned(spans: Iterable[Span], partitions: int) -> Iterator[Trace]:
