@@ -54,12 +54,11 @@ class Trace:
 
     @property
     def root(self) -> Span | None:
-        """The span without a parent, if it arrived."""
+        """The earliest span without a parent; failing that, the earliest orphan."""
         ids = {s.span_id for s in self.spans}
-        for span in self.spans:
-            if span.parent_span_id is None or span.parent_span_id not in ids:
-                return span
-        return None
+        roots = [s for s in self.spans if s.parent_span_id is None]
+        orphans = [s for s in self.spans if s.parent_span_id not in ids]
+        return min(roots or orphans, key=lambda s: s.start_ns, default=None)
 
     @property
     def start_ns(self) -> int:
