@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import pickle
+import re
 import tempfile
 import zlib
 from pathlib import Path
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 _KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 _STATUSES = ("unset", "ok", "error")
-_HEX = frozenset("0123456789abcdefABCDEF")
+_HEX = re.compile(r"[0-9a-fA-F]+")
 SUFFIXES = (".json", ".jsonl", ".ndjson")
 # Above this many bytes of input, spans are partitioned through temporary files so that
 # memory stays bounded while still grouping each trace's spans across all files.
@@ -50,7 +51,7 @@ def normalise_id(raw: object, length: int, what: str) -> str:
     """Lowercase hex of ``length`` chars from hex (any case, zeros stripped) or base64."""
     if not isinstance(raw, str) or not raw:
         raise DecodeError(f"{what} is missing or not a string")
-    if len(raw) <= length and all(c in _HEX for c in raw):
+    if len(raw) <= length and _HEX.fullmatch(raw):
         return raw.lower().zfill(length)
     try:
         decoded = base64.b64decode(raw, validate=True)
