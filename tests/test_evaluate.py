@@ -119,6 +119,7 @@ class TestLists:
         ("x not in [1, 2]", 3, True),
         ("x not in [1, 2]", 2, False),
         ("x not in [1, 2]", "3", False),
+        ("x not in [1, USD]", 3, False),  # `!=` each value, typed as in Tempo: 3 != "USD" fails
         ("x in [true]", True, True),
     ])
     def test_membership(self, predicate: str, value: object, expected: bool) -> None:

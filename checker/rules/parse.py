@@ -23,6 +23,9 @@ _TERMINAL_WORDS = {
 }
 
 
+KEYWORDS = frozenset({"WHEN", "ALWAYS", "NEVER", "AND", "OR", "NOT", "IN", "MATCHES", "CONTAINS"})
+
+
 class ConditionError(Exception):
     """A condition that does not parse; ``pos`` is inside the condition text."""
 
@@ -99,6 +102,8 @@ def _explain(err: UnexpectedInput, text: str) -> ConditionError:
         hint = None
         if "RBRACE" in err.expected:
             hint = "a { ... } block is not closed before this point"
+        elif token.type in KEYWORDS and {"DOTTED_NAME", "STRING"} & set(err.expected):
+            hint = f'{token} is a keyword; quote it to use it as a name or value: "{token}"'
         elif token.type in {"WHEN", "ALWAYS", "NEVER"}:
             hint = "write when { A } always { B } never { C }, each block at most once"
         return ConditionError(f"unexpected {str(token)!r}, expected {expected}", pos, hint)
