@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,15 +17,22 @@ from checker import __version__
 from checker.errors import TraceSourceError
 from checker.examples import run_examples
 from checker.log import configure
-from checker.report import write_json_lines, write_problems, write_table
+from checker.report import plan_lines, write_json_lines, write_problems, write_table
 from checker.rules.load import RuleSet, load_paths
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violated_by
 from checker.scan import Scanner
+from checker.tempo.client import TempoConfig
+from checker.tempo.run import scan_window
+from checker.timeparse import TimeError, parse_duration, window
+from checker.traceql import compile_rule
 from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from checker.rules.rule import Rule
+    from checker.violations import Violation
 
 EXIT_OK, EXIT_FOUND, EXIT_INVALID, EXIT_SOURCE = 0, 1, 2, 3
 DEFAULT_RULES = Path("rules.d")
@@ -67,6 +75,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if rule.legacy:
             print(f"  (legacy condition without when: {rule.condition.strip()})")
         print(f"  violated by {violated_by(rule.invariant)}")
+        print("  TraceQL plan:")
+        for line in plan_lines(compile_rule(rule.invariant)):
+            print(f"    {line}")
         print()
     return EXIT_INVALID if ruleset.errors else EXIT_OK
 
@@ -96,16 +107,18 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    """Evaluate every rule on every trace from files on disk."""
+    """Evaluate every rule on traces from files on disk, or from Tempo over a window."""
+    if args.tempo and args.traces:
+        print("error: give --traces or --tempo, not both", file=sys.stderr)
+        return EXIT_INVALID
     ruleset = _load([args.rules])
     if ruleset.errors:
         return EXIT_INVALID
-    sources = args.traces or [demo_traces()]
-    if not args.traces:
-        print(f"no --traces given: scanning the bundled demo traces ({sources[0]})", file=sys.stderr)
-    scanner = Scanner(ruleset.rules)
     try:
-        violations = list(scanner.scan(read_traces(sources)))
+        violations = _scan_tempo(args, ruleset.rules) if args.tempo else _scan_files(args, ruleset.rules)
+    except TimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
     except TraceSourceError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SOURCE
@@ -113,10 +126,41 @@ def cmd_scan(args: argparse.Namespace) -> int:
         write_json_lines(violations, sys.stdout)
     else:
         write_table(violations, sys.stdout)
+    return EXIT_FOUND if violations and not args.exit_zero else EXIT_OK
+
+
+def _scan_files(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
+    sources = args.traces or [demo_traces()]
+    if not args.traces:
+        print(f"no --traces given: scanning the bundled demo traces ({sources[0]})", file=sys.stderr)
+    scanner = Scanner(rules)
+    violations = list(scanner.scan(read_traces(sources)))
     stats = scanner.stats
     print(f"scanned {stats.traces} traces with {len(scanner.rules)} rules: "
           f"{stats.in_scope} in scope, {stats.violations} violations", file=sys.stderr)
-    return EXIT_FOUND if violations and not args.exit_zero else EXIT_OK
+    return violations
+
+
+def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
+    cutoff = parse_duration(args.query_end_cutoff)
+    start, end, clamped = window(time.time(), cutoff, since=args.since, start=args.start,
+                                 end=args.end)
+    if clamped:
+        print(f"note: Tempo hides the newest {args.query_end_cutoff} (query_end_cutoff): "
+              f"evaluating up to {end}", file=sys.stderr)
+    config = TempoConfig(url=args.tempo, tenant=args.tenant, search_limit=args.search_limit,
+                         timeout=parse_duration(args.timeout), query_end_cutoff=cutoff)
+    result, stats = scan_window(rules, config, start, end, progress=sys.stderr.isatty())
+    for trace_id in result.partial:
+        print(f"warning: Tempo returned trace {trace_id} only in part", file=sys.stderr)
+    print(f"evaluated {len(result.outcomes)} rules over {start}..{end} on {args.tempo}: "
+          f"{stats.searches} searches, {stats.fetches} traces fetched, "
+          f"{len(result.violations)} violations", file=sys.stderr)
+    if result.missing:
+        raise TraceSourceError(f"{len(result.missing)} candidate traces could not be fetched "
+                               f"(first: {result.missing[0]})",
+                               hint="they may have left Tempo's retention; scan again")
+    return result.violations
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rule file or directory (default: rules.d)")
     scan.add_argument("--traces", type=Path, nargs="+", metavar="PATH",
                       help="OTLP/JSON files or directories (default: the bundled demo traces)")
+    scan.add_argument("--tempo", metavar="URL", help="Grafana Tempo's HTTP address, e.g. "
+                      "http://localhost:3200 (instead of --traces)")
+    scan.add_argument("--since", metavar="DURATION",
+                      help="with --tempo: the window ending now (less the cutoff), e.g. 15m")
+    scan.add_argument("--start", metavar="T", help="with --tempo: window start, RFC 3339 or unix seconds")
+    scan.add_argument("--end", metavar="T", help="with --tempo: window end, RFC 3339 or unix seconds")
+    scan.add_argument("--search-limit", type=int, default=1000, metavar="N",
+                      help="traces per Tempo search request (default 1000); never changes results")
+    scan.add_argument("--tenant", metavar="T", help="Tempo tenant, sent as X-Scope-OrgID")
+    scan.add_argument("--query-end-cutoff", default="30s", metavar="DURATION",
+                      help="newest data Tempo hides from search (its query_end_cutoff; default 30s)")
+    scan.add_argument("--timeout", default="30s", metavar="DURATION",
+                      help="timeout of one Tempo request (default 30s)")
     scan.add_argument("--format", choices=("text", "json"), default="text",
                       help="text: a table; json: one JSON object per violation per line")
     scan.add_argument("--exit-zero", action="store_true",

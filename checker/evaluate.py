@@ -211,7 +211,7 @@ def required_names(node: m.Condition | None) -> frozenset[str] | None:
     match node:
         case m.SpanCheck():
             return frozenset({node.name})
-        case m.CountCheck() if _count_needs_span(node):
+        case m.CountCheck() if count_needs_span(node):
             return frozenset({node.left.name})
         case m.And():
             sets = [s for s in map(required_names, node.items) if s is not None]
@@ -228,7 +228,8 @@ def required_names(node: m.Condition | None) -> frozenset[str] | None:
             return None
 
 
-def _count_needs_span(node: m.CountCheck) -> bool:
+def count_needs_span(node: m.CountCheck) -> bool:
+    """Whether ``count(X) op n`` can only hold when the trace has a span named X."""
     right = node.right
     if isinstance(right, (m.SpanCount, bool)):
         return False

@@ -11,7 +11,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from checker.errors import RuleError
+    from checker.traceql.plan import QueryPlan
     from checker.violations import Violation
+
+from checker.traceql.plan import describe
 
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 
@@ -46,3 +49,16 @@ def write_problems(errors: Iterable[RuleError], warnings: Iterable[RuleError], o
     """Every rule error and warning, each with its location, source line and hint."""
     out.writelines(f"error: {error}\n" for error in errors)
     out.writelines(f"warning: {warning}\n" for warning in warnings)
+
+
+def plan_lines(plan: QueryPlan) -> list[str]:
+    """A query plan for ``explain``: each search, its role, the set algebra, the widenings."""
+    searches = plan.searches
+    names = {s: f"S{i}" for i, s in enumerate(searches, start=1)}
+    lines = [f"{names[s]}  {s.role.value:<5}  {s.query}"
+             + ("" if s.exact else "   (approximate)") + f"   <- {s.source}" for s in searches]
+    lines.append(f"candidates = {describe(plan.candidates, names)}"
+                 if searches else "candidates = none: TraceQL cannot find any")
+    lines.append("every candidate is fetched by ID and the rule evaluated exactly on the whole trace")
+    lines.extend(f"note: {note}" for note in plan.notes)
+    return lines

@@ -1,0 +1,123 @@
+"""Evaluate rules over one time window of Tempo: search, combine, fetch candidates, confirm.
+
+Searches are shared between rules (one query, one enumeration per window); each candidate
+trace is fetched once whatever the number of rules it is a candidate for, and a violation
+is only ever reported from the exact evaluation of the whole fetched trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
+
+from checker.evaluate import CompiledInvariant
+from checker.tempo.client import TempoClient
+from checker.traceql import QueryPlan, compile_rule
+from checker.traceql.plan import evaluate as evaluate_set
+from checker.violations import Violation, explain
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from checker.rules.rule import Rule
+    from checker.tempo.client import ClientStats, FetchedTrace, TempoConfig
+    from checker.traces.model import Trace
+
+
+@dataclass
+class RuleOutcome:
+    """What one rule's evaluation of a window found."""
+
+    rule: Rule
+    plan: QueryPlan
+    candidates: frozenset[str] = frozenset()
+    in_scope: int = 0
+    violations: list[Violation] = field(default_factory=list)
+
+
+@dataclass
+class WindowResult:
+    """All rules over one window; ``missing`` are candidates Tempo no longer returns."""
+
+    start: int
+    end: int
+    outcomes: list[RuleOutcome]
+    missing: list[str] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)
+
+    @property
+    def violations(self) -> list[Violation]:
+        """Every violation, rule by rule."""
+        return [v for o in self.outcomes for v in o.violations]
+
+
+async def evaluate_window(
+    rules: list[Rule], client: TempoClient, start: int, end: int,
+    *, on_fetched: Callable[[int, int], None] | None = None,
+) -> WindowResult:
+    """Run every rule over [start, end] (unix seconds) and confirm each candidate exactly."""
+    outcomes = [RuleOutcome(rule, compile_rule(rule.invariant)) for rule in rules if rule.enabled]
+    queries = sorted({s.query for o in outcomes for s in o.plan.searches})
+    found = await asyncio.gather(*(client.search_all(q, start, end) for q in queries))
+    results = {q: frozenset(ids) for q, ids in zip(queries, found, strict=True)}
+    for outcome in outcomes:
+        outcome.candidates = evaluate_set(outcome.plan.candidates, results)
+    wanted = sorted(set().union(*(o.candidates for o in outcomes)))
+    traces = await _fetch_all(client, wanted, on_fetched)
+    result = WindowResult(start, end, outcomes)
+    result.missing = [t for t in wanted if traces[t].trace is None]
+    result.partial = [t for t in wanted if traces[t].partial]
+    for outcome in outcomes:
+        _confirm(outcome, traces)
+    return result
+
+
+async def _fetch_all(client: TempoClient, ids: list[str],
+                     on_fetched: Callable[[int, int], None] | None) -> dict[str, FetchedTrace]:
+    done = 0
+
+    async def one(trace_id: str) -> FetchedTrace:
+        nonlocal done
+        fetched = await client.fetch(trace_id)
+        done += 1
+        if on_fetched is not None:
+            on_fetched(done, len(ids))
+        return fetched
+
+    fetched = await asyncio.gather(*(one(t) for t in ids))
+    return {f.trace_id: f for f in fetched}
+
+
+def _confirm(outcome: RuleOutcome, traces: dict[str, FetchedTrace]) -> None:
+    compiled = CompiledInvariant.build(outcome.rule.invariant)
+    for trace_id in sorted(outcome.candidates):
+        trace: Trace | None = traces[trace_id].trace
+        if trace is None:
+            continue
+        if compiled.in_scope(trace):
+            outcome.in_scope += 1
+            if compiled.fails_in_scope(trace):
+                outcome.violations.append(explain(outcome.rule, compiled, trace))
+
+
+def scan_window(rules: list[Rule], config: TempoConfig, start: int, end: int,
+                *, progress: bool = False) -> tuple[WindowResult, ClientStats]:
+    """Synchronous entry point for the CLI, with a progress bar on a terminal."""
+
+    async def run() -> tuple[WindowResult, ClientStats]:
+        with tqdm(desc="fetching candidates", unit="trace", disable=not progress,
+                  file=sys.stderr, leave=False) as bar:
+
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            async with TempoClient(config) as client:
+                result = await evaluate_window(rules, client, start, end, on_fetched=advance)
+                return result, client.stats
+
+    return asyncio.run(run())

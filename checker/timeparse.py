@@ -1,0 +1,57 @@
+"""Times and windows given on the command line: RFC 3339 or unix seconds, and durations."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from checker.rules.fields import DURATION_HINT, duration_ns
+
+
+class TimeError(ValueError):
+    """A time or duration that cannot be read; the message says which and how to write it."""
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds from ``1795729000``, ``1795729000.5`` or ``2026-11-27T10:00:00Z``."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise TimeError(f"{text!r} is not a time: use RFC 3339 "
+                        "(2026-11-27T10:00:00Z) or unix seconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``15m``, ``1h30m``, ``30s``."""
+    nanos = duration_ns(text)
+    if nanos is None:
+        raise TimeError(f"{text!r} is not a duration: {DURATION_HINT}")
+    return nanos / 1e9
+
+
+def window(now: float, cutoff: float, *, since: str | None, start: str | None,
+           end: str | None) -> tuple[int, int, bool]:
+    """Whole-second [start, end] to evaluate, and whether ``end`` was clamped.
+
+    Tempo silently hides the newest ``cutoff`` seconds (query_end_cutoff), so a window
+    reaching into them is cut back rather than reported as evaluated.
+    """
+    latest = math.floor(now - cutoff)
+    if since is not None:
+        return latest - math.ceil(parse_duration(since)), latest, False
+    if start is None or end is None:
+        raise TimeError("give --since, or both --start and --end")
+    first, last = math.floor(parse_time(start)), math.ceil(parse_time(end))
+    clamped = last > latest
+    last = min(last, latest)
+    if last <= first:
+        raise TimeError(f"the window {start} .. {end} is empty"
+                        + (" once Tempo's query_end_cutoff is applied" if clamped else ""))
+    return first, last, clamped

@@ -1,0 +1,182 @@
+"""Compile a normalised rule into a QueryPlan.
+
+Soundness is the invariant. ``over`` gives a superset of the traces where a condition
+holds, ``under`` a subset; a construct that cannot be pushed down exactly is widened
+(over) or dropped (under), and the exact evaluator decides on the fetched trace. Scopes
+use only single-span filters, whose ID sets are combined client-side: Tempo evaluates a
+cross-span ``&&`` and ``| count()`` per trace fragment, so they could miss a trace whose
+spans landed in different blocks. A per-fragment count may only *clear* traces, where a
+miss costs one fetch.
+"""
+
+from __future__ import annotations
+
+from checker.evaluate import count_needs_span
+from checker.rules import model as m
+from checker.rules.printer import condition as condition_text
+from checker.traceql import plan as p
+from checker.traceql import syntax as q
+
+# A translated predicate: (over, under). over None: no constraint; under None: cannot hold.
+Translation = tuple[str | None, str | None]
+
+
+def compile_rule(inv: m.Invariant) -> p.QueryPlan:
+    """The plan: candidates = (scope - clear(always)) | (scope & scope(never))."""
+    compiler = _Compiler()
+    scope = compiler.over(inv.when) if inv.when is not None else p.EVERY_TRACE
+    parts: list[p.SetExpr] = []
+    if inv.always is not None:
+        parts.append(p.difference(scope, compiler.under(inv.always)))
+    if inv.never is not None:
+        parts.append(p.intersection([scope, compiler.over(inv.never)]))
+    return p.QueryPlan(p.union(parts), scope, tuple(dict.fromkeys(compiler.notes)))
+
+
+class _Compiler:
+    """One dispatch point per direction; notes collect every widening for ``explain``."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def over(self, node: m.Condition) -> p.SetExpr:
+        """A superset of the traces where ``node`` holds."""
+        match node:
+            case m.And():
+                return p.intersection([self.over(i) for i in node.items])
+            case m.Or():
+                return p.union([self.over(i) for i in node.items])
+            case m.Not():
+                return p.difference(p.EVERY_TRACE, self.under(node.item))
+            case m.SpanCheck():
+                query, exact = self._span_filter(node, under=False)
+                if not exact:
+                    self.notes.append(f"{condition_text(node)}: searched without the predicates "
+                                      "TraceQL cannot express exactly; confirmed on the full trace")
+                return p.Search(query or q.EVERYTHING, p.Role.SCOPE, condition_text(node), exact)
+            case m.CountCheck():
+                return self._count_over(node)
+
+    def under(self, node: m.Condition) -> p.SetExpr:
+        """A subset of the traces where ``node`` holds."""
+        match node:
+            case m.And():
+                return p.intersection([self.under(i) for i in node.items])
+            case m.Or():
+                return p.union([self.under(i) for i in node.items])
+            case m.Not():
+                return p.difference(p.EVERY_TRACE, self.over(node.item))
+            case m.SpanCheck():
+                query, exact = self._span_filter(node, under=True)
+                if query is None:
+                    self.notes.append(f"{condition_text(node)}: cannot clear traces through "
+                                      "TraceQL; every candidate is checked on the full trace")
+                    return p.NOTHING
+                return p.Search(query, p.Role.CLEAR, condition_text(node), exact)
+            case m.CountCheck():
+                return self._count_under(node)
+
+    def _span_filter(self, check: m.SpanCheck, *, under: bool) -> tuple[str | None, bool]:
+        conditions = [q.name_equals(check.name)]
+        exact = True
+        for pred in check.where:
+            over_text, under_text = translate(pred)
+            exact = exact and over_text is not None and over_text == under_text
+            chosen = under_text if under else over_text
+            if chosen is not None:
+                conditions.append(chosen)
+            elif under:
+                return None, False
+        return q.spanset(conditions), exact
+
+    def _count_over(self, node: m.CountCheck) -> p.SetExpr:
+        text = condition_text(node)
+        if count_needs_span(node):
+            self.notes.append(f"{text}: scoped as 'has {node.left.name}'; the count is checked "
+                              "on the full trace")
+            return p.Search(q.spanset([q.name_equals(node.left.name)]), p.Role.SCOPE,
+                            f"has {node.left.name}", exact=False)
+        self.notes.append(f"{text}: can hold without any such span; every trace is in scope")
+        return p.EVERY_TRACE
+
+    def _count_under(self, node: m.CountCheck) -> p.SetExpr:
+        right = node.right
+        text = condition_text(node)
+        if node.op in {">", ">="} and isinstance(right, int | float) and not isinstance(right, bool):
+            threshold = int(right // 1) if node.op == ">" else -int(-right // 1)
+            if threshold < (0 if node.op == ">" else 1):
+                return p.EVERY_TRACE
+            query = q.count_query(q.name_equals(node.left.name), node.op, threshold)
+            return p.Search(query, p.Role.CLEAR, text, exact=False)
+        self.notes.append(f"{text}: cannot clear traces through TraceQL; checked on the full trace")
+        return p.NOTHING
+
+
+def translate(pred: m.Predicate) -> Translation:
+    """A predicate as TraceQL conditions on one span: (superset form, subset form)."""
+    match pred:
+        case m.And():
+            parts = [translate(i) for i in pred.items]
+            overs = [o for o, _ in parts if o is not None]
+            unders = [u for _, u in parts]
+            under = q.all_of([u for u in unders if u is not None]) if None not in unders else None
+            return (q.all_of(overs) if overs else None), under
+        case m.Or():
+            parts = [translate(i) for i in pred.items]
+            over_parts = [o for o, _ in parts]
+            under_parts = [u for _, u in parts if u is not None]
+            over = q.any_of([o for o in over_parts if o is not None]) if None not in over_parts else None
+            return over, (q.any_of(under_parts) if under_parts else None)
+        case m.Not(item=m.Not(item=inner)):
+            return translate(inner)
+        case m.Not():
+            return None, None  # Tempo's !(...) is unreliable (tempo.md §4.3)
+        case _:
+            return _leaf(pred)
+
+
+def _refs(attr: m.Attr) -> list[str]:
+    if attr.intrinsic:
+        return [q.INTRINSICS[attr.name]]
+    return [q.attribute(scope, attr.name) for scope in q.SCOPES]
+
+
+def _leaf(node: m.Test | m.Truthy) -> Translation:
+    refs = _refs(node.attr)
+    enum = node.attr.name in q.ENUM_INTRINSICS and node.attr.intrinsic
+    match node:
+        case m.Compare():
+            text = _compare(refs, node.op, node.value, enum=enum)
+            return text, text
+        case m.InList(negated=False):
+            texts = [_compare(refs, "==", v, enum=enum) for v in node.values]
+            text = q.any_of([t for t in texts if t is not None]) if None not in texts else None
+            return text, text
+        case m.InList(negated=True):
+            texts = [_compare(refs, "!=", v, enum=enum) for v in node.values]
+            # Exact for scalars; for array attributes Tempo's != differs, so never clear with it.
+            return (q.all_of([t for t in texts if t is not None]) if None not in texts else None), None
+        case m.Matches() if not enum:
+            text = q.any_of([f"{r} {q.MATCH} {q.string(node.pattern)}" for r in refs])
+            return text, text
+        case m.Contains() if not enum:
+            pattern = q.string(q.contains_pattern(node.needle))
+            text = q.any_of([f"{r} {q.MATCH} {pattern}" for r in refs])
+            return text, text
+        case m.Truthy() if not node.attr.intrinsic:
+            text = q.any_of([f"{r} = true" for r in refs])
+            return text, text
+    return None, None
+
+
+def _compare(refs: list[str], op: str, value: m.Scalar, *, enum: bool) -> str | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        forms = q.number_forms(op, value)
+        if forms is None:
+            return None
+        return q.any_of([f"{r} {o} {lit}" for r in refs for o, lit in forms])
+    if enum:
+        return q.any_of([f"{r} {q.OPS[op]} {value}" for r in refs]) if isinstance(value, str) else None
+    return q.any_of([f"{r} {q.OPS[op]} {q.literal(value)}" for r in refs])
+
+

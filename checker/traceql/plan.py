@@ -1,0 +1,168 @@
+"""A query plan: searches, what each is for, and how their trace-ID sets combine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeAlias
+
+from checker.traceql.syntax import EVERYTHING
+
+
+class Role(Enum):
+    """Why a search is run, shown by ``betrace explain``."""
+
+    SCOPE = "scope"  # a superset of the traces where a check may hold
+    CLEAR = "clear"  # a subset of the traces where a check surely holds
+    ALL = "all"  # every trace in the window
+
+
+@dataclass(frozen=True)
+class Search:
+    """One TraceQL search; its result is the set of trace IDs it returns."""
+
+    query: str
+    role: Role
+    source: str  # the check it stands for, in rule-language text
+    exact: bool  # the query matches exactly the traces where the check holds
+
+
+EVERY_TRACE = Search(EVERYTHING, Role.ALL, "every trace", exact=True)
+
+
+@dataclass(frozen=True)
+class Nothing:
+    """The empty set: nothing can be cleared (or scoped) by a query."""
+
+
+@dataclass(frozen=True)
+class Union:
+    """Traces in any part."""
+
+    parts: tuple[SetExpr, ...]
+
+
+@dataclass(frozen=True)
+class Intersection:
+    """Traces in every part."""
+
+    parts: tuple[SetExpr, ...]
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Traces in ``left`` but not in ``right``."""
+
+    left: SetExpr
+    right: SetExpr
+
+
+SetExpr: TypeAlias = Search | Nothing | Union | Intersection | Difference
+NOTHING = Nothing()
+
+
+def union(parts: list[SetExpr]) -> SetExpr:
+    """Union, simplified: every trace absorbs, nothing vanishes."""
+    kept: list[SetExpr] = []
+    for part in parts:
+        if part == EVERY_TRACE:
+            return EVERY_TRACE
+        if part != NOTHING and part not in kept:
+            kept.append(part)
+    if not kept:
+        return NOTHING
+    return kept[0] if len(kept) == 1 else Union(tuple(kept))
+
+
+def intersection(parts: list[SetExpr]) -> SetExpr:
+    """Intersection, simplified: nothing absorbs, every trace vanishes."""
+    kept: list[SetExpr] = []
+    for part in parts:
+        if part == NOTHING:
+            return NOTHING
+        if part != EVERY_TRACE and part not in kept:
+            kept.append(part)
+    if not kept:
+        return EVERY_TRACE
+    return kept[0] if len(kept) == 1 else Intersection(tuple(kept))
+
+
+def difference(left: SetExpr, right: SetExpr) -> SetExpr:
+    """Difference, simplified."""
+    if left == NOTHING or right == EVERY_TRACE:
+        return NOTHING
+    if right == NOTHING:
+        return left
+    return Difference(left, right)
+
+
+def searches(expr: SetExpr) -> list[Search]:
+    """Every distinct search in ``expr``, in first-use order."""
+    found: list[Search] = []
+
+    def visit(node: SetExpr) -> None:
+        match node:
+            case Search():
+                if node not in found:
+                    found.append(node)
+            case Union() | Intersection():
+                for part in node.parts:
+                    visit(part)
+            case Difference():
+                visit(node.left)
+                visit(node.right)
+            case Nothing():
+                pass
+
+    visit(expr)
+    return found
+
+
+def evaluate(expr: SetExpr, results: dict[str, frozenset[str]]) -> frozenset[str]:
+    """The trace-ID set of ``expr`` given each search's result, keyed by query."""
+    match expr:
+        case Search():
+            return results[expr.query]
+        case Nothing():
+            return frozenset()
+        case Union():
+            return frozenset().union(*(evaluate(p, results) for p in expr.parts))
+        case Intersection():
+            sets = [evaluate(p, results) for p in expr.parts]
+            return frozenset.intersection(*sets)
+        case Difference():
+            return evaluate(expr.left, results) - evaluate(expr.right, results)
+
+
+def describe(expr: SetExpr, names: dict[Search, str]) -> str:
+    """The set algebra over the search names, in Python set notation: ``(S1 - S2) | S3``."""
+    match expr:
+        case Search():
+            return names[expr]
+        case Nothing():
+            return "{}"
+        case Union():
+            return "(" + " | ".join(describe(p, names) for p in expr.parts) + ")"
+        case Intersection():
+            return "(" + " & ".join(describe(p, names) for p in expr.parts) + ")"
+        case Difference():
+            return f"({describe(expr.left, names)} - {describe(expr.right, names)})"
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """How one rule runs against Tempo.
+
+    ``candidates`` is a superset of the violating traces in a window; each candidate is
+    fetched and the rule evaluated exactly on it. ``scope`` is a superset of the traces in
+    scope. ``notes`` say what could not be pushed down exactly.
+    """
+
+    candidates: SetExpr
+    scope: SetExpr
+    notes: tuple[str, ...]
+
+    @property
+    def searches(self) -> list[Search]:
+        """Distinct searches the candidates need."""
+        return searches(self.candidates)

@@ -1,0 +1,146 @@
+"""All TraceQL spelling in one place: quoting, escaping, literals and operators.
+
+Nothing else in the checker writes TraceQL text, so no rule text can break out of a query
+except through these functions.
+"""
+
+from __future__ import annotations
+
+import math
+
+from checker.rules import model as m
+
+EVERYTHING = "{ }"
+SPANSET = "{{ {} }}"
+AND = " && "
+OR = " || "
+SCOPES = ("span", "resource")
+COUNT_PIPELINE = "{} | count() {} {}"
+OPS = {"==": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
+MATCH = "=~"
+# Intrinsics of the rule language → TraceQL; resource:service is a resource attribute.
+INTRINSICS = {
+    "span:name": "name",
+    "span:status": "status",
+    "span:kind": "kind",
+    "span:duration": "duration",
+    "span:statusMessage": "statusMessage",
+    "resource:service": 'resource."service.name"',
+}
+ENUM_INTRINSICS = frozenset({"span:status", "span:kind"})
+INT64 = 2**63
+_REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+
+
+def string(value: str) -> str:
+    """A Go double-quoted string literal (Tempo unquotes values with strconv.Unquote)."""
+    out = ['"']
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def attribute(scope: str, name: str) -> str:
+    r"""``span."name"``: always quoted; inside quoted names only \\" and \\\\ are escapes."""
+    return f'{scope}."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def regex_literal(text: str) -> str:
+    """``text`` as an RE2 pattern matching itself literally."""
+    return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
+
+
+def contains_pattern(needle: str) -> str:
+    """Substring as a fully anchored regex; (?s) so that values with newlines match too."""
+    return f"(?s).*{regex_literal(needle)}.*"
+
+
+def int_literal(value: int) -> str | None:
+    """An int literal Tempo can parse, or None outside int64."""
+    return str(value) if -INT64 < value < INT64 else None
+
+
+def float_literal(value: float) -> str | None:
+    """A float literal without exponent, or None when Python would need one."""
+    text = repr(float(value))
+    return None if any(c in text for c in "einf") else text
+
+
+def number_forms(op: str, value: float) -> list[tuple[str, str]] | None:
+    """(operator, literal) pairs that together match int and double attributes exactly.
+
+    Tempo compares ints only with int literals and doubles only with float literals, so a
+    number becomes one int and one float comparison. None when that cannot be exact.
+    """
+    as_float = float_literal(float(value))
+    if as_float is None:
+        return None
+    forms = [(OPS[op], as_float)]
+    int_form = _int_form(op, value)
+    if int_form is None:
+        return None
+    forms.extend(int_form)
+    return forms
+
+
+def _int_form(op: str, value: float) -> list[tuple[str, str]] | None:
+    if isinstance(value, int) or float(value).is_integer():
+        literal = int_literal(int(value))
+        return None if literal is None else [(OPS[op], literal)]
+    bound = {">": math.floor, "<=": math.floor, ">=": math.ceil, "<": math.ceil}.get(op)
+    if bound is not None:
+        literal = int_literal(bound(value))
+        return None if literal is None else [(OPS[op], literal)]
+    if op == "==":
+        return []  # no int equals a non-integral number
+    return [(">", "0"), ("<=", "0")]  # "!=": every int differs
+
+
+def literal(value: m.Scalar) -> str:
+    """A string, boolean or duration literal (numbers go through ``number_forms``)."""
+    match value:
+        case bool():
+            return "true" if value else "false"
+        case m.Duration():
+            return f"{value.nanos}ns"
+        case str():
+            return string(value)
+        case _:
+            raise TypeError(value)  # pragma: no cover - numbers use number_forms
+
+
+def any_of(parts: list[str]) -> str:
+    """Disjunction, parenthesised so that it nests inside a conjunction."""
+    return parts[0] if len(parts) == 1 else "(" + OR.join(parts) + ")"
+
+
+def all_of(parts: list[str]) -> str:
+    """Conjunction, parenthesised."""
+    return parts[0] if len(parts) == 1 else "(" + AND.join(parts) + ")"
+
+
+def spanset(conditions: list[str]) -> str:
+    """One spanset filter: every condition holds on one span."""
+    return SPANSET.format(AND.join(conditions)) if conditions else EVERYTHING
+
+
+def count_query(name_condition: str, op: str, value: int) -> str:
+    """Spans named X, counted per trace fragment."""
+    return COUNT_PIPELINE.format(spanset([name_condition]), OPS[op], value)
+
+
+def name_equals(name: str) -> str:
+    """``name = "X"``."""
+    return f"name = {string(name)}"
