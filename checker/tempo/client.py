@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 MAX_WINDOW_SECONDS = 168 * 3600
+HEX_ID = re.compile(r"[0-9a-fA-F]{1,32}")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -187,7 +189,7 @@ class TempoClient:
         ids = set()
         for item in body.get("traces", []):
             raw = item.get("traceID") if isinstance(item, dict) else None
-            if not isinstance(raw, str) or not raw or len(raw) > 32:
+            if not isinstance(raw, str) or not HEX_ID.fullmatch(raw):
                 raise TempoError(f"search answer has a bad traceID {raw!r}", url=url)
             ids.add(raw.lower().zfill(32))
         metrics = body.get("metrics") or {}

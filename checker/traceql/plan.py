@@ -69,9 +69,19 @@ def union(parts: list[SetExpr]) -> SetExpr:
             return EVERY_TRACE
         if part != NOTHING and part not in kept:
             kept.append(part)
+    # X | (X - Y) = X and X | (X & Y) = X: drop parts that a plain member already covers.
+    kept = [k for k in kept if not _covered(k, kept)]
     if not kept:
         return NOTHING
     return kept[0] if len(kept) == 1 else Union(tuple(kept))
+
+
+def _covered(part: SetExpr, others: list[SetExpr]) -> bool:
+    if isinstance(part, Difference):
+        return part.left in others
+    if isinstance(part, Intersection):
+        return any(p in others for p in part.parts)
+    return False
 
 
 def intersection(parts: list[SetExpr]) -> SetExpr:

@@ -1,0 +1,196 @@
+"""Tempo client: status handling, retries, window splitting and trace decoding (MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from checker.tempo.client import TempoClient, TempoConfig, TempoError
+
+Handler = Callable[[httpx.Request], httpx.Response]
+TRACE = "0000000000000000000000000000abcd"
+
+
+def run(handler: Handler, coro: Callable[[TempoClient], Any], **config: Any) -> Any:
+    settings = TempoConfig(url="http://tempo.test", backoff=0.0, **config)
+
+    async def main() -> Any:
+        async with TempoClient(settings, transport=httpx.MockTransport(handler)) as client:
+            return await coro(client)
+
+    return asyncio.run(main())
+
+
+def search_body(ids: list[str], completed: int = 3, total: int = 3) -> dict[str, Any]:
+    return {"traces": [{"traceID": i.lstrip("0")} for i in ids],
+            "metrics": {"completedJobs": completed, "totalJobs": total}}
+
+
+def sequence(*responses: httpx.Response) -> tuple[Handler, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return responses[min(len(seen), len(responses)) - 1]
+
+    return handler, seen
+
+
+class TestSearch:
+    """Search requests carry integer seconds, and IDs come back padded to 32 hex."""
+
+    def test_request_and_padding(self) -> None:
+        handler, seen = sequence(httpx.Response(200, json=search_body([TRACE])))
+        ids = run(handler, lambda c: c.search_all('{ name = "a" }', 100, 200), search_limit=50)
+        assert {TRACE} == ids
+        params = seen[0].url.params
+        assert ("100", "200", "50", '{ name = "a" }') == (
+            params["start"], params["end"], params["limit"], params["q"])
+
+    def test_full_page_splits_the_window(self) -> None:
+        def handler(request: httpx.Request) -> httpx.Response:
+            start, end = int(request.url.params["start"]), int(request.url.params["end"])
+            ids = [f"{t + 1:032x}" for t in range(start, end + 1)]  # one trace per second
+            return httpx.Response(200, json=search_body(ids[:3]))
+
+        ids = run(handler, lambda c: c.search_all("{ }", 0, 16), search_limit=3)
+        assert {f"{t + 1:032x}" for t in range(17)} == ids
+
+    def test_incomplete_jobs_are_not_trusted(self) -> None:
+        calls: list[tuple[str, str]] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            p = request.url.params
+            calls.append((p["start"], p["end"]))
+            complete = int(p["end"]) - int(p["start"]) < 10
+            return httpx.Response(200, json=search_body([TRACE], 1 if not complete else 3, 3))
+
+        assert {TRACE} == run(handler, lambda c: c.search_all("{ }", 0, 10))
+        assert ("0", "10") == calls[0]
+        assert len(calls) == 3
+
+    def test_one_second_still_full_is_an_error(self) -> None:
+        handler, _ = sequence(httpx.Response(200, json=search_body([TRACE, "1" * 32])))
+        with pytest.raises(TempoError, match="raise --search-limit|more traces than the limit"):
+            run(handler, lambda c: c.search_all("{ }", 0, 1), search_limit=2)
+
+    def test_long_windows_are_cut_to_168h(self) -> None:
+        handler, seen = sequence(httpx.Response(200, json=search_body([])))
+        run(handler, lambda c: c.search_all("{ }", 0, 200 * 3600))
+        assert [("0", str(168 * 3600)), (str(168 * 3600), str(200 * 3600))] == [
+            (r.url.params["start"], r.url.params["end"]) for r in seen]
+
+
+class TestRetries:
+    """429, 5xx, timeouts and broken connections retry; other 4xx fail at once with Tempo's words."""
+
+    @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+    def test_retryable_status(self, status: int) -> None:
+        handler, seen = sequence(httpx.Response(status, text="job queue full"),
+                                 httpx.Response(200, json=search_body([TRACE])))
+        assert {TRACE} == run(handler, lambda c: c.search_all("{ }", 0, 10))
+        assert 2 == len(seen)
+
+    def test_gives_up_after_retries(self) -> None:
+        handler, seen = sequence(httpx.Response(503, text="unavailable"))
+        with pytest.raises(TempoError) as info:
+            run(handler, lambda c: c.search_all("{ }", 0, 10), retries=2)
+        assert 3 == len(seen)
+        assert "http://tempo.test/api/search answered 503: unavailable" in str(info.value)
+        assert info.value.retryable
+
+    def test_bad_request_is_not_retried_and_shows_the_query(self) -> None:
+        message = "invalid TraceQL query: parse error at line 1, col 9: syntax error: unexpected ="
+        handler, seen = sequence(httpx.Response(400, text=message))
+        with pytest.raises(TempoError) as info:
+            run(handler, lambda c: c.search_all('{ name == "x" }', 0, 10))
+        assert 1 == len(seen)
+        assert message in str(info.value)
+        assert 'query was: { name == "x" }' in str(info.value)
+        assert not info.value.retryable
+
+    def test_unauthorised_hints_at_tenant(self) -> None:
+        handler, _ = sequence(httpx.Response(401, text="no org id"))
+        with pytest.raises(TempoError, match="X-Scope-OrgID"):
+            run(handler, lambda c: c.search_all("{ }", 0, 10))
+
+    @pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
+    def test_transport_errors_retry(self, exc: Exception) -> None:
+        attempts: list[int] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise exc
+            return httpx.Response(200, json=search_body([TRACE]))
+
+        assert {TRACE} == run(handler, lambda c: c.search_all("{ }", 0, 10))
+        assert 2 == len(attempts)
+
+    def test_garbage_is_retried_then_reported(self) -> None:
+        handler, seen = sequence(httpx.Response(200, text="<html>oops"))
+        with pytest.raises(TempoError, match="not JSON"):
+            run(handler, lambda c: c.search_all("{ }", 0, 10), retries=1)
+        assert 2 == len(seen)
+
+    def test_headers(self) -> None:
+        handler, seen = sequence(httpx.Response(200, json=search_body([])))
+        run(handler, lambda c: c.search_all("{ }", 0, 10), tenant="acme", bearer_token="s3cret",
+            headers={"X-Extra": "1"})
+        headers = seen[0].headers
+        assert ("acme", "Bearer s3cret", "1") == (
+            headers["X-Scope-OrgID"], headers["Authorization"], headers["X-Extra"])
+
+    def test_secrets_not_in_errors(self) -> None:
+        handler, _ = sequence(httpx.Response(403, text="forbidden"))
+        with pytest.raises(TempoError) as info:
+            run(handler, lambda c: c.search_all("{ }", 0, 10), bearer_token="s3cret",
+                username="u", password="pw-secret")
+        assert "s3cret" not in str(info.value)
+        assert "pw-secret" not in str(info.value)
+
+
+def otlp_trace(span_name: str = "a") -> dict[str, Any]:
+    return {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [
+        {"traceId": "AAAAAAAAAAAAAAAAAACrzQ==", "spanId": "AAAAAAAAAAE=", "name": span_name,
+         "kind": "SPAN_KIND_SERVER", "startTimeUnixNano": "1", "endTimeUnixNano": "2"}]}]}]}
+
+
+class TestFetch:
+    """Trace by ID: v2 JSON with base64 IDs; not found; PARTIAL; v1 fallback."""
+
+    def test_v2(self) -> None:
+        handler, seen = sequence(httpx.Response(200, json={"trace": otlp_trace(), "metrics": {}}))
+        fetched = run(handler, lambda c: c.fetch(TRACE))
+        assert "/api/v2/traces/" + TRACE == seen[0].url.path
+        assert fetched.trace is not None
+        assert ["0000000000000001"] == [s.span_id for s in fetched.trace.spans]
+        assert fetched.partial is None
+
+    def test_v2_not_found(self) -> None:
+        handler, _ = sequence(httpx.Response(200, json={"trace": {}, "metrics": {}}))
+        assert run(handler, lambda c: c.fetch(TRACE)).trace is None
+
+    def test_partial_is_surfaced(self) -> None:
+        body = {"trace": otlp_trace(), "status": "PARTIAL", "message": "trace exceeds max size"}
+        handler, _ = sequence(httpx.Response(200, json=body))
+        assert "trace exceeds max size" == run(handler, lambda c: c.fetch(TRACE)).partial
+
+    def test_v1_fallback(self) -> None:
+        v1 = json.dumps(otlp_trace()).replace("resourceSpans", "batches")
+        handler, seen = sequence(httpx.Response(404, text="404 page not found"),
+                                 httpx.Response(200, text=v1), httpx.Response(404))
+        fetched = run(handler, lambda c: c.fetch(TRACE))
+        assert fetched.trace is not None
+        assert ["/api/v2/traces/" + TRACE, "/api/traces/" + TRACE] == [r.url.path for r in seen]
+
+    def test_bad_trace_body(self) -> None:
+        body = {"trace": {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "!!"}]}]}]}}
+        handler, _ = sequence(httpx.Response(200, json=body))
+        with pytest.raises(TempoError, match="not valid OTLP"):
+            run(handler, lambda c: c.fetch(TRACE))
