@@ -149,7 +149,8 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
         print(f"note: Tempo hides the newest {args.query_end_cutoff} (query_end_cutoff): "
               f"evaluating up to {end}", file=sys.stderr)
     config = TempoConfig(url=args.tempo, tenant=args.tenant, search_limit=args.search_limit,
-                         timeout=parse_duration(args.timeout), query_end_cutoff=cutoff)
+                         timeout=parse_duration(args.timeout), query_end_cutoff=cutoff,
+                         retries=args.retries)
     result, stats = scan_window(rules, config, start, end, progress=sys.stderr.isatty())
     for trace_id in result.partial:
         print(f"warning: Tempo returned trace {trace_id} only in part", file=sys.stderr)
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="newest data Tempo hides from search (its query_end_cutoff; default 30s)")
     scan.add_argument("--timeout", default="30s", metavar="DURATION",
                       help="timeout of one Tempo request (default 30s)")
+    scan.add_argument("--retries", type=int, default=5, metavar="N",
+                      help="retries of a failing Tempo request, with exponential backoff (default 5)")
     scan.add_argument("--format", choices=("text", "json"), default="text",
                       help="text: a table; json: one JSON object per violation per line")
     scan.add_argument("--exit-zero", action="store_true",

@@ -27,10 +27,30 @@ def compile_rule(inv: m.Invariant) -> p.QueryPlan:
     scope = compiler.over(inv.when) if inv.when is not None else p.EVERY_TRACE
     parts: list[p.SetExpr] = []
     if inv.always is not None:
-        parts.append(p.difference(scope, compiler.under(inv.always)))
+        parts.append(p.difference(scope, within(compiler.under(inv.always), scope)))
     if inv.never is not None:
         parts.append(p.intersection([scope, compiler.over(inv.never)]))
     return p.QueryPlan(p.union(parts), scope, tuple(dict.fromkeys(compiler.notes)))
+
+
+def within(clear: p.SetExpr, scope: p.SetExpr) -> p.SetExpr:
+    """Restrict clearing searches to the scope with a cross-span ``&&``.
+
+    Only traces in scope need clearing, so ``{scope} && {clear}`` returns far fewer IDs than
+    ``{clear}`` alone. Tempo evaluates it per fragment and may miss a trace whose spans are
+    split; that only leaves the trace a candidate, to be fetched and judged exactly.
+    """
+    if not (isinstance(scope, p.Search) and scope.single_span):
+        return clear
+    match clear:
+        case p.Search() if clear.single_span:
+            return p.Search(q.both(scope.query, clear.query), p.Role.CLEAR,
+                            f"{clear.source}, within the scope", exact=False)
+        case p.Union():
+            return p.union([within(part, scope) for part in clear.parts])
+        case p.Intersection():
+            return p.intersection([within(part, scope) for part in clear.parts])
+    return clear
 
 
 class _Compiler:
@@ -53,7 +73,8 @@ class _Compiler:
                 if not exact:
                     self.notes.append(f"{condition_text(node)}: searched without the predicates "
                                       "TraceQL cannot express exactly; confirmed on the full trace")
-                return p.Search(query or q.EVERYTHING, p.Role.SCOPE, condition_text(node), exact)
+                return p.Search(query or q.EVERYTHING, p.Role.SCOPE, condition_text(node), exact,
+                                single_span=query is not None)
             case m.CountCheck():
                 return self._count_over(node)
 
@@ -72,7 +93,7 @@ class _Compiler:
                     self.notes.append(f"{condition_text(node)}: cannot clear traces through "
                                       "TraceQL; every candidate is checked on the full trace")
                     return p.NOTHING
-                return p.Search(query, p.Role.CLEAR, condition_text(node), exact)
+                return p.Search(query, p.Role.CLEAR, condition_text(node), exact, single_span=True)
             case m.CountCheck():
                 return self._count_under(node)
 
@@ -95,7 +116,7 @@ class _Compiler:
             self.notes.append(f"{text}: scoped as 'has {node.left.name}'; the count is checked "
                               "on the full trace")
             return p.Search(q.spanset([q.name_equals(node.left.name)]), p.Role.SCOPE,
-                            f"has {node.left.name}", exact=False)
+                            f"has {node.left.name}", exact=False, single_span=True)
         self.notes.append(f"{text}: can hold without any such span; every trace is in scope")
         return p.EVERY_TRACE
 

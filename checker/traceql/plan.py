@@ -25,6 +25,7 @@ class Search:
     role: Role
     source: str  # the check it stands for, in rule-language text
     exact: bool  # the query matches exactly the traces where the check holds
+    single_span: bool = False  # one spanset filter, which can be combined with &&
 
 
 EVERY_TRACE = Search(EVERYTHING, Role.ALL, "every trace", exact=True)

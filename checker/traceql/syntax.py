@@ -141,6 +141,11 @@ def count_query(name_condition: str, op: str, value: int) -> str:
     return COUNT_PIPELINE.format(spanset([name_condition]), OPS[op], value)
 
 
+def both(left: str, right: str) -> str:
+    """Two spanset filters that must both match in one trace (evaluated per fragment)."""
+    return f"{left}{AND}{right}"
+
+
 def name_equals(name: str) -> str:
     """``name = "X"``."""
     return f"name = {string(name)}"
