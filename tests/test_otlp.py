@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from recordings import RECORDINGS as _RECORDINGS
+from recordings import needs_recordings
 
 from checker.errors import TraceSourceError
 from checker.traces.otlp import read_traces
@@ -19,9 +21,7 @@ from checker.traces.otlp import read_traces
 if TYPE_CHECKING:
     from checker.traces.model import Span, Trace
 
-RECORDINGS = Path("/work/shared/tempo-recordings")
-needs_recordings = pytest.mark.skipif(
-    not RECORDINGS.is_dir(), reason=f"the Tempo recordings are not present at {RECORDINGS}")
+RECORDINGS: Path = _RECORDINGS or Path("absent")
 
 TRACE_A = "0af7651916cd43dd8448eb211c80319c"
 TRACE_B = "4bf92f3577b34da6a3ce929d0e0e4736"
