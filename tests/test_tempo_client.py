@@ -71,12 +71,21 @@ class TestSearch:
             return httpx.Response(200, json=search_body([TRACE], 1 if not complete else 3, 3))
 
         assert {TRACE} == run(handler, lambda c: c.search_all("{ }", 0, 10))
-        assert ("0", "10") == calls[0]
-        assert len(calls) == 3
+        assert [("0", "10"), ("0", "2"), ("2", "5"), ("5", "7"), ("7", "10")] == sorted(calls)
 
-    def test_one_second_still_full_is_an_error(self) -> None:
-        handler, _ = sequence(httpx.Response(200, json=search_body([TRACE, "1" * 32])))
-        with pytest.raises(TempoError, match="more traces than the limit"):
+    def test_a_full_second_raises_the_limit(self) -> None:
+        handler, seen = sequence(httpx.Response(200, json=search_body([TRACE, "1" * 32])))
+        assert {TRACE, "1" * 32} == run(handler, lambda c: c.search_all("{ }", 0, 1), search_limit=2)
+        assert ["2", "8"] == [r.url.params["limit"] for r in seen]
+
+    def test_a_second_full_at_the_maximum_is_an_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("checker.tempo.client.MAX_SEARCH_LIMIT", 8)
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            limit = int(request.url.params["limit"])
+            return httpx.Response(200, json=search_body([f"{i + 1:032x}" for i in range(limit)]))
+
+        with pytest.raises(TempoError, match="more than 8 traces"):
             run(handler, lambda c: c.search_all("{ }", 0, 1), search_limit=2)
 
     def test_long_windows_are_cut_to_168h(self) -> None:

@@ -9,11 +9,12 @@ seconds; windows are capped (168h); the newest ``query_end_cutoff`` is silently 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 import structlog
@@ -23,10 +24,15 @@ from checker.errors import TraceSourceError
 from checker.traces.otlp import DecodeError, decode_request, group_traces
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from checker.traces.model import Trace
 
+T = TypeVar("T")
 log = structlog.get_logger(__name__)
 MAX_WINDOW_SECONDS = 168 * 3600
+MAX_SEARCH_LIMIT = 262_144  # Tempo's default max_result_limit
+SPLIT_WAYS = 4
 HEX_ID = re.compile(r"[0-9a-fA-F]{1,32}")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -200,7 +206,8 @@ class TempoClient:
         """Every trace matching ``query`` whose time range overlaps [start, end] (seconds).
 
         A page that reaches the limit, or that Tempo did not finish, is never trusted:
-        the window is halved and both halves searched, down to one second.
+        the window is cut in four and each part searched, down to one second, where the
+        limit is raised instead.
         """
         found: set[str] = set()
         for chunk_start in range(start, end, MAX_WINDOW_SECONDS):
@@ -214,14 +221,23 @@ class TempoClient:
         if len(ids) < limit and complete:
             return ids
         if end - start <= 1:
-            url = f"{self.config.url.rstrip('/')}/api/search"
-            why = "more traces than the limit" if complete else "an incomplete answer"
-            raise TempoError(f"{why} in the 1-second window {start}..{end} for {query}", url=url,
-                             hint="raise --search-limit")
-        middle = (start + end) // 2
-        left, right = await asyncio.gather(self._enumerate(query, start, middle),
-                                           self._enumerate(query, middle, end))
-        return left | right
+            return await self._dense_second(query, start, end, limit)
+        # Four parts, not two: a window holding exactly twice the limit would fill both halves.
+        edges = sorted({start + (end - start) * i // SPLIT_WAYS for i in range(SPLIT_WAYS + 1)})
+        parts = await gather_strict(*(self._enumerate(query, a, b)
+                                      for a, b in itertools.pairwise(edges)))
+        return set().union(*parts)
+
+    async def _dense_second(self, query: str, start: int, end: int, limit: int) -> set[str]:
+        """Seconds cannot be split further: raise the limit until the page is not full."""
+        while limit < MAX_SEARCH_LIMIT:
+            limit = min(MAX_SEARCH_LIMIT, limit * 4)
+            ids, complete = await self.search(query, start, end, limit)
+            if len(ids) < limit and complete:
+                return ids
+        url = f"{self.config.url.rstrip('/')}/api/search"
+        raise TempoError(f"more than {MAX_SEARCH_LIMIT} traces, or no complete answer, in the "
+                         f"1-second window {start}..{end} for {query}", url=url, retryable=True)
 
     # -------------------------------------------------------------------- fetch
 
@@ -256,6 +272,25 @@ class TempoClient:
         traces = list(group_traces(spans))
         partial = str(body.get("message") or "partial") if body.get("status") == "PARTIAL" else None
         return FetchedTrace(trace_id, traces[0] if traces else None, partial)
+
+
+async def gather_strict(*awaitables: Awaitable[T]) -> list[T]:
+    """Like ``asyncio.gather``, but the first failure cancels the rest and is raised as is."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_as_coroutine(a)) for a in awaitables]
+    except BaseExceptionGroup as failed:
+        raise _first(failed) from None
+    return [task.result() for task in tasks]
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error = group.exceptions[0]
+    return _first(error) if isinstance(error, BaseExceptionGroup) else error
 
 
 def _status_error(response: httpx.Response, url: str, params: dict[str, Any] | None) -> TempoError:

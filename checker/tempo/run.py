@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from checker.evaluate import CompiledInvariant
-from checker.tempo.client import TempoClient
+from checker.tempo.client import TempoClient, gather_strict
 from checker.traceql import QueryPlan, compile_rule
 from checker.traceql.plan import evaluate as evaluate_set
 from checker.violations import Violation, explain
@@ -62,7 +62,7 @@ async def evaluate_window(
     """Run every rule over [start, end] (unix seconds) and confirm each candidate exactly."""
     outcomes = [RuleOutcome(rule, compile_rule(rule.invariant)) for rule in rules if rule.enabled]
     queries = sorted({s.query for o in outcomes for s in o.plan.searches})
-    found = await asyncio.gather(*(client.search_all(q, start, end) for q in queries))
+    found = await gather_strict(*(client.search_all(q, start, end) for q in queries))
     results = {q: frozenset(ids) for q, ids in zip(queries, found, strict=True)}
     for outcome in outcomes:
         outcome.candidates = evaluate_set(outcome.plan.candidates, results)
@@ -88,7 +88,7 @@ async def _fetch_all(client: TempoClient, ids: list[str],
             on_fetched(done, len(ids))
         return fetched
 
-    fetched = await asyncio.gather(*(one(t) for t in ids))
+    fetched = await gather_strict(*(one(t) for t in ids))
     return {f.trace_id: f for f in fetched}
 
 

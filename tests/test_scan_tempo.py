@@ -1,0 +1,306 @@
+"""End to end: `betrace scan --tempo` against the Tempo double over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from recordings import RECORDINGS, needs_recordings
+from tempo_double import Fault, TempoDouble
+
+from checker.cli import main
+from checker.rules.load import load_paths, load_text
+from checker.scan import Scanner
+from checker.tempo.client import TempoClient, TempoConfig
+from checker.tempo.run import evaluate_window
+from checker.traces.otlp import read_traces
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from checker.rules.rule import Rule
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES_D = ROOT / "rules.d"
+# The dataset's window (from the recordings' requests): every trace lies inside it.
+START, END = 1795728471, 1795729081
+
+
+def dataset() -> dict[str, Any]:
+    assert RECORDINGS is not None
+    return json.loads((RECORDINGS / "dataset.otlp.json").read_text())
+
+
+@pytest.fixture
+def tempo() -> Iterator[TempoDouble]:
+    with TempoDouble() as double:
+        double.push(dataset())
+        yield double
+
+
+def scan(url: str, *extra: str, rules: Path = RULES_D) -> list[str]:
+    return ["scan", "--rules", str(rules), "--tempo", url, "--start", str(START), "--end", str(END),
+            "--query-end-cutoff", "0s", "--format", "json", *extra]
+
+
+def pairs(text: str) -> set[tuple[str, str]]:
+    return {(v["rule_id"], v["trace_id"]) for v in map(json.loads, text.splitlines())}
+
+
+def local_pairs(rules: list[Rule], paths: list[Path]) -> set[tuple[str, str]]:
+    return {(v.rule_id, v.trace_id) for v in Scanner(rules).scan(read_traces(paths))}
+
+
+@needs_recordings
+class TestStarterRules:
+    """Every starter rule finds on Tempo exactly what it finds on the same traces on disk."""
+
+    def test_same_as_local(self, tempo: TempoDouble, capsys: pytest.CaptureFixture[str]) -> None:
+        assert RECORDINGS is not None
+        code = main(scan(tempo.url))
+        out = capsys.readouterr()
+        expected = local_pairs(load_paths([RULES_D]).rules, [RECORDINGS / "dataset.otlp.json"])
+        assert expected
+        assert expected == pairs(out.out)
+        assert 1 == code
+        assert "searches" in out.err
+
+    def test_fetches_only_candidates(self, tempo: TempoDouble, capsys: pytest.CaptureFixture[str]) -> None:
+        main(scan(tempo.url))
+        fetched = {r.path.rsplit("/", 1)[-1] for r in tempo.requests if "/traces/" in r.path}
+        violating = {t for _, t in pairs(capsys.readouterr().out)}
+        assert violating <= fetched
+        assert len(fetched) < 56
+
+    def test_search_limit_never_changes_the_result(self, tempo: TempoDouble,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+        main(scan(tempo.url))
+        full = pairs(capsys.readouterr().out)
+        searches_before = sum(1 for r in tempo.requests if r.path == "/api/search")
+        main(scan(tempo.url, "--search-limit", "2"))
+        assert full == pairs(capsys.readouterr().out)
+        searches_after = sum(1 for r in tempo.requests if r.path == "/api/search") - searches_before
+        assert searches_after > searches_before
+
+    def test_subprocess(self, tempo: TempoDouble) -> None:
+        done = subprocess.run([sys.executable, "-m", "checker", *scan(tempo.url)],  # noqa: S603
+                              capture_output=True, text=True, check=False, timeout=120)
+        assert 1 == done.returncode, done.stderr
+        assert pairs(done.stdout)
+
+
+FRAGMENT_RULES = """\
+rules:
+  - id: pii-audited
+    condition: when { pii.access } always { audit.log.where(log_type == hipaa_audit) }
+  - id: audited-pii-flagged
+    condition: when { pii.access and audit.log } never { pii.access }
+"""
+
+
+@needs_recordings
+class TestFragments:
+    """A trace pushed in two parts is judged on all its spans, in scope and when clearing."""
+
+    def test_split_trace(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert RECORDINGS is not None
+        recording = json.loads((RECORDINGS / "fragments" / "fragments.json").read_text())
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(FRAGMENT_RULES)
+        window = recording["search_window"]
+        with TempoDouble() as double:
+            for push in recording["pushes"]:
+                double.push(push)
+            main(["scan", "--rules", str(rules), "--tempo", double.url, "--start",
+                  str(window["start"]), "--end", str(window["end"]), "--query-end-cutoff", "0s",
+                  "--format", "json"])
+        found = pairs(capsys.readouterr().out)
+        split = next(t for t, label in recording["labels"].items() if label == "split")
+        whole = next(t for t, label in recording["labels"].items() if label == "whole")
+        # Both traces have pii.access and a hipaa audit.log, the split one in two fragments.
+        assert {("audited-pii-flagged", split), ("audited-pii-flagged", whole)} == found
+
+
+def otlp(trace_id: str, *names: str, start_s: int = START + 10) -> dict[str, Any]:
+    spans = [{"traceId": trace_id, "spanId": f"{i + 1:016x}", "name": name,
+              "startTimeUnixNano": str(start_s * 10**9 + i), "endTimeUnixNano": str(start_s * 10**9 + 10**6),
+              "attributes": []}
+             for i, name in enumerate(names)]
+    return {"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "svc"}}]}, "scopeSpans": [{"spans": spans}]}]}
+
+
+SIMPLE_RULES = "rules:\n  - id: audited\n    condition: when { pii.access } always { audit.log }\n"
+
+
+@pytest.fixture
+def simple_rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(SIMPLE_RULES)
+    return path
+
+
+class TestIds:
+    """IDs with leading zeros survive Tempo stripping them."""
+
+    def test_leading_zeros(self, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        trace_id = "00000000000000000123456789abcdef"
+        with TempoDouble() as double:
+            double.push(otlp(trace_id, "pii.access"))
+            main(scan(double.url, rules=simple_rules))
+        assert {("audited", trace_id)} == pairs(capsys.readouterr().out)
+
+
+class TestFaults:
+    """Tempo failing: a correct result after retries, or a clear error and exit 3."""
+
+    def _run(self, double: TempoDouble, rules: Path, *extra: str) -> int:
+        return main(scan(double.url, *extra, rules=rules))
+
+    @pytest.mark.parametrize("fault", [
+        Fault(route="search", status=500, times=2),
+        Fault(route="search", status=429, times=1),
+        Fault(route="trace", status=503, times=2),
+        Fault(route="search", kind="truncated_json", times=1),
+        Fault(route="trace", kind="invalid_json", times=1),
+        Fault(route="search", kind="incomplete_jobs", times=1),
+    ])
+    def test_recovers(self, fault: Fault, simple_rules: Path,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+        with TempoDouble() as double:
+            double.push(otlp("a" * 32, "pii.access"))
+            double.push(otlp("b" * 32, "pii.access", "audit.log"))
+            double.inject(fault)
+            code = self._run(double, simple_rules)
+        assert {("audited", "a" * 32)} == pairs(capsys.readouterr().out)
+        assert 1 == code
+
+    @pytest.mark.parametrize(("fault", "message"), [
+        (Fault(route="search", status=500, times=99), "answered 500"),
+        (Fault(route="search", status=400, times=1, body="invalid TraceQL query: boom"),
+         "invalid TraceQL query: boom"),
+        (Fault(route="any", kind="invalid_json", times=99), "not JSON"),
+        (Fault(route="search", kind="timeout", delay=3.0, times=99), "no answer within"),
+    ])
+    def test_gives_up_clearly(self, fault: Fault, message: str, simple_rules: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+        with TempoDouble() as double:
+            double.push(otlp("a" * 32, "pii.access"))
+            double.inject(fault)
+            code = self._run(double, simple_rules, "--timeout", "1s", "--retries", "1")
+        err = capsys.readouterr().err
+        assert 3 == code
+        assert message in err
+
+    def test_unreachable(self, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code = main(scan("http://127.0.0.1:9", "--retries", "1", rules=simple_rules))
+        assert 3 == code
+        assert "cannot connect" in capsys.readouterr().err
+
+
+class TestWindow:
+    """Time options and Tempo's query_end_cutoff."""
+
+    def test_needs_a_window(self, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code = main(["scan", "--rules", str(simple_rules), "--tempo", "http://127.0.0.1:9"])
+        assert 2 == code
+        assert "give --since, or both --start and --end" in capsys.readouterr().err
+
+    def test_tempo_and_traces_exclusive(self, simple_rules: Path) -> None:
+        assert 2 == main(["scan", "--rules", str(simple_rules), "--tempo", "http://x", "--traces", "y"])
+
+    def test_end_inside_cutoff_is_clamped(self, simple_rules: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+        now = time.time()
+        with TempoDouble() as double:
+            main(["scan", "--rules", str(simple_rules), "--tempo", double.url, "--start",
+                  str(int(now - 7200)), "--end", str(int(now + 600)), "--query-end-cutoff", "1h"])
+            searched = [r for r in double.requests if r.path == "/api/search"]
+        assert "query_end_cutoff" in capsys.readouterr().err
+        assert searched
+        assert all(int(r.params["end"]) <= now - 3600 for r in searched)
+
+
+# ------------------------------------------------------------------ properties
+
+NAMES = ["a", "b", "c"]
+conditions = st.sampled_from([
+    "when { a } always { b }",
+    'when { a.where(n > 1) } always { b.where(s == "x") } never { c }',
+    "when { a or b } never { c.where(not f) }",
+    "when { a and not b } always { count(c) >= 2 }",
+    "never { count(a) > 1 }",
+    "always { a }",
+    'when { a.where(s contains "y" or s matches "x.*") } always { b.where(n in [1, 2.5]) }',
+    "when { count(a) == count(b) } never { c }",
+    "when { b.where(f) } always { a.where(n != 1) }",
+])
+span_values = st.fixed_dictionaries({}, optional={
+    "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", ""]),
+    "f": st.booleans()})
+
+
+@st.composite
+def trace_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
+    pushes = []
+    for index in range(draw(st.integers(1, 8))):
+        spans = draw(st.lists(st.tuples(st.sampled_from(NAMES), span_values), min_size=1, max_size=5))
+        trace_id = f"{index + 1:032x}"
+        otlp_spans = [{"traceId": trace_id, "spanId": f"{i + 1:016x}", "name": name,
+                       "startTimeUnixNano": str((START + 5) * 10**9 + i),
+                       "endTimeUnixNano": str((START + 5) * 10**9 + 10**6),
+                       "attributes": [_attribute(k, v) for k, v in attrs.items()]}
+                      for i, (name, attrs) in enumerate(spans)]
+        # Some traces arrive in two pushes: two fragments in the double.
+        cut = draw(st.integers(1, len(otlp_spans)))
+        pushes.extend({"resourceSpans": [{"resource": {"attributes": []},
+                                          "scopeSpans": [{"spans": part}]}]}
+                      for part in (otlp_spans[:cut], otlp_spans[cut:]) if part)
+    return pushes
+
+
+def _attribute(key: str, value: object) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"key": key, "value": {"boolValue": value}}
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}
+    if isinstance(value, float):
+        return {"key": key, "value": {"doubleValue": value}}
+    return {"key": key, "value": {"stringValue": value}}
+
+
+class TestTempoAgreesWithLocal:
+    """On random rules and traces, candidates cover every violation and results are identical."""
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(texts=st.lists(conditions, min_size=1, max_size=3, unique=True), pushes=trace_sets())
+    def test_agree(self, texts: list[str], pushes: list[dict[str, Any]], tmp_path_factory: Any) -> None:
+        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: '{t}'\n"
+                                          for i, t in enumerate(texts))
+        rules = load_text(rules_yaml, "generated.yaml").rules
+        folder = tmp_path_factory.mktemp("traces")
+        for i, push in enumerate(pushes):
+            (folder / f"{i:03}.json").write_text(json.dumps(push))
+        expected = local_pairs(rules, [folder])
+        with TempoDouble() as double:
+            for push in pushes:
+                double.push(push)
+
+            async def remote() -> Any:
+                config = TempoConfig(url=double.url, search_limit=3, backoff=0.0)
+                async with TempoClient(config) as client:
+                    return await evaluate_window(rules, client, START, END)
+
+            result = asyncio.run(remote())
+        for outcome in result.outcomes:
+            violating = {t for r, t in expected if r == outcome.rule.id}
+            assert violating <= outcome.candidates
+        assert expected == {(v.rule_id, v.trace_id) for v in result.violations}
