@@ -7,6 +7,7 @@ Exit codes, for every command: 0 all good, 1 violations or failed examples found
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from importlib import resources
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from checker import __version__
-from checker.errors import TraceSourceError
+from checker.errors import TraceSourceError, UsageError
 from checker.examples import run_examples
 from checker.log import configure
 from checker.report import plan_lines, write_json_lines, write_problems, write_table
@@ -24,12 +25,12 @@ from checker.rules.printer import violated_by
 from checker.scan import Scanner
 from checker.tempo.client import TempoConfig
 from checker.tempo.run import scan_window
-from checker.timeparse import TimeError, parse_duration, window
+from checker.timeparse import parse_duration, window
 from checker.traceql import compile_rule
 from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from checker.rules.rule import Rule
     from checker.violations import Violation
@@ -116,7 +117,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     try:
         violations = _scan_tempo(args, ruleset.rules) if args.tempo else _scan_files(args, ruleset.rules)
-    except TimeError as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
     except TraceSourceError as err:
@@ -141,6 +142,25 @@ def _scan_files(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
     return violations
 
 
+def tempo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> TempoConfig:
+    """Connection settings from options; secrets only from the environment, never argv."""
+    headers = {}
+    for header in args.header or []:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header {header!r} is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return TempoConfig(
+        url=args.tempo, tenant=args.tenant, search_limit=args.search_limit,
+        timeout=parse_duration(args.timeout), query_end_cutoff=parse_duration(args.query_end_cutoff),
+        retries=args.retries, headers=headers,
+        username=environ.get("BETRACE_TEMPO__USERNAME") or None,
+        password=environ.get("BETRACE_TEMPO__PASSWORD") or None,
+        bearer_token=environ.get("BETRACE_TEMPO__BEARER_TOKEN") or None,
+        verify=False if args.insecure else (args.ca_bundle or True),
+    )
+
+
 def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
     cutoff = parse_duration(args.query_end_cutoff)
     start, end, clamped = window(time.time(), cutoff, since=args.since, start=args.start,
@@ -148,9 +168,7 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
     if clamped:
         print(f"note: Tempo hides the newest {args.query_end_cutoff} (query_end_cutoff): "
               f"evaluating up to {end}", file=sys.stderr)
-    config = TempoConfig(url=args.tempo, tenant=args.tenant, search_limit=args.search_limit,
-                         timeout=parse_duration(args.timeout), query_end_cutoff=cutoff,
-                         retries=args.retries)
+    config = tempo_config(args, os.environ)
     result, stats = scan_window(rules, config, start, end, progress=sys.stderr.isatty())
     for trace_id in result.partial:
         print(f"warning: Tempo returned trace {trace_id} only in part", file=sys.stderr)
@@ -206,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="timeout of one Tempo request (default 30s)")
     scan.add_argument("--retries", type=int, default=5, metavar="N",
                       help="retries of a failing Tempo request, with exponential backoff (default 5)")
+    scan.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                      help="extra HTTP header for Tempo (repeatable); credentials come from "
+                      "BETRACE_TEMPO__USERNAME/__PASSWORD or BETRACE_TEMPO__BEARER_TOKEN")
+    scan.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to verify Tempo's TLS")
+    scan.add_argument("--insecure", action="store_true", help="do not verify Tempo's TLS certificate")
     scan.add_argument("--format", choices=("text", "json"), default="text",
                       help="text: a table; json: one JSON object per violation per line")
     scan.add_argument("--exit-zero", action="store_true",

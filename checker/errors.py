@@ -6,6 +6,7 @@ Hierarchy::
      ├── RuleError                 a rule file or rule is wrong (exit code 2)
      │    ├── RuleSyntaxError      the condition does not parse
      │    └── RuleSemanticError    it parses but means nothing sensible
+     ├── UsageError                a command-line value that cannot be used (exit code 2)
      └── TraceSourceError          traces could not be read or reached (exit code 3)
 """
 
@@ -79,6 +80,10 @@ class RuleSyntaxError(RuleError):
 
 class RuleSemanticError(RuleError):
     """A condition that parses but cannot mean what its author intended."""
+
+
+class UsageError(CheckerError):
+    """An option's value cannot be used: a time, a duration, a header."""
 
 
 class TraceSourceError(CheckerError):

@@ -5,11 +5,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+from checker.errors import UsageError
 from checker.rules.fields import DURATION_HINT, duration_ns
-
-
-class TimeError(ValueError):
-    """A time or duration that cannot be read; the message says which and how to write it."""
 
 
 def parse_time(text: str) -> float:
@@ -21,7 +18,7 @@ def parse_time(text: str) -> float:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise TimeError(f"{text!r} is not a time: use RFC 3339 "
+        raise UsageError(f"{text!r} is not a time: use RFC 3339 "
                         "(2026-11-27T10:00:00Z) or unix seconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -32,7 +29,7 @@ def parse_duration(text: str) -> float:
     """Seconds from ``15m``, ``1h30m``, ``30s``."""
     nanos = duration_ns(text)
     if nanos is None:
-        raise TimeError(f"{text!r} is not a duration: {DURATION_HINT}")
+        raise UsageError(f"{text!r} is not a duration: {DURATION_HINT}")
     return nanos / 1e9
 
 
@@ -47,11 +44,11 @@ def window(now: float, cutoff: float, *, since: str | None, start: str | None,
     if since is not None:
         return latest - math.ceil(parse_duration(since)), latest, False
     if start is None or end is None:
-        raise TimeError("give --since, or both --start and --end")
+        raise UsageError("give --since, or both --start and --end")
     first, last = math.floor(parse_time(start)), math.ceil(parse_time(end))
     clamped = last > latest
     last = min(last, latest)
     if last <= first:
-        raise TimeError(f"the window {start} .. {end} is empty"
+        raise UsageError(f"the window {start} .. {end} is empty"
                         + (" once Tempo's query_end_cutoff is applied" if clamped else ""))
     return first, last, clamped

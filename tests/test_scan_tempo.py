@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from recordings import RECORDINGS, needs_recordings
 from tempo_double import Fault, TempoDouble
 
-from checker.cli import main
+from checker.cli import build_parser, main, tempo_config
 from checker.rules.load import load_paths, load_text
 from checker.scan import Scanner
 from checker.tempo.client import TempoClient, TempoConfig
@@ -304,3 +304,42 @@ class TestTempoAgreesWithLocal:
             violating = {t for r, t in expected if r == outcome.rule.id}
             assert violating <= outcome.candidates
         assert expected == {(v.rule_id, v.trace_id) for v in result.violations}
+
+
+class TestConnectionOptions:
+    """Headers, TLS and credentials reach the client; secrets only through the environment."""
+
+    def test_config_from_options_and_environment(self) -> None:
+        args = build_parser().parse_args([
+            "scan", "--tempo", "https://tempo.example", "--tenant", "acme", "--header",
+            "X-Team: privacy", "--ca-bundle", "/etc/ca.pem", "--timeout", "5s", "--retries", "2"])
+        config = tempo_config(args, {"BETRACE_TEMPO__BEARER_TOKEN": "tok",
+                                     "BETRACE_TEMPO__USERNAME": "u", "BETRACE_TEMPO__PASSWORD": "p"})
+        assert ("acme", {"X-Team": "privacy"}, "/etc/ca.pem", 5.0, 2) == (
+            config.tenant, config.headers, config.verify, config.timeout, config.retries)
+        assert ("tok", "u", "p") == (config.bearer_token, config.username, config.password)
+        assert "tok" not in repr(config)
+
+    def test_insecure(self) -> None:
+        args = build_parser().parse_args(["scan", "--tempo", "https://t", "--insecure"])
+        assert tempo_config(args, {}).verify is False
+
+    def test_bad_header_is_a_usage_error(self, simple_rules: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+        code = main(scan("http://127.0.0.1:9", "--header", "no colon", rules=simple_rules))
+        assert 2 == code
+        assert "--header 'no colon' is not 'Name: value'" in capsys.readouterr().err
+
+
+class TestTempo2:
+    """Without the v2 trace API (Tempo 2.x), traces are fetched from /api/traces/<id>."""
+
+    def test_v1_fallback(self, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        with TempoDouble() as double:
+            double.push(otlp("a" * 32, "pii.access"))
+            double.inject(Fault(route="trace", status=404, body="404 page not found", times=1))
+            code = main(scan(double.url, rules=simple_rules))
+            paths = [r.path for r in double.requests if "/traces/" in r.path]
+        assert 1 == code
+        assert {("audited", "a" * 32)} == pairs(capsys.readouterr().out)
+        assert ["/api/v2/traces/" + "a" * 32, "/api/traces/" + "a" * 32] == paths
