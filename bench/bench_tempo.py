@@ -22,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from otlp_build import attribute as attr  # noqa: E402
 from tempo_double import TempoDouble  # noqa: E402
 
 from checker.rules.load import load_paths  # noqa: E402
@@ -34,16 +35,6 @@ RULE_ID = "pci-dss-high-value-fraud-check"
 START = 1_795_000_000
 SPAN_NAMES = ["auth.verify", "cart.load", "inventory.check", "db.query", "cache.get",
               "pricing.quote", "tax.compute", "notification.enqueue"]
-
-
-def attr(key: str, value: object) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"key": key, "value": {"boolValue": value}}
-    if isinstance(value, int):
-        return {"key": key, "value": {"intValue": str(value)}}
-    if isinstance(value, float):
-        return {"key": key, "value": {"doubleValue": value}}
-    return {"key": key, "value": {"stringValue": str(value)}}
 
 
 def checkout(rng: random.Random, index: int, amount: float, *, fraud_check: bool,

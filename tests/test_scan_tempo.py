@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from otlp_build import attribute
 from recordings import RECORDINGS, needs_recordings
 from tempo_double import Fault, TempoDouble
 
@@ -257,7 +258,7 @@ def trace_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
         otlp_spans = [{"traceId": trace_id, "spanId": f"{i + 1:016x}", "name": name,
                        "startTimeUnixNano": str((START + 5) * 10**9 + i),
                        "endTimeUnixNano": str((START + 5) * 10**9 + 10**6),
-                       "attributes": [_attribute(k, v) for k, v in attrs.items()]}
+                       "attributes": [attribute(k, v) for k, v in attrs.items()]}
                       for i, (name, attrs) in enumerate(spans)]
         # Some traces arrive in two pushes: two fragments in the double.
         cut = draw(st.integers(1, len(otlp_spans)))
@@ -265,16 +266,6 @@ def trace_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
                                           "scopeSpans": [{"spans": part}]}]}
                       for part in (otlp_spans[:cut], otlp_spans[cut:]) if part)
     return pushes
-
-
-def _attribute(key: str, value: object) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"key": key, "value": {"boolValue": value}}
-    if isinstance(value, int):
-        return {"key": key, "value": {"intValue": str(value)}}
-    if isinstance(value, float):
-        return {"key": key, "value": {"doubleValue": value}}
-    return {"key": key, "value": {"stringValue": value}}
 
 
 class TestTempoAgreesWithLocal:
