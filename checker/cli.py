@@ -7,6 +7,7 @@ Exit codes, for every command: 0 all good, 1 violations or failed examples found
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FOUND, EXIT_INVALID, EXIT_SOURCE = 0, 1, 2, 3
 DEFAULT_RULES = Path("rules.d")
+TEMPO_DEFAULT_CUTOFF = 30.0
 
 
 def demo_traces() -> Path:
@@ -162,23 +164,28 @@ def tempo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> TempoC
 
 
 def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
-    cutoff = parse_duration(args.query_end_cutoff)
-    start, end, clamped = window(time.time(), cutoff, since=args.since, start=args.start,
-                                 end=args.end)
+    now, cutoff = time.time(), parse_duration(args.query_end_cutoff)
+    start, end, clamped = window(now, cutoff, since=args.since, start=args.start, end=args.end)
     if clamped:
         print(f"note: Tempo hides the newest {args.query_end_cutoff} (query_end_cutoff): "
               f"evaluating up to {end}", file=sys.stderr)
-    config = tempo_config(args, os.environ)
-    result, stats = scan_window(rules, config, start, end, progress=sys.stderr.isatty())
-    for trace_id in result.partial:
-        print(f"warning: Tempo returned trace {trace_id} only in part", file=sys.stderr)
+    if cutoff < TEMPO_DEFAULT_CUTOFF:
+        print(f"note: --query-end-cutoff {args.query_end_cutoff} is below Tempo's default 30s; "
+              "Tempo must be configured with it, or it silently moves recent windows",
+              file=sys.stderr)
+    result, stats = scan_window(rules, tempo_config(args, os.environ), start, end,
+                                margin=math.ceil(parse_duration(args.trace_margin)),
+                                latest=math.floor(now - cutoff), progress=sys.stderr.isatty())
     print(f"evaluated {len(result.outcomes)} rules over {start}..{end} on {args.tempo}: "
           f"{stats.searches} searches, {stats.fetches} traces fetched, "
           f"{len(result.violations)} violations", file=sys.stderr)
-    if result.missing:
-        raise TraceSourceError(f"{len(result.missing)} candidate traces could not be fetched "
-                               f"(first: {result.missing[0]})",
-                               hint="they may have left Tempo's retention; scan again")
+    unjudged = [f"{t} (not found)" for t in result.missing] + [
+        f"{t} (returned only in part)" for t in result.partial]
+    if unjudged:
+        raise TraceSourceError(f"{len(unjudged)} candidate traces could not be judged: "
+                               + ", ".join(unjudged[:5]),
+                               hint="a trace may have left retention or exceed Tempo's "
+                               "max_bytes_per_trace; scan again or raise that limit")
     return result.violations
 
 
@@ -222,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="newest data Tempo hides from search (its query_end_cutoff; default 30s)")
     scan.add_argument("--timeout", default="30s", metavar="DURATION",
                       help="timeout of one Tempo request (default 30s)")
+    scan.add_argument("--trace-margin", default="10m", metavar="DURATION",
+                      help="how far around the window to look for the rest of a trace "
+                      "(longest trace plus ingestion delay; default 10m)")
     scan.add_argument("--retries", type=int, default=5, metavar="N",
                       help="retries of a failing Tempo request, with exponential backoff (default 5)")
     scan.add_argument("--header", action="append", metavar="'NAME: VALUE'",

@@ -83,7 +83,7 @@ def _leaf_test(node: m.Test | m.Truthy) -> ValueTest:
             needle = node.needle
             return _over_arrays(lambda x: type(x) is str and needle in x)
         case m.Truthy():
-            return lambda x: x is True
+            return _over_arrays(lambda x: x is True)
     raise TypeError(node)  # pragma: no cover - the match is exhaustive
 
 

@@ -42,7 +42,10 @@ def window(now: float, cutoff: float, *, since: str | None, start: str | None,
     """
     latest = math.floor(now - cutoff)
     if since is not None:
-        return latest - math.ceil(parse_duration(since)), latest, False
+        length = math.ceil(parse_duration(since))
+        if length <= 0:
+            raise UsageError(f"--since {since} is an empty window")
+        return latest - length, latest, False
     if start is None or end is None:
         raise UsageError("give --since, or both --start and --end")
     first, last = math.floor(parse_time(start)), math.ceil(parse_time(end))

@@ -160,6 +160,10 @@ class TestArrays:
     def test_any_element(self, predicate: str, expected: bool) -> None:
         assert expected == holds(predicate, {"tags": ("pci", "gdpr")})
 
+    def test_bare_boolean_array(self) -> None:
+        assert holds("flags", {"flags": (False, True)})
+        assert not holds("flags", {"flags": (False,)})
+
 
 class TestUnscopedLookup:
     """An attribute name matches the span attribute or the resource attribute."""

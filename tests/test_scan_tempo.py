@@ -130,8 +130,8 @@ class TestFragments:
         assert {("audited-pii-flagged", split), ("audited-pii-flagged", whole)} == found
 
 
-def otlp(trace_id: str, *names: str, start_s: int = START + 10) -> dict[str, Any]:
-    spans = [{"traceId": trace_id, "spanId": f"{i + 1:016x}", "name": name,
+def otlp(trace_id: str, *names: str, start_s: int = START + 10, first_span: int = 1) -> dict[str, Any]:
+    spans = [{"traceId": trace_id, "spanId": f"{i + first_span:016x}", "name": name,
               "startTimeUnixNano": str(start_s * 10**9 + i), "endTimeUnixNano": str(start_s * 10**9 + 10**6),
               "attributes": []}
              for i, name in enumerate(names)]
@@ -334,3 +334,42 @@ class TestTempo2:
         assert 1 == code
         assert {("audited", "a" * 32)} == pairs(capsys.readouterr().out)
         assert ["/api/v2/traces/" + "a" * 32, "/api/traces/" + "a" * 32] == paths
+
+
+class TestReviewFindings:
+    """Regressions for ways a plan could miss a violation."""
+
+    def test_other_fragments_outside_the_window_are_found(self, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+        rules = tmp_path / "r.yaml"
+        rules.write_text("rules:\n  - id: no-x\n    condition: when { A } never { X }\n")
+        trace_id = "abc".zfill(32)
+        with TempoDouble() as double:
+            double.push(otlp(trace_id, "A", start_s=START + 10))
+            double.push(otlp(trace_id, "X", start_s=START + 510, first_span=2))  # a late fragment
+            code = main(["scan", "--rules", str(rules), "--tempo", double.url, "--start",
+                         str(START), "--end", str(START + 20), "--query-end-cutoff", "0s",
+                         "--format", "json"])
+        assert {("no-x", trace_id)} == pairs(capsys.readouterr().out)
+        assert 1 == code
+
+    def test_partial_traces_are_not_judged(self, simple_rules: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+        with TempoDouble(max_bytes_per_trace=50) as double:
+            double.push(otlp("a" * 32, "pii.access"))
+            code = main(scan(double.url, rules=simple_rules))
+        out = capsys.readouterr()
+        assert 3 == code
+        assert "returned only in part" in out.err
+        assert "" == out.out
+
+    def test_empty_since_window(self, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code = main(["scan", "--rules", str(simple_rules), "--tempo", "http://127.0.0.1:9",
+                     "--since", "0s"])
+        assert 2 == code
+        assert "empty window" in capsys.readouterr().err
+
+    def test_small_cutoff_is_flagged(self, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        with TempoDouble() as double:
+            main(scan(double.url, rules=simple_rules))
+        assert "below Tempo's default 30s" in capsys.readouterr().err

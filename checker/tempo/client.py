@@ -262,15 +262,15 @@ class TempoClient:
         if not isinstance(body, dict):
             raise TempoError("trace answer is not a JSON object", url=url)
         container = body.get("trace", body)
+        partial = str(body.get("message") or "partial") if body.get("status") == "PARTIAL" else None
         if not isinstance(container, dict) or not (container.get("resourceSpans")
                                                    or container.get("batches")):
-            return FetchedTrace(trace_id, None)
+            return FetchedTrace(trace_id, None, partial)
         try:
             spans = [s for s in decode_request(container) if s.trace_id == trace_id]
         except DecodeError as err:
             raise TempoError(f"trace is not valid OTLP: {err}", url=url) from None
         traces = list(group_traces(spans))
-        partial = str(body.get("message") or "partial") if body.get("status") == "PARTIAL" else None
         return FetchedTrace(trace_id, traces[0] if traces else None, partial)
 
 

@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
     from checker.rules.rule import Rule
     from checker.tempo.client import ClientStats, FetchedTrace, TempoConfig
+    from checker.traceql.plan import Search
     from checker.traces.model import Trace
+
+
+# How far around a window to look for the rest of a trace: the longest expected trace plus
+# ingestion delay (shared/tempo.md §4.5).
+DEFAULT_MARGIN = 600
 
 
 @dataclass
@@ -57,22 +63,35 @@ class WindowResult:
 
 async def evaluate_window(
     rules: list[Rule], client: TempoClient, start: int, end: int,
-    *, on_fetched: Callable[[int, int], None] | None = None,
+    *, margin: int = DEFAULT_MARGIN, latest: int | None = None,
+    on_fetched: Callable[[int, int], None] | None = None,
 ) -> WindowResult:
-    """Run every rule over [start, end] (unix seconds) and confirm each candidate exactly."""
+    """Run every rule over [start, end] (unix seconds) and confirm each candidate exactly.
+
+    Anchor searches cover the window; the others cover ``margin`` seconds more on each side
+    (up to ``latest``, the newest second Tempo shows), because Tempo matches each trace
+    fragment on its own time range and a trace's other fragments may lie outside.
+    """
     outcomes = [RuleOutcome(rule, compile_rule(rule.invariant)) for rule in rules if rule.enabled]
-    queries = sorted({s.query for o in outcomes for s in o.plan.searches})
-    found = await gather_strict(*(client.search_all(q, start, end) for q in queries))
-    results = {q: frozenset(ids) for q, ids in zip(queries, found, strict=True)}
+    wide = (max(0, start - margin), max(end, min(end + margin, latest or end + margin)))
+    keys = sorted({(s.query, s not in o.plan.anchors) for o in outcomes for s in o.plan.searches})
+    found = await gather_strict(*(client.search_all(q, *(wide if is_wide else (start, end)))
+                                  for q, is_wide in keys))
+    results = {key: frozenset(ids) for key, ids in zip(keys, found, strict=True)}
     for outcome in outcomes:
-        outcome.candidates = evaluate_set(outcome.plan.candidates, results)
+        anchored = outcome.plan.anchors
+
+        def lookup(search: Search, anchored: frozenset[Search] = anchored) -> frozenset[str]:
+            return results[(search.query, search not in anchored)]
+
+        outcome.candidates = evaluate_set(outcome.plan.candidates, lookup)
     wanted = sorted(set().union(*(o.candidates for o in outcomes)))
     traces = await _fetch_all(client, wanted, on_fetched)
     result = WindowResult(start, end, outcomes)
-    result.missing = [t for t in wanted if traces[t].trace is None]
+    result.missing = [t for t in wanted if traces[t].trace is None and not traces[t].partial]
     result.partial = [t for t in wanted if traces[t].partial]
     for outcome in outcomes:
-        _confirm(outcome, traces)
+        _confirm(outcome, {t: f.trace for t, f in traces.items() if not f.partial})
     return result
 
 
@@ -92,10 +111,11 @@ async def _fetch_all(client: TempoClient, ids: list[str],
     return {f.trace_id: f for f in fetched}
 
 
-def _confirm(outcome: RuleOutcome, traces: dict[str, FetchedTrace]) -> None:
+def _confirm(outcome: RuleOutcome, traces: dict[str, Trace | None]) -> None:
+    """Evaluate the rule on each whole candidate; missing and partial traces are not judged."""
     compiled = CompiledInvariant.build(outcome.rule.invariant)
     for trace_id in sorted(outcome.candidates):
-        trace: Trace | None = traces[trace_id].trace
+        trace = traces.get(trace_id)
         if trace is None:
             continue
         if compiled.in_scope(trace):
@@ -105,7 +125,8 @@ def _confirm(outcome: RuleOutcome, traces: dict[str, FetchedTrace]) -> None:
 
 
 def scan_window(rules: list[Rule], config: TempoConfig, start: int, end: int,
-                *, progress: bool = False) -> tuple[WindowResult, ClientStats]:
+                *, margin: int = DEFAULT_MARGIN, latest: int | None = None,
+                progress: bool = False) -> tuple[WindowResult, ClientStats]:
     """Synchronous entry point for the CLI, with a progress bar on a terminal."""
 
     async def run() -> tuple[WindowResult, ClientStats]:
@@ -117,7 +138,8 @@ def scan_window(rules: list[Rule], config: TempoConfig, start: int, end: int,
                 bar.update(done - bar.n)
 
             async with TempoClient(config) as client:
-                result = await evaluate_window(rules, client, start, end, on_fetched=advance)
+                result = await evaluate_window(rules, client, start, end, margin=margin,
+                                               latest=latest, on_fetched=advance)
                 return result, client.stats
 
     return asyncio.run(run())

@@ -166,6 +166,10 @@ def _leaf(node: m.Test | m.Truthy) -> Translation:
     refs = _refs(node.attr)
     enum = node.attr.name in q.ENUM_INTRINSICS and node.attr.intrinsic
     match node:
+        case m.Compare(op="!=") if not node.attr.intrinsic:
+            # Tempo documents != on arrays as "no element equals" but was seen to match when
+            # any element differs; scope by existence, which holds either way.
+            return q.any_of([q.exists(r) for r in refs]), _compare(refs, "!=", node.value, enum=enum)
         case m.Compare():
             text = _compare(refs, node.op, node.value, enum=enum)
             return text, text
@@ -173,10 +177,14 @@ def _leaf(node: m.Test | m.Truthy) -> Translation:
             texts = [_compare(refs, "==", v, enum=enum) for v in node.values]
             text = q.any_of([t for t in texts if t is not None]) if None not in texts else None
             return text, text
+        case m.InList(negated=True) if not node.attr.intrinsic:
+            # Array semantics of != differ between Tempo's docs and its behaviour: existence
+            # is the only scope sure to hold, and nothing is cleared with it.
+            return q.any_of([q.exists(r) for r in refs]), None
         case m.InList(negated=True):
             texts = [_compare(refs, "!=", v, enum=enum) for v in node.values]
-            # Exact for scalars; for array attributes Tempo's != differs, so never clear with it.
-            return (q.all_of([t for t in texts if t is not None]) if None not in texts else None), None
+            text = q.all_of([t for t in texts if t is not None]) if None not in texts else None
+            return text, text
         case m.Matches() if not enum:
             text = q.any_of([f"{r} {q.MATCH} {q.string(node.pattern)}" for r in refs])
             return text, text

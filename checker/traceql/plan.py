@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from checker.traceql.syntax import EVERYTHING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Role(Enum):
@@ -129,20 +132,40 @@ def searches(expr: SetExpr) -> list[Search]:
     return found
 
 
-def evaluate(expr: SetExpr, results: dict[str, frozenset[str]]) -> frozenset[str]:
-    """The trace-ID set of ``expr`` given each search's result, keyed by query."""
+def evaluate(expr: SetExpr, result: Callable[[Search], frozenset[str]]) -> frozenset[str]:
+    """The trace-ID set of ``expr`` given each search's ``result``."""
     match expr:
         case Search():
-            return results[expr.query]
+            return result(expr)
         case Nothing():
             return frozenset()
         case Union():
-            return frozenset().union(*(evaluate(p, results) for p in expr.parts))
+            return frozenset().union(*(evaluate(p, result) for p in expr.parts))
         case Intersection():
-            sets = [evaluate(p, results) for p in expr.parts]
+            sets = [evaluate(p, result) for p in expr.parts]
             return frozenset.intersection(*sets)
         case Difference():
-            return evaluate(expr.left, results) - evaluate(expr.right, results)
+            return evaluate(expr.left, result) - evaluate(expr.right, result)
+
+
+def anchors(scope: SetExpr) -> frozenset[Search]:
+    """The searches that decide which traces a window owns.
+
+    A trace belongs to the window where its anchor span's fragment lies; every other search
+    of the plan looks further around the window, so that a trace whose other spans arrived
+    in fragments outside it is still judged whole. In an intersection the first part anchors.
+    """
+    match scope:
+        case Search():
+            return frozenset({scope})
+        case Intersection():
+            return anchors(scope.parts[0])
+        case Union():
+            return frozenset().union(*(anchors(p) for p in scope.parts))
+        case Difference():
+            return anchors(scope.left)
+        case Nothing():
+            return frozenset()
 
 
 def describe(expr: SetExpr, names: dict[Search, str]) -> str:
@@ -177,3 +200,8 @@ class QueryPlan:
     def searches(self) -> list[Search]:
         """Distinct searches the candidates need."""
         return searches(self.candidates)
+
+    @property
+    def anchors(self) -> frozenset[Search]:
+        """Searches run over the window itself; the others run over a wider one."""
+        return anchors(self.scope)

@@ -85,7 +85,7 @@ def number_forms(op: str, value: float) -> list[tuple[str, str]] | None:
     number becomes one int and one float comparison. None when that cannot be exact.
     """
     as_float = float_literal(float(value))
-    if as_float is None:
+    if as_float is None or float(value) != value:  # an int a double cannot hold exactly
         return None
     forms = [(OPS[op], as_float)]
     int_form = _int_form(op, value)
@@ -119,6 +119,11 @@ def literal(value: m.Scalar) -> str:
             return string(value)
         case _:
             raise TypeError(value)  # pragma: no cover - numbers use number_forms
+
+
+def exists(ref: str) -> str:
+    """The attribute is set, whatever its type or value."""
+    return f"{ref} != nil"
 
 
 def any_of(parts: list[str]) -> str:
