@@ -186,14 +186,14 @@ def _leaf(node: m.Test | m.Truthy) -> Translation:
             text = q.all_of([t for t in texts if t is not None]) if None not in texts else None
             return text, text
         case m.Matches() if not enum:
-            text = q.any_of([f"{r} {q.MATCH} {q.string(node.pattern)}" for r in refs])
+            text = q.any_of([q.compare(r, q.MATCH, q.string(node.pattern)) for r in refs])
             return text, text
         case m.Contains() if not enum:
             pattern = q.string(q.contains_pattern(node.needle))
-            text = q.any_of([f"{r} {q.MATCH} {pattern}" for r in refs])
+            text = q.any_of([q.compare(r, q.MATCH, pattern) for r in refs])
             return text, text
         case m.Truthy() if not node.attr.intrinsic:
-            text = q.any_of([f"{r} = true" for r in refs])
+            text = q.any_of([q.compare(r, q.OPS["=="], q.literal(value=True)) for r in refs])
             return text, text
     return None, None
 
@@ -203,9 +203,11 @@ def _compare(refs: list[str], op: str, value: m.Scalar, *, enum: bool) -> str | 
         forms = q.number_forms(op, value)
         if forms is None:
             return None
-        return q.any_of([f"{r} {o} {lit}" for r in refs for o, lit in forms])
+        return q.any_of([q.compare(r, o, lit) for r in refs for o, lit in forms])
     if enum:
-        return q.any_of([f"{r} {q.OPS[op]} {value}" for r in refs]) if isinstance(value, str) else None
-    return q.any_of([f"{r} {q.OPS[op]} {q.literal(value)}" for r in refs])
+        if not isinstance(value, str):
+            return None
+        return q.any_of([q.compare(r, q.OPS[op], value) for r in refs])  # enum words are bare
+    return q.any_of([q.compare(r, q.OPS[op], q.literal(value)) for r in refs])
 
 

@@ -121,9 +121,14 @@ def literal(value: m.Scalar) -> str:
             raise TypeError(value)  # pragma: no cover - numbers use number_forms
 
 
+def compare(ref: str, operator: str, literal_text: str) -> str:
+    """``ref op literal``; ``operator`` is TraceQL's (``=``, ``=~``, ...)."""
+    return f"{ref} {operator} {literal_text}"
+
+
 def exists(ref: str) -> str:
     """The attribute is set, whatever its type or value."""
-    return f"{ref} != nil"
+    return compare(ref, OPS["!="], "nil")
 
 
 def any_of(parts: list[str]) -> str:
@@ -153,4 +158,4 @@ def both(left: str, right: str) -> str:
 
 def name_equals(name: str) -> str:
     """``name = "X"``."""
-    return f"name = {string(name)}"
+    return compare("name", OPS["=="], string(name))
