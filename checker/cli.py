@@ -154,8 +154,7 @@ def tempo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> TempoC
         headers[name.strip()] = value.strip()
     return TempoConfig(
         url=args.tempo, tenant=args.tenant, search_limit=args.search_limit,
-        timeout=parse_duration(args.timeout), query_end_cutoff=parse_duration(args.query_end_cutoff),
-        retries=args.retries, headers=headers,
+        timeout=parse_duration(args.timeout), retries=args.retries, headers=headers,
         username=environ.get("BETRACE_TEMPO__USERNAME") or None,
         password=environ.get("BETRACE_TEMPO__PASSWORD") or None,
         bearer_token=environ.get("BETRACE_TEMPO__BEARER_TOKEN") or None,

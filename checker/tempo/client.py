@@ -62,7 +62,6 @@ class TempoConfig:
     tenant: str | None = None
     timeout: float = 30.0
     search_limit: int = 1000
-    query_end_cutoff: float = 30.0
     retries: int = 5
     backoff: float = 0.5
     max_backoff: float = 10.0
@@ -107,8 +106,9 @@ class TempoClient:
         if config.bearer_token:
             headers["Authorization"] = f"Bearer {config.bearer_token}"
         auth = (config.username, config.password or "") if config.username else None
+        self._base_url = config.url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=config.url.rstrip("/"), headers=headers, auth=auth, timeout=config.timeout,
+            base_url=self._base_url, headers=headers, auth=auth, timeout=config.timeout,
             verify=config.verify, transport=transport,
             limits=httpx.Limits(max_connections=config.concurrency * 2),
         )
@@ -127,33 +127,49 @@ class TempoClient:
 
     # ----------------------------------------------------------------- requests
 
-    async def _get(self, path: str, params: dict[str, Any] | None = None,
-                   *, ok: frozenset[int] = frozenset({200})) -> httpx.Response:
-        """GET with retries on 429, 5xx, timeouts and connection errors; 4xx is final."""
-        url = f"{self.config.url.rstrip('/')}{path}"
+    async def _get_json(self, path: str, params: dict[str, Any] | None = None,
+                        *, ok: frozenset[int] = frozenset({200})) -> tuple[int, Any]:
+        """GET a JSON answer, retrying 429, 5xx, timeouts, connection errors and garbage.
+
+        Garbage (a 200 that is not JSON) is retried like a 5xx, since proxies truncate
+        bodies; other 4xx are final. Returns the status and the body (None when empty).
+        """
+        url = f"{self._base_url}{path}"
         attempt = 0
         while True:
             try:
-                response = await self._http.get(path, params=params)
-            except httpx.TimeoutException:
-                error = TempoError(f"no answer within {self.config.timeout:g}s", url=url,
-                                   retryable=True, hint="raise the Tempo timeout")
-            except httpx.TransportError as exc:
-                error = TempoError(f"cannot connect: {type(exc).__name__}", url=url, retryable=True,
-                                   hint="check the Tempo URL and that Tempo is running")
-            else:
-                self.stats.bytes_read += len(response.content)
-                if response.status_code in ok:
-                    return response
-                error = _status_error(response, url, params)
-            if not error.retryable or attempt >= self.config.retries:
-                raise error
-            delay = self._backoff(attempt, error)
+                return await self._attempt(path, params, ok, url)
+            except TempoError as error:
+                if not error.retryable or attempt >= self.config.retries:
+                    raise
+                delay = self._backoff(attempt, error)
+                status = error.status
             attempt += 1
             self.stats.retries += 1
-            log.warning("tempo.retry", url=url, status=error.status, attempt=attempt,
+            log.warning("tempo.retry", url=url, status=status, attempt=attempt,
                         delay=round(delay, 3))
             await asyncio.sleep(delay)
+
+    async def _attempt(self, path: str, params: dict[str, Any] | None, ok: frozenset[int],
+                       url: str) -> tuple[int, Any]:
+        try:
+            response = await self._http.get(path, params=params)
+        except httpx.TimeoutException:
+            raise TempoError(f"no answer within {self.config.timeout:g}s", url=url,
+                             retryable=True, hint="raise the Tempo timeout") from None
+        except httpx.TransportError as exc:
+            raise TempoError(f"cannot connect: {type(exc).__name__}", url=url, retryable=True,
+                             hint="check the Tempo URL and that Tempo is running") from None
+        self.stats.bytes_read += len(response.content)
+        if response.status_code not in ok:
+            raise _status_error(response, url, params)
+        if response.status_code != 200 or not response.content:
+            return response.status_code, None
+        try:
+            return response.status_code, json.loads(response.content)
+        except ValueError:
+            raise TempoError("answered with something that is not JSON", url=url,
+                             status=response.status_code, retryable=True) from None
 
     def _backoff(self, attempt: int, error: TempoError) -> float:
         """Exponential backoff with full jitter; a 429's Retry-After wins when longer."""
@@ -163,25 +179,6 @@ class TempoClient:
             return max(delay, min(error.retry_after, self.config.max_backoff))
         return delay
 
-    async def _get_json(self, path: str, params: dict[str, Any] | None = None,
-                        *, ok: frozenset[int] = frozenset({200})) -> tuple[int, Any]:
-        """A JSON answer; garbage is retried like a 5xx, since proxies truncate bodies."""
-        attempt = 0
-        while True:
-            response = await self._get(path, params, ok=ok)
-            if response.status_code != 200 or not response.content:
-                return response.status_code, None
-            try:
-                return response.status_code, json.loads(response.content)
-            except ValueError:
-                url = str(response.request.url.copy_with(query=None))
-                if attempt >= self.config.retries:
-                    raise TempoError("answered with something that is not JSON", url=url,
-                                     status=response.status_code, retryable=True) from None
-                attempt += 1
-                self.stats.retries += 1
-                await asyncio.sleep(self._backoff(attempt, TempoError("", url=url)))
-
     # ------------------------------------------------------------------- search
 
     async def search(self, query: str, start: int, end: int, limit: int) -> tuple[set[str], bool]:
@@ -189,7 +186,7 @@ class TempoClient:
         self.stats.searches += 1
         params = {"q": query, "start": start, "end": end, "limit": limit, "spss": 1}
         _, body = await self._get_json("/api/search", params)
-        url = f"{self.config.url.rstrip('/')}/api/search"
+        url = f"{self._base_url}/api/search"
         if not isinstance(body, dict) or not isinstance(body.get("traces", []), list):
             raise TempoError("search answer is not Tempo's JSON", url=url, retryable=True)
         ids = set()
@@ -235,7 +232,7 @@ class TempoClient:
             ids, complete = await self.search(query, start, end, limit)
             if len(ids) < limit and complete:
                 return ids
-        url = f"{self.config.url.rstrip('/')}/api/search"
+        url = f"{self._base_url}/api/search"
         raise TempoError(f"more than {MAX_SEARCH_LIMIT} traces, or no complete answer, in the "
                          f"1-second window {start}..{end} for {query}", url=url, retryable=True)
 
@@ -258,7 +255,7 @@ class TempoClient:
             return self._decode(trace_id, body, f"/api/traces/{trace_id}")
 
     def _decode(self, trace_id: str, body: Any, path: str) -> FetchedTrace:
-        url = f"{self.config.url.rstrip('/')}{path}"
+        url = f"{self._base_url}{path}"
         if not isinstance(body, dict):
             raise TempoError("trace answer is not a JSON object", url=url)
         container = body.get("trace", body)
