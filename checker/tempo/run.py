@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from checker.evaluate import CompiledInvariant
+from checker.scan import Scanner
 from checker.tempo.client import TempoClient, gather_strict
 from checker.traceql import QueryPlan, compile_rule
 from checker.traceql.plan import evaluate as evaluate_set
-from checker.violations import Violation, explain
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from checker.tempo.client import ClientStats, FetchedTrace, TempoConfig
     from checker.traceql.plan import Search
     from checker.traces.model import Trace
+    from checker.violations import Violation
 
 
 # How far around a window to look for the rest of a trace: the longest expected trace plus
@@ -113,15 +113,12 @@ async def _fetch_all(client: TempoClient, ids: list[str],
 
 def _confirm(outcome: RuleOutcome, traces: dict[str, Trace | None]) -> None:
     """Evaluate the rule on each whole candidate; missing and partial traces are not judged."""
-    compiled = CompiledInvariant.build(outcome.rule.invariant)
+    scanner = Scanner([outcome.rule])
     for trace_id in sorted(outcome.candidates):
         trace = traces.get(trace_id)
-        if trace is None:
-            continue
-        if compiled.in_scope(trace):
-            outcome.in_scope += 1
-            if compiled.fails_in_scope(trace):
-                outcome.violations.append(explain(outcome.rule, compiled, trace))
+        if trace is not None:
+            outcome.violations.extend(scanner.check(trace))
+    outcome.in_scope = scanner.stats.in_scope
 
 
 def scan_window(rules: list[Rule], config: TempoConfig, start: int, end: int,
