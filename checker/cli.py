@@ -11,19 +11,30 @@ import math
 import os
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from checker import __version__
-from checker.errors import TraceSourceError, UsageError
+from checker.config import load_settings
+from checker.daemon import command as daemon_command
+from checker.errors import EXIT_FOUND, EXIT_INVALID, EXIT_OK, EXIT_SOURCE, TraceSourceError, UsageError
 from checker.examples import run_examples
 from checker.log import configure
-from checker.report import plan_lines, write_json_lines, write_problems, write_table
+from checker.report import (
+    plan_lines,
+    write_json_lines,
+    write_problems,
+    write_stored_csv,
+    write_stored_json_lines,
+    write_table,
+)
 from checker.rules.load import RuleSet, load_paths
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violated_by
 from checker.scan import Scanner
+from checker.store import Store, StoreError
 from checker.tempo.client import TempoConfig
 from checker.tempo.run import scan_window
 from checker.timeparse import parse_duration, window
@@ -36,7 +47,6 @@ if TYPE_CHECKING:
     from checker.rules.rule import Rule
     from checker.violations import Violation
 
-EXIT_OK, EXIT_FOUND, EXIT_INVALID, EXIT_SOURCE = 0, 1, 2, 3
 DEFAULT_RULES = Path("rules.d")
 TEMPO_DEFAULT_CUTOFF = 30.0
 
@@ -188,6 +198,44 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
     return result.violations
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon, or one pass over every due window with ``--once``."""
+    try:
+        return daemon_command.run(load_settings(args.config), once=args.once)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except (TraceSourceError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_SOURCE
+
+
+def cmd_violations(args: argparse.Namespace) -> int:
+    """Violations recorded by the daemon, newest last."""
+    try:
+        settings = load_settings(args.config)
+        since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since)) if args.since else None
+        store = Store.open(settings.store)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except StoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_SOURCE
+    try:
+        found = store.violations(rule_id=args.rule, since=since)
+    finally:
+        store.close()
+    if args.format == "json":
+        write_stored_json_lines(found, sys.stdout)
+    elif args.format == "csv":
+        write_stored_csv(found, sys.stdout)
+    else:
+        write_table([f.violation for f in found], sys.stdout)
+    print(f"{len(found)} violations", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and options, each with help text (the README documents them)."""
     parser = argparse.ArgumentParser(
@@ -243,6 +291,22 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--exit-zero", action="store_true",
                       help="exit 0 even when violations are found")
     scan.set_defaults(func=cmd_scan)
+
+    config_help = "settings file (default: betrace.yaml when present); BETRACE_* variables override it"
+    run = sub.add_parser("run", help="the daemon: evaluate every rule on its schedule against Tempo")
+    run.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    run.add_argument("--once", action="store_true",
+                     help="evaluate every due window of every rule once, then exit (for CronJobs)")
+    run.set_defaults(func=cmd_run)
+
+    found = sub.add_parser("violations", help="list the violations the daemon recorded")
+    found.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    found.add_argument("--rule", metavar="ID", help="only this rule")
+    found.add_argument("--since", metavar="DURATION", help="only those found in the last DURATION, e.g. 24h")
+    found.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                       help="table; json: one object per line, the fields of scan --format json "
+                       "plus found_at and evaluation_id; csv: one row per violation")
+    found.set_defaults(func=cmd_violations)
     return parser
 
 

@@ -6,14 +6,20 @@ Hierarchy::
      ├── RuleError                 a rule file or rule is wrong (exit code 2)
      │    ├── RuleSyntaxError      the condition does not parse
      │    └── RuleSemanticError    it parses but means nothing sensible
-     ├── UsageError                a command-line value that cannot be used (exit code 2)
-     └── TraceSourceError          traces could not be read or reached (exit code 3)
+     ├── UsageError                a command-line or config value that cannot be used (exit code 2)
+     │    └── ConfigError          the settings (config file, BETRACE_* environment)
+     ├── TraceSourceError          traces could not be read or reached (exit code 3)
+     │    └── TempoError           Tempo failed or answered something unusable
+     └── StoreError                the store could not be opened or written (exit code 3)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+# Exit codes, for every command.
+EXIT_OK, EXIT_FOUND, EXIT_INVALID, EXIT_SOURCE = 0, 1, 2, 3
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import textwrap
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from checker.errors import RuleError
+    from checker.store import StoredViolation
     from checker.traceql.plan import QueryPlan
     from checker.violations import Violation
 
@@ -26,6 +28,31 @@ def write_json_lines(violations: Iterable[Violation], out: TextIO) -> int:
         out.write(json.dumps(violation.to_json(), ensure_ascii=False) + "\n")
         count += 1
     return count
+
+
+def stored_json(stored: StoredViolation) -> dict[str, Any]:
+    """A recorded violation: ``scan --format json``'s fields plus when and by what it was found."""
+    return {**stored.violation.to_json(), "found_at": stored.found_at.isoformat(),
+            "evaluation_id": stored.evaluation_id}
+
+
+def write_stored_json_lines(found: Iterable[StoredViolation], out: TextIO) -> None:
+    """One JSON object per recorded violation."""
+    out.writelines(json.dumps(stored_json(s), ensure_ascii=False) + "\n" for s in found)
+
+
+CSV_COLUMNS = ("found_at", "severity", "rule_id", "rule_name", "trace_id", "reason", "frameworks",
+               "controls", "root_service", "root_name", "start_time_unix_nano", "evaluation_id")
+
+
+def write_stored_csv(found: Iterable[StoredViolation], out: TextIO) -> None:
+    """One row per recorded violation; list fields joined with ``;``."""
+    writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for stored in found:
+        row = stored_json(stored)
+        writer.writerow({**row, "frameworks": ";".join(row["frameworks"]),
+                         "controls": ";".join(row["controls"])})
 
 
 def write_table(violations: list[Violation], out: TextIO) -> None:

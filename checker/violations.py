@@ -61,6 +61,18 @@ class Violation:
         """A JSON-ready dict; lists, not tuples."""
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Violation:
+        """The violation ``to_json`` gave (as the store keeps it)."""
+        return cls(**{
+            **data,
+            "frameworks": tuple(data["frameworks"]), "controls": tuple(data["controls"]),
+            "missing": tuple(data["missing"]),
+            "trigger_spans": tuple(SpanRef(**s) for s in data["trigger_spans"]),
+            "forbidden": tuple(Forbidden(f["check"], tuple(SpanRef(**s) for s in f["spans"]))
+                               for f in data["forbidden"]),
+        })
+
 
 def _refs(spans: list[Span]) -> tuple[SpanRef, ...]:
     return tuple(SpanRef(s.name, s.span_id) for s in spans[:MAX_SPANS_LISTED])

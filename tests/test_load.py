@@ -100,7 +100,8 @@ class TestSemanticErrors:
     @pytest.mark.parametrize(("field", "message"), [
         ("severity: urgent", "unknown severity 'urgent'"),
         ("every: soon", "'every' is not a duration"),
-        ('cron: "* *"', "'cron' needs 5 fields"),
+        ('cron: "* *"', "needs 5 fields, got 2"),
+        ('cron: "61 * * * *"', "higher than the maximum value (59)"),
         ("enabled: maybe", "'enabled' must be a bool"),
         ("controls: {a: b}", "'controls' must be a list of strings"),
         ("examples: [{expect: maybe, trace: []}]", "'expect' must be violation or pass"),

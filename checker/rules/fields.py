@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import yaml
+from apscheduler.triggers.cron import CronTrigger
 
 from checker.errors import RuleError, RuleSemanticError, SourceLocation
 from checker.rules.rule import SEVERITIES, Example, ExampleSpan
@@ -36,6 +38,17 @@ def duration_ns(text: str) -> int | None:
     if not parts or "".join(a + u for a, u in parts) != text:
         return None
     return sum(round(float(amount) * _UNITS_NS[unit]) for amount, unit in parts)
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why APScheduler, which runs the rule, would refuse this crontab expression."""
+    if len(expression.split()) != 5:
+        return f"needs 5 fields, got {len(expression.split())}"
+    try:
+        CronTrigger.from_crontab(expression, timezone=UTC)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 class FieldReader:
@@ -167,9 +180,9 @@ class FieldReader:
             self.error(fields["severity"], f"unknown severity {severity!r}", rule_id,
                        "severity is one of " + ", ".join(SEVERITIES))
         cron = self.string(fields, "cron", rule_id=rule_id)
-        if cron is not None and len(cron.split()) != 5:
-            self.error(fields["cron"], f"'cron' needs 5 fields, got {cron!r}", rule_id,
-                       'minute hour day month weekday, e.g. "*/5 * * * *"')
+        if cron is not None and (problem := cron_problem(cron)):
+            self.error(fields["cron"], f"invalid 'cron' {cron!r}: {problem}", rule_id,
+                       'five fields, minute hour day month weekday, in UTC, e.g. "*/5 * * * *"')
         if cron is not None and "every" in fields:
             self.error(fields["cron"], "a rule has 'every' or 'cron', not both", rule_id)
         enabled = self.scalar(fields, "enabled", bool, rule_id)

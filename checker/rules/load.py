@@ -48,15 +48,19 @@ class RuleSet:
 def load_paths(paths: Iterable[Path]) -> RuleSet:
     """Load every rule file; duplicate ids across files are errors naming both places."""
     files, missing = files_under(paths, SUFFIXES)
-    result = RuleSet(errors=[
-        RuleError("no such file or directory", location=SourceLocation(p)) for p in missing
-    ])
+    result = combine(load_file(path) for path in files)
+    result.errors[:0] = [RuleError("no such file or directory", location=SourceLocation(p)) for p in missing]
+    return result
+
+
+def combine(loaded: Iterable[RuleSet]) -> RuleSet:
+    """One rule set from per-file ones, in order; a repeated id is an error naming both places."""
+    result = RuleSet()
     seen: dict[str, Rule] = {}
-    for path in files:
-        loaded = load_file(path)
-        result.errors.extend(loaded.errors)
-        result.warnings.extend(loaded.warnings)
-        for rule in loaded.rules:
+    for part in loaded:
+        result.errors.extend(part.errors)
+        result.warnings.extend(part.warnings)
+        for rule in part.rules:
             if (first := seen.get(rule.id)) is not None:
                 result.errors.append(RuleSemanticError(
                     f"duplicate rule id, first defined at {first.location}",

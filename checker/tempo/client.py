@@ -13,6 +13,7 @@ import itertools
 import json
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -24,7 +25,7 @@ from checker.errors import TraceSourceError
 from checker.traces.otlp import DecodeError, decode_request, group_traces
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from checker.traces.model import Trace
 
@@ -96,9 +97,13 @@ class TempoClient:
     """One connection pool per process; use ``async with TempoClient(config) as tempo``."""
 
     def __init__(self, config: TempoConfig, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 observer: Callable[[str, str], None] | None = None) -> None:
         self.config = config
         self.stats = ClientStats()
+        # Called with (route, status or error kind) for every request: the daemon's metrics.
+        self._observer = observer
+        self.last_answer: float | None = None  # time.time() of Tempo's last HTTP answer
         headers = {"Accept": "application/json", "User-Agent": f"betrace-checker/{__version__}",
                    **config.headers}
         if config.tenant:
@@ -152,14 +157,7 @@ class TempoClient:
 
     async def _attempt(self, path: str, params: dict[str, Any] | None, ok: frozenset[int],
                        url: str) -> tuple[int, Any]:
-        try:
-            response = await self._http.get(path, params=params)
-        except httpx.TimeoutException:
-            raise TempoError(f"no answer within {self.config.timeout:g}s", url=url,
-                             retryable=True, hint="raise the Tempo timeout") from None
-        except httpx.TransportError as exc:
-            raise TempoError(f"cannot connect: {type(exc).__name__}", url=url, retryable=True,
-                             hint="check the Tempo URL and that Tempo is running") from None
+        response = await self._get(path, params, url)
         self.stats.bytes_read += len(response.content)
         if response.status_code not in ok:
             raise _status_error(response, url, params)
@@ -170,6 +168,34 @@ class TempoClient:
         except ValueError:
             raise TempoError("answered with something that is not JSON", url=url,
                              status=response.status_code, retryable=True) from None
+
+    async def _get(self, path: str, params: dict[str, Any] | None, url: str) -> httpx.Response:
+        """One GET, observed; transport failures become retryable ``TempoError``."""
+        route = _route(path)
+        try:
+            response = await self._http.get(path, params=params)
+        except httpx.TimeoutException:
+            self._observe(route, "timeout")
+            raise TempoError(f"no answer within {self.config.timeout:g}s", url=url,
+                             retryable=True, hint="raise the Tempo timeout") from None
+        except httpx.TransportError as exc:
+            self._observe(route, "connection_error")
+            raise TempoError(f"cannot connect: {type(exc).__name__}", url=url, retryable=True,
+                             hint="check the Tempo URL and that Tempo is running") from None
+        self.last_answer = time.time()
+        self._observe(route, str(response.status_code))
+        return response
+
+    def _observe(self, route: str, status: str) -> None:
+        if self._observer is not None:
+            self._observer(route, status)
+
+    async def ping(self) -> None:
+        """Ask Tempo's ``/api/echo`` once, without retries; ``TempoError`` unless it answers 200."""
+        url = f"{self._base_url}/api/echo"
+        response = await self._get("/api/echo", None, url)
+        if response.status_code != 200:
+            raise _status_error(response, url, None)
 
     def _backoff(self, attempt: int, error: TempoError) -> float:
         """Exponential backoff with full jitter; a 429's Retry-After wins when longer."""
@@ -288,6 +314,15 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     error = group.exceptions[0]
     return _first(error) if isinstance(error, BaseExceptionGroup) else error
+
+
+def _route(path: str) -> str:
+    """A low-cardinality name for a request path (trace IDs left out), for metrics."""
+    if path.startswith("/api/v2/traces/"):
+        return "trace_v2"
+    if path.startswith("/api/traces/"):
+        return "trace"
+    return path.removeprefix("/api/").strip("/") or "root"
 
 
 def _status_error(response: httpx.Response, url: str, params: dict[str, Any] | None) -> TempoError:

@@ -18,6 +18,7 @@ from checker.scan import Scanner
 from checker.tempo.client import TempoClient, gather_strict
 from checker.traceql import QueryPlan, compile_rule
 from checker.traceql.plan import evaluate as evaluate_set
+from checker.traceql.plan import searches
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,6 +42,7 @@ class RuleOutcome:
     rule: Rule
     plan: QueryPlan
     candidates: frozenset[str] = frozenset()
+    scope_size: int | None = None  # traces the scope searches matched; None when not searched
     in_scope: int = 0
     violations: list[Violation] = field(default_factory=list)
 
@@ -85,6 +87,8 @@ async def evaluate_window(
             return results[(search.query, search not in anchored)]
 
         outcome.candidates = evaluate_set(outcome.plan.candidates, lookup)
+        if set(searches(outcome.plan.scope)) <= set(outcome.plan.searches):
+            outcome.scope_size = len(evaluate_set(outcome.plan.scope, lookup))
     wanted = sorted(set().union(*(o.candidates for o in outcomes)))
     traces = await _fetch_all(client, wanted, on_fetched)
     result = WindowResult(start, end, outcomes)

@@ -203,5 +203,12 @@ class QueryPlan:
 
     @property
     def anchors(self) -> frozenset[Search]:
-        """Searches run over the window itself; the others run over a wider one."""
+        """Searches run over the window itself; the others run over a wider one.
+
+        A rule without ``when`` has every trace in scope, which is never searched on its
+        own: its candidate searches anchor it, so that consecutive windows do not each
+        look ``--trace-margin`` around themselves and judge the same traces again.
+        """
+        if self.scope == EVERY_TRACE:
+            return anchors(self.candidates)
         return anchors(self.scope)

@@ -1,0 +1,233 @@
+"""The daemon's settings: a YAML file plus ``BETRACE_*`` environment variables.
+
+The environment wins over the file (``BETRACE_TEMPO__URL`` overrides ``tempo.url``), so one
+image can carry a config file while secrets and per-deployment values come from the
+environment. Every problem is reported at once, by key path, with the value and the reason.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from checker.errors import SourceLocation, UsageError
+from checker.rules.fields import DURATION_HINT, duration_ns
+from checker.tempo.client import TempoConfig
+
+DEFAULT_CONFIG = Path("betrace.yaml")
+ENV_PREFIX = "BETRACE_"
+
+
+class ConfigError(UsageError):
+    """The config file or environment is invalid; ``problems`` lists every one."""
+
+    def __init__(self, message: str, problems: list[str], *, location: SourceLocation | None = None) -> None:
+        super().__init__(message + "".join(f"\n  {p}" for p in problems), location=location,
+                         hint="every key, its environment variable and default are in the "
+                         "README's configuration reference")
+        self.problems = problems
+
+
+def _duration(value: Any) -> Any:
+    """``1m``, ``1h30m`` or a number of seconds; anything else is left to pydantic's reading."""
+    if isinstance(value, str):
+        nanos = duration_ns(value.strip())
+        if nanos is None:
+            raise ValueError(f"not a duration: {DURATION_HINT}")
+        return timedelta(microseconds=nanos / 1000)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class Section(BaseModel):
+    """A nested block of the config: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TempoSettings(Section):
+    """Where Tempo is and how to talk to it (see ``scan --tempo`` for the meaning of each)."""
+
+    url: str = "http://localhost:3200"
+    tenant: str | None = None
+    search_limit: int = Field(1000, gt=0)
+    timeout: Duration = timedelta(seconds=30)
+    retries: int = Field(5, ge=0)
+    concurrency: int = Field(8, gt=0)
+    query_end_cutoff: Duration = timedelta(seconds=30)
+    trace_margin: Duration = timedelta(minutes=10)
+    username: str | None = None
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_bundle: Path | None = None
+    insecure: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    def client_config(self) -> TempoConfig:
+        """The Tempo client's settings; secrets are unwrapped only here."""
+        return TempoConfig(
+            url=self.url, tenant=self.tenant, search_limit=self.search_limit,
+            timeout=self.timeout.total_seconds(), retries=self.retries, concurrency=self.concurrency,
+            username=self.username,
+            password=self.password.get_secret_value() if self.password else None,
+            bearer_token=self.bearer_token.get_secret_value() if self.bearer_token else None,
+            headers=dict(self.headers),
+            verify=False if self.insecure else (str(self.ca_bundle) if self.ca_bundle else True),
+        )
+
+
+class ScheduleSettings(Section):
+    """Defaults for every rule; a rule's own ``every``/``cron``/``evaluation_delay`` win."""
+
+    every: Duration = timedelta(minutes=1)
+    evaluation_delay: Duration = timedelta(minutes=2)
+    initial_lookback: Duration = timedelta(hours=1)
+    max_catchup: Duration = timedelta(hours=24)
+    jitter: Duration = timedelta(seconds=5)
+    evaluation_timeout: Duration = timedelta(minutes=5)
+    shutdown_grace: Duration = timedelta(seconds=30)
+
+    @field_validator("every", "max_catchup", "evaluation_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
+
+
+class HttpSettings(Section):
+    """The health and metrics endpoint."""
+
+    listen: str = "127.0.0.1:9464"
+    tempo_stale_after: Duration = timedelta(minutes=5)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9464 or 0.0.0.0:9464")
+        return value
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without IPv6 brackets."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port to bind; 0 picks a free one."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class Settings(BaseSettings):
+    """Everything ``betrace run`` needs; see the README's configuration reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True,
+    )
+
+    rules_dir: Path = Path("rules.d")
+    store: str = "sqlite:///betrace.db"
+    tempo: TempoSettings = TempoSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    http: HttpSettings = HttpSettings()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    notifiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+            raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST/DB")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment overrides the file, which is passed in as init values."""
+        del settings_cls, dotenv_settings, file_secret_settings
+        return (env_settings, init_settings)
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Settings from ``path`` (or ``betrace.yaml`` when present) and ``BETRACE_*`` variables.
+
+    Relative paths in the file are read from the directory the daemon runs in, as on the
+    command line.
+    """
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG
+    values: dict[str, Any] = {}
+    if explicit or path.exists():
+        values = _read_file(path)
+    try:
+        return Settings(**values)
+    except ValidationError as err:
+        count = err.error_count()
+        raise ConfigError(f"{count} invalid setting{'s' if count > 1 else ''} (config file or BETRACE_* "
+                          "environment):",
+                          [_problem(e) for e in err.errors()],
+                          location=SourceLocation(path) if values else None) from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read config: {err}", location=SourceLocation(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        raise UsageError(f"config is not valid YAML: {err.problem}", location=SourceLocation(
+            path, mark.line + 1 if mark else None, mark.column + 1 if mark else None)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError("config must be a mapping of keys (rules_dir, store, tempo, ...)",
+                         location=SourceLocation(path, 1, 1))
+    return data
+
+
+def _problem(error: Any) -> str:
+    """``tempo.search_limit = -1: Input should be greater than 0 (env BETRACE_TEMPO__SEARCH_LIMIT)``."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "(top level)"
+    env = ENV_PREFIX + "__".join(loc).upper()
+    value = error.get("input")
+    shown = "" if error["type"] == "missing" or isinstance(value, dict) else f" = {_shown(loc, value)}"
+    why = str(error["msg"]).removeprefix("Value error, ")
+    return f"{key}{shown}: {why} (env {env})"
+
+
+def _shown(loc: list[str], value: Any) -> str:
+    """Secrets are never echoed, even when they are the invalid value."""
+    if loc and loc[-1] in {"password", "bearer_token", "secret", "token", "webhook_url"}:
+        return "<hidden>"
+    return repr(value)

@@ -1,0 +1,65 @@
+"""The daemon's Prometheus metrics, on a registry of its own (one daemon, one registry)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from datetime import datetime
+
+    from prometheus_client.registry import Collector
+
+PREFIX = "betrace"
+
+
+class _CheckpointLag:
+    """Lag is computed at scrape time, so a stuck rule's lag keeps growing between runs."""
+
+    def __init__(self, checkpoints: Callable[[], Mapping[str, datetime]]) -> None:
+        self._checkpoints = checkpoints
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(f"{PREFIX}_checkpoint_lag_seconds",
+                                   "Seconds between now and the end of the rule's last committed window",
+                                   labels=["rule"])
+        now = time.time()
+        for rule_id, position in sorted(self._checkpoints().items()):
+            family.add_metric([rule_id], now - position.timestamp())
+        yield family
+
+
+class Metrics:
+    """Every metric the README lists, created on one registry."""
+
+    def __init__(self, checkpoints: Callable[[], Mapping[str, datetime]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.evaluations = Counter(f"{PREFIX}_evaluations", "Window evaluations by rule and outcome",
+                                   ["rule", "outcome"], registry=r)
+        self.violations = Counter(f"{PREFIX}_violations", "Violations recorded (first time seen) by rule",
+                                  ["rule", "severity"], registry=r)
+        self.evaluation_seconds = Histogram(
+            f"{PREFIX}_evaluation_duration_seconds", "Time to evaluate one window of one rule", ["rule"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r)
+        self.tempo_requests = Counter(f"{PREFIX}_tempo_requests", "Requests to Tempo by route and status",
+                                      ["route", "status"], registry=r)
+        self.rules_loaded = Gauge(f"{PREFIX}_rules_loaded", "Enabled rules currently scheduled", registry=r)
+        self.rule_load_errors = Gauge(f"{PREFIX}_rule_load_errors",
+                                      "Errors found in rules_dir at the last (re)load", registry=r)
+        self.reloads = Counter(f"{PREFIX}_rule_reloads", "Reloads of rules_dir by result", ["result"],
+                               registry=r)
+        self.tempo_last_answer = Gauge(f"{PREFIX}_tempo_last_answer_timestamp_seconds",
+                                       "When Tempo last answered an HTTP request", registry=r)
+        lag: Collector = _CheckpointLag(checkpoints)
+        r.register(lag)
+
+    def tempo_request(self, route: str, status: str) -> None:
+        """The Tempo client's observer."""
+        self.tempo_requests.labels(route, status).inc()
+        if status.isdigit():
+            self.tempo_last_answer.set_to_current_time()

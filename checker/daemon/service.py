@@ -1,0 +1,210 @@
+"""The daemon: rules on their schedules, hot reload, health and metrics, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import watchfiles
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from checker.daemon.evaluator import RuleRunner, RunSummary
+from checker.daemon.http import Check, HttpServer, application
+from checker.daemon.metrics import Metrics
+from checker.daemon.ruleset import LiveRules, Reload
+from checker.daemon.windows import RuleSchedule, schedule_of, utcnow
+from checker.errors import CheckerError, UsageError
+from checker.store import Store
+from checker.tempo.client import TempoClient
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from checker.config import Settings
+    from checker.rules.rule import Rule
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    """Open with ``await Daemon.open(settings)``; then ``run_once()`` or ``serve(stop)``."""
+
+    def __init__(self, settings: Settings, store: Store, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.store = store
+        self.live = LiveRules(settings.rules_dir)
+        self.schedules: dict[str, RuleSchedule] = {}
+        self.metrics = Metrics(lambda: self.runner.checkpoints)
+        self.tempo = TempoClient(settings.tempo.client_config(), observer=self.metrics.tempo_request)
+        self.runner = RuleRunner(store, self.tempo, settings, self.metrics, clock=clock)
+        self.scheduler: AsyncIOScheduler | None = None
+        self.http: HttpServer | None = None
+        self._running: set[asyncio.Task[Any]] = set()
+        self._reloading = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Daemon:
+        """Open the store (migrating it) and load the rules; a missing rules_dir is an error."""
+        if not settings.rules_dir.is_dir():
+            raise UsageError(f"rules_dir {settings.rules_dir} is not a directory",
+                             hint="set rules_dir in the config or BETRACE_RULES_DIR")
+        store = await asyncio.to_thread(Store.open, settings.store)
+        daemon = cls(settings, store, clock=clock)
+        await daemon.reload()
+        return daemon
+
+    async def close(self) -> None:
+        """Release Tempo connections and the store."""
+        await self.tempo.aclose()
+        await asyncio.to_thread(self.store.close)
+
+    # ----------------------------------------------------------------- rules
+
+    async def reload(self) -> Reload:
+        """Re-read rules_dir; record new versions; (re)schedule, keep or drop jobs."""
+        async with self._reloading:
+            result = await asyncio.to_thread(self.live.reload)
+            for error in result.errors:
+                log.error("rules.error", error=str(error))
+            for path in result.kept:
+                log.warning("rules.kept_last_good", file=str(path),
+                            detail="the file has errors; its rules keep their last good version")
+            for rule in [*result.added, *result.changed]:
+                if await asyncio.to_thread(self.store.record_rule, rule):
+                    log.info("rule.version", rule=rule.id, version=rule.version[:12],
+                             source=str(rule.location))
+            for rule in result.added:
+                log.info("rule.added", rule=rule.id)
+            for rule in result.changed:
+                log.info("rule.changed", rule=rule.id, version=rule.version[:12])
+            for rule_id in result.removed:
+                log.info("rule.removed", rule=rule_id)
+            self._apply(result)
+            self.metrics.rules_loaded.set(len(self.live.rules))
+            self.metrics.rule_load_errors.set(len(result.errors))
+            self.metrics.reloads.labels("errors" if result.errors else "ok").inc()
+            return result
+
+    def _apply(self, result: Reload) -> None:
+        for rule_id in result.removed:
+            self.schedules.pop(rule_id, None)
+            self.runner.checkpoints.pop(rule_id, None)
+            if self.scheduler and self.scheduler.get_job(rule_id):
+                self.scheduler.remove_job(rule_id)
+        for rule in [*result.added, *result.changed]:
+            schedule = schedule_of(rule, self.settings.schedule)
+            if self.schedules.get(rule.id) != schedule:
+                self.schedules[rule.id] = schedule
+                if self.scheduler:
+                    self._schedule(rule.id, schedule)
+
+    def _schedule(self, rule_id: str, schedule: RuleSchedule) -> None:
+        assert self.scheduler is not None  # noqa: S101
+        self.scheduler.add_job(
+            self._tick, schedule.trigger(self.settings.schedule.jitter), args=[rule_id], id=rule_id,
+            name=rule_id, replace_existing=True, coalesce=True, max_instances=1,
+            misfire_grace_time=None, next_run_time=datetime.now(UTC))
+
+    # ----------------------------------------------------------------- running
+
+    async def run_rule(self, rule: Rule) -> RunSummary:
+        """One run of one rule, with its logs bound to the rule id."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            with structlog.contextvars.bound_contextvars(rule=rule.id):
+                return await self.runner.run(rule, self.schedules[rule.id])
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def _tick(self, rule_id: str) -> None:
+        rule = self.live.rules.get(rule_id)
+        if rule is not None and not self.runner.stopping:
+            await self.run_rule(rule)
+
+    async def run_once(self) -> list[RunSummary]:
+        """Every due window of every rule, once (rules side by side)."""
+        return list(await asyncio.gather(*(self.run_rule(rule) for rule in self.live.rules.values())))
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set: schedule, watch rules_dir, answer HTTP, then shut down."""
+        self.http = HttpServer(application(self.metrics.registry, self.readiness_checks()),
+                               self.settings.http.host, self.settings.http.port)
+        await self.http.start()
+        log.info("daemon.started", listen=f"{self.settings.http.host}:{self.http.port}",
+                 rules=len(self.live.rules), store=self.store.url, tempo=self.settings.tempo.url)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        for rule_id, schedule in self.schedules.items():
+            self._schedule(rule_id, schedule)
+        self.scheduler.start()
+        watcher = asyncio.create_task(self._watch(stop))
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(watcher)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        async for changes in watchfiles.awatch(self.settings.rules_dir, stop_event=stop,
+                                               recursive=True, raise_interrupt=False):
+            log.info("rules.changed", files=sorted({path for _, path in changes}))
+            await self.reload()
+
+    async def _shutdown(self, watcher: asyncio.Task[None]) -> None:
+        """Stop scheduling, let running evaluations finish their window (bounded), close."""
+        grace = self.settings.schedule.shutdown_grace.total_seconds()
+        log.info("daemon.stopping", running=len(self._running), grace_seconds=grace)
+        self.runner.stopping = True
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        watcher.cancel()
+        if self._running:
+            _done, pending = await asyncio.wait(set(self._running), timeout=grace)
+            for task in pending:
+                log.warning("daemon.evaluation_cancelled", task=task.get_name(),
+                            detail="shutdown_grace passed; its window will be evaluated again")
+                task.cancel()
+        if self.http is not None:
+            await self.http.stop()
+        log.info("daemon.stopped")
+
+    # ----------------------------------------------------------------- health
+
+    def readiness_checks(self) -> list[Check]:
+        """Rules loaded, store reachable, Tempo answered recently (asked when it has not)."""
+
+        async def rules() -> None:
+            if not self.live.rules:
+                raise CheckerError(f"no rules loaded from {self.settings.rules_dir} "
+                                   f"({len(self.live.errors)} errors)")
+
+        async def store() -> None:
+            await asyncio.to_thread(self.store.ping)
+
+        async def tempo() -> None:
+            stale = self.settings.http.tempo_stale_after.total_seconds()
+            last = self.tempo.last_answer
+            if last is None or time.time() - last > stale:
+                await self.tempo.ping()
+
+        return [Check("rules", rules), Check("store", store), Check("tempo", tempo)]
+
+
+def install_signals(daemon: Daemon, stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT stop the daemon; SIGHUP reloads rules_dir."""
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[Reload]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(daemon.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)

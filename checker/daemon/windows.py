@@ -1,0 +1,107 @@
+"""Which windows a rule evaluates next (design.md "Windows, lateness and completeness").
+
+Pure functions of the checkpoint and the clock, so the catch-up behaviour can be tested
+without a scheduler: windows are contiguous, whole seconds, never longer than the rule's
+period, and end ``evaluation_delay`` before now; a backlog beyond ``max_catchup`` becomes one
+explicit skipped span instead of silently vanishing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from checker.rules.fields import duration_ns
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
+
+    from checker.config import ScheduleSettings
+    from checker.rules.rule import Rule
+
+Window = tuple[datetime, datetime]
+
+
+@dataclass(frozen=True)
+class RuleSchedule:
+    """When a rule runs and how its windows are cut."""
+
+    period: timedelta
+    delay: timedelta
+    cron: str | None = None
+
+    def trigger(self, jitter: timedelta) -> BaseTrigger:
+        """APScheduler's trigger: the rule's cron expression (UTC), else its interval."""
+        seconds = math.ceil(jitter.total_seconds()) or None
+        if self.cron is not None:
+            return CronTrigger.from_crontab(self.cron, timezone=UTC)
+        # Jitter never exceeds a third of the period, so runs cannot pile up.
+        limit = max(0, math.floor(self.period.total_seconds() / 3))
+        return IntervalTrigger(seconds=self.period.total_seconds(), timezone=UTC,
+                               jitter=min(seconds, limit) if seconds and limit else None)
+
+
+@dataclass(frozen=True)
+class Due:
+    """What one run of a rule must do, oldest first."""
+
+    skipped: Window | None = None
+    windows: list[Window] = field(default_factory=list)
+
+
+def schedule_of(rule: Rule, defaults: ScheduleSettings) -> RuleSchedule:
+    """A rule's own ``every``/``cron``/``evaluation_delay``, else the config's schedule."""
+    delay = _duration(rule.evaluation_delay) or defaults.evaluation_delay
+    if rule.cron is not None:
+        return RuleSchedule(cron_period(rule.cron), delay, rule.cron)
+    return RuleSchedule(_duration(rule.every) or defaults.every, delay)
+
+
+def cron_period(expression: str) -> timedelta:
+    """The gap between two consecutive firings: a cron rule's windows are at most that long."""
+    trigger = CronTrigger.from_crontab(expression, timezone=UTC)
+    first = trigger.get_next_fire_time(None, datetime.now(UTC))
+    second = trigger.get_next_fire_time(first, first + timedelta(seconds=1)) if first else None
+    if first is None or second is None:
+        return timedelta(days=1)
+    gap: timedelta = second - first
+    return max(timedelta(seconds=1), gap)
+
+
+def utcnow() -> datetime:
+    """The daemon's clock; tests pass their own."""
+    return datetime.now(UTC)
+
+
+def floor_second(moment: datetime) -> datetime:
+    """Tempo's search takes whole seconds."""
+    return moment.replace(microsecond=0)
+
+
+def due_windows(checkpoint: datetime, now: datetime, schedule: RuleSchedule,
+                max_catchup: timedelta) -> Due:
+    """The windows from ``checkpoint`` to ``now - delay``, at most ``schedule.period`` each."""
+    end = floor_second(now - schedule.delay)
+    if end <= checkpoint:
+        return Due()
+    skipped = None
+    start = checkpoint
+    if end - checkpoint > max_catchup:
+        start = floor_second(end - max_catchup)
+        skipped = (checkpoint, start)
+    windows = []
+    while start < end:
+        stop = min(start + schedule.period, end)
+        windows.append((start, stop))
+        start = stop
+    return Due(skipped, windows)
+
+
+def _duration(text: str | None) -> timedelta | None:
+    nanos = duration_ns(text) if text else None
+    return timedelta(microseconds=nanos / 1000) if nanos else None

@@ -1,0 +1,15 @@
+"""Persistence: rules seen, evaluations, violations, checkpoints and the outbox (SQLAlchemy Core)."""
+
+from checker.store.store import (
+    CheckpointMoved,
+    Committed,
+    Outcome,
+    RuleLock,
+    Store,
+    StoredViolation,
+    StoreError,
+    WindowRecord,
+)
+
+__all__ = ["CheckpointMoved", "Committed", "Outcome", "RuleLock", "Store", "StoreError",
+           "StoredViolation", "WindowRecord"]

@@ -1,0 +1,287 @@
+"""The store: what was evaluated, what was found, and how far each rule has got.
+
+Every write that advances a rule happens in one transaction with a compare-and-set on its
+checkpoint: a window's evaluation record, its violations and the new checkpoint land
+together or not at all, and a window another worker already committed is refused
+(``CheckpointMoved``) rather than recorded twice. Violations are unique per rule and trace,
+so finding a trace again never duplicates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from sqlalchemy import create_engine, event, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from checker import __version__
+from checker.errors import CheckerError
+from checker.store import migrate
+from checker.store.schema import checkpoints, evaluations, rules, violations
+from checker.violations import Violation
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine, Table
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
+
+    from checker.rules.rule import Rule
+
+Outcome = Literal["ok", "violations", "incomplete", "skipped", "failed"]
+ADVANCING: frozenset[Outcome] = frozenset({"ok", "violations", "incomplete", "skipped"})
+
+
+class StoreError(CheckerError):
+    """The store cannot be opened or written; the message names the database, never a password."""
+
+
+class CheckpointMoved(StoreError):  # noqa: N818  (a condition, not a failure of the store)
+    """Another worker committed this window first; nothing was written."""
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    """One evaluation of one rule over ``[start, end)``, as it will be recorded."""
+
+    rule: Rule
+    start: datetime
+    end: datetime
+    started_at: datetime
+    duration: float
+    outcome: Outcome
+    scope_size: int | None = None
+    candidates: int = 0
+    plan: str = ""
+    error: str | None = None
+    violations: tuple[Violation, ...] = ()
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a commit wrote: the evaluation's id and the violations not seen before."""
+
+    evaluation_id: int
+    new_violations: list[Violation] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredViolation:
+    """A violation as recorded, with when it was first found and by which evaluation."""
+
+    violation: Violation
+    found_at: datetime
+    evaluation_id: int
+
+
+class RuleLock(Protocol):
+    """Held while one worker evaluates one rule."""
+
+    def release(self) -> None:
+        """Let other workers evaluate the rule."""
+
+
+class _AdvisoryLock:
+    """A PostgreSQL session advisory lock on its own connection: a crashed holder loses it."""
+
+    def __init__(self, connection: Connection, key: int) -> None:
+        self._connection = connection
+        self._key = key
+
+    def release(self) -> None:
+        try:
+            self._connection.execute(select(func.pg_advisory_unlock(self._key)))
+        finally:
+            self._connection.close()
+
+
+class _NoLock:
+    """SQLite serves one daemon; the checkpoint compare-and-set still refuses double commits."""
+
+    def release(self) -> None:
+        return None
+
+
+def engine_url(url: str) -> str:
+    """SQLAlchemy's URL for a store setting: ``postgresql://`` uses psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def lock_key(rule_id: str) -> int:
+    """A stable signed 64-bit advisory-lock key per rule."""
+    return int.from_bytes(hashlib.sha256(rule_id.encode()).digest()[:8], "big", signed=True)
+
+
+class Store:
+    """Synchronous and thread-safe: the daemon calls it through ``asyncio.to_thread``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.url = engine.url.render_as_string(hide_password=True)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Connect and migrate; an unreachable or unusable database is a ``StoreError``."""
+        engine = _engine(engine_url(url))
+        store = cls(engine)
+        try:
+            migrate.upgrade(engine)
+        except SQLAlchemyError as err:
+            engine.dispose()
+            raise StoreError(f"cannot open store {store.url}: {_reason(err)}",
+                             hint="check the `store` setting and that the database is reachable") from None
+        return store
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        """Raise ``StoreError`` unless the database answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(select(1))
+        except SQLAlchemyError as err:
+            raise StoreError(f"store {self.url} unreachable: {_reason(err)}") from None
+
+    # ----------------------------------------------------------------- rules, checkpoints
+
+    def record_rule(self, rule: Rule) -> bool:
+        """Remember this version of a rule; True when it is new."""
+        row = {
+            "rule_id": rule.id, "version": rule.version, "name": rule.name,
+            "source": str(rule.location.path), "condition": rule.condition,
+            "severity": rule.severity, "frameworks": list(rule.frameworks),
+            "controls": list(rule.controls), "first_seen_at": datetime.now(UTC),
+        }
+        with self.engine.begin() as connection:
+            return _insert_new(connection, rules, row, ("rule_id", "version"))
+
+    def checkpoint(self, rule_id: str) -> datetime | None:
+        """The end of the rule's last committed window, if it has one."""
+        with self.engine.connect() as connection:
+            return connection.scalar(select(checkpoints.c.position).where(checkpoints.c.rule_id == rule_id))
+
+    def start_checkpoint(self, rule_id: str, position: datetime) -> datetime:
+        """The rule's checkpoint, set to ``position`` if it has none yet (first sight)."""
+        with self.engine.begin() as connection:
+            _insert_new(connection, checkpoints,
+                        {"rule_id": rule_id, "position": position, "updated_at": datetime.now(UTC)},
+                        ("rule_id",))
+            stored: datetime | None = connection.scalar(
+                select(checkpoints.c.position).where(checkpoints.c.rule_id == rule_id))
+            assert stored is not None  # noqa: S101  (inserted above or already there)
+            return stored
+
+    def try_lock(self, rule_id: str) -> RuleLock | None:
+        """The rule's lock, or None when another worker holds it."""
+        if self.engine.dialect.name != "postgresql":
+            return _NoLock()
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        key = lock_key(rule_id)
+        try:
+            if connection.scalar(select(func.pg_try_advisory_lock(key))):
+                return _AdvisoryLock(connection, key)
+        except BaseException:
+            connection.close()
+            raise
+        connection.close()
+        return None
+
+    # ----------------------------------------------------------------- evaluations
+
+    def commit(self, record: WindowRecord) -> Committed:
+        """Record an evaluation; an advancing outcome moves the checkpoint from start to end.
+
+        Raises ``CheckpointMoved`` (and writes nothing) when the checkpoint is no longer at
+        ``record.start``: another worker got there first.
+        """
+        with self.engine.begin() as connection:
+            if record.outcome in ADVANCING:
+                moved = connection.execute(
+                    update(checkpoints)
+                    .where(checkpoints.c.rule_id == record.rule.id, checkpoints.c.position == record.start)
+                    .values(position=record.end, updated_at=datetime.now(UTC)))
+                if moved.rowcount != 1:
+                    raise CheckpointMoved(
+                        f"rule {record.rule.id}: window {record.start.isoformat()} .. "
+                        f"{record.end.isoformat()} was already committed")
+            evaluation_id = connection.scalar(insert(evaluations).values(
+                rule_id=record.rule.id, rule_version=record.rule.version,
+                window_start=record.start, window_end=record.end, started_at=record.started_at,
+                duration_seconds=record.duration, outcome=record.outcome,
+                scope_size=record.scope_size, candidates=record.candidates,
+                violations=len(record.violations), new_violations=0, plan=record.plan, error=record.error,
+                checker_version=__version__,
+            ).returning(evaluations.c.id))
+            assert evaluation_id is not None  # noqa: S101  (RETURNING always yields the new id)
+            found_at = datetime.now(UTC)
+            new = [v for v in record.violations if _insert_new(connection, violations, {
+                "rule_id": v.rule_id, "trace_id": v.trace_id, "rule_version": record.rule.version,
+                "evaluation_id": evaluation_id, "severity": v.severity, "found_at": found_at,
+                "trace_start": _from_unix_nano(v.start_time_unix_nano), "detail": v.to_json(),
+            }, ("rule_id", "trace_id"))]
+            if new:
+                connection.execute(update(evaluations).where(evaluations.c.id == evaluation_id)
+                                   .values(new_violations=len(new)))
+            return Committed(evaluation_id, new)
+
+    def evaluations(self, rule_id: str | None = None) -> list[dict[str, Any]]:
+        """Evaluation records in the order they were written."""
+        query = select(evaluations).order_by(evaluations.c.id)
+        if rule_id is not None:
+            query = query.where(evaluations.c.rule_id == rule_id)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]  # noqa: SLF001
+
+    def violations(self, rule_id: str | None = None, since: datetime | None = None) -> list[StoredViolation]:
+        """Recorded violations, oldest first."""
+        query = select(violations.c.detail, violations.c.found_at, violations.c.evaluation_id
+                       ).order_by(violations.c.id)
+        if rule_id is not None:
+            query = query.where(violations.c.rule_id == rule_id)
+        if since is not None:
+            query = query.where(violations.c.found_at >= since)
+        with self.engine.connect() as connection:
+            return [StoredViolation(Violation.from_json(row.detail), row.found_at, row.evaluation_id)
+                    for row in connection.execute(query)]
+
+
+def _engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    # Threads take turns on the pooled connections (asyncio.to_thread), hence check_same_thread.
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    return engine
+
+
+def _insert_new(connection: Connection, table: Table, row: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    """Insert unless a row with the same keys exists; True when inserted."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = (dialect.insert(table).values(row).on_conflict_do_nothing(index_elements=list(keys))
+                 .returning(table.c[keys[0]]))
+    return connection.execute(statement).first() is not None
+
+
+def _from_unix_nano(nanos: int) -> datetime | None:
+    return datetime.fromtimestamp(nanos / 1e9, UTC) if nanos else None
+
+
+def _reason(err: SQLAlchemyError) -> str:
+    """The driver's message, first line only: SQLAlchemy's full text repeats the URL."""
+    origin = getattr(err, "orig", None) or err
+    return str(origin).strip().splitlines()[0] if str(origin).strip() else type(origin).__name__
