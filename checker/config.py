@@ -7,6 +7,8 @@ environment. Every problem is reported at once, by key path, with the value and 
 
 from __future__ import annotations
 
+import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,7 +23,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from checker.errors import SourceLocation, UsageError
 from checker.rules.fields import DURATION_HINT, duration_ns
@@ -188,6 +190,8 @@ def load_settings(path: Path | None) -> Settings:
         values = _read_file(path)
     try:
         return Settings(**values)
+    except SettingsError as err:  # an environment value that is not the JSON a mapping needs
+        raise ConfigError("invalid setting in the BETRACE_* environment:", [_env_problem(err)]) from None
     except ValidationError as err:
         count = err.error_count()
         raise ConfigError(f"{count} invalid setting{'s' if count > 1 else ''} (config file or BETRACE_* "
@@ -213,6 +217,15 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise UsageError("config must be a mapping of keys (rules_dir, store, tempo, ...)",
                          location=SourceLocation(path, 1, 1))
     return data
+
+
+def _env_problem(err: SettingsError) -> str:
+    """Name the variables behind pydantic-settings' "error parsing value for field" message."""
+    field = re.search(r'field "(\w+)"', str(err))
+    prefix = ENV_PREFIX + (field.group(1).upper() if field else "")
+    names = sorted(name for name in os.environ if name.upper().startswith(prefix))
+    return (f"{', '.join(names) or prefix + '*'}: a value for a block or mapping must be JSON, "
+            'e.g. BETRACE_TEMPO__HEADERS=\'{"X-Org": "acme"}\'')
 
 
 def _problem(error: Any) -> str:

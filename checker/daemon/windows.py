@@ -59,7 +59,12 @@ def schedule_of(rule: Rule, defaults: ScheduleSettings) -> RuleSchedule:
     delay = _duration(rule.evaluation_delay) or defaults.evaluation_delay
     if rule.cron is not None:
         return RuleSchedule(cron_period(rule.cron), delay, rule.cron)
-    return RuleSchedule(_duration(rule.every) or defaults.every, delay)
+    return RuleSchedule(whole_seconds(_duration(rule.every) or defaults.every), delay)
+
+
+def whole_seconds(period: timedelta) -> timedelta:
+    """Tempo searches whole seconds, so windows are cut in whole seconds, at least one."""
+    return timedelta(seconds=max(1, math.ceil(period.total_seconds())))
 
 
 def cron_period(expression: str) -> timedelta:
@@ -91,8 +96,8 @@ def due_windows(checkpoint: datetime, now: datetime, schedule: RuleSchedule,
         return Due()
     skipped = None
     start = checkpoint
-    if end - checkpoint > max_catchup:
-        start = floor_second(end - max_catchup)
+    if end - checkpoint > max_catchup and (resume := floor_second(end - max_catchup)) > checkpoint:
+        start = resume
         skipped = (checkpoint, start)
     windows = []
     while start < end:

@@ -156,7 +156,7 @@ class Store:
         """Remember this version of a rule; True when it is new."""
         row = {
             "rule_id": rule.id, "version": rule.version, "name": rule.name,
-            "source": str(rule.location.path), "condition": rule.condition,
+            "source": str(rule.location), "condition": rule.condition,
             "severity": rule.severity, "frameworks": list(rule.frameworks),
             "controls": list(rule.controls), "first_seen_at": datetime.now(UTC),
         }

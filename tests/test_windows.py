@@ -1,0 +1,215 @@
+"""Which windows a rule evaluates next, and when it runs: pure functions of checkpoint and clock."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from hypothesis import given
+from hypothesis import strategies as st
+
+from checker.config import ScheduleSettings
+from checker.daemon.windows import Due, RuleSchedule, Window, cron_period, due_windows, schedule_of
+from checker.rules.load import load_text
+
+if TYPE_CHECKING:
+    from checker.rules.rule import Rule
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+
+def rule(extra: str = "") -> Rule:
+    text = "rules:\n  - id: r\n    condition: when { a } always { b }\n" + extra
+    ruleset = load_text(text, "t.yaml")
+    assert not ruleset.errors, [str(e) for e in ruleset.errors]
+    return ruleset.rules[0]
+
+
+def rule_errors(extra: str) -> list[str]:
+    ruleset = load_text("rules:\n  - id: r\n    condition: when { a } always { b }\n" + extra, "t.yaml")
+    assert not ruleset.rules
+    return [str(e) for e in ruleset.errors]
+
+
+def whole(moment: datetime) -> bool:
+    return moment.microsecond == 0
+
+
+def every(period: timedelta, delay: timedelta = timedelta(0)) -> RuleSchedule:
+    return RuleSchedule(period, delay)
+
+
+def spans(windows: list[Window]) -> list[timedelta]:
+    return [end - start for start, end in windows]
+
+
+class TestDueWindows:
+    def test_contiguous_whole_second_windows_up_to_now_less_delay(self) -> None:
+        now = T0 + 5 * MINUTE + 2 * MINUTE + timedelta(milliseconds=700)
+        due = due_windows(T0, now, every(MINUTE, 2 * MINUTE), max_catchup=24 * HOUR)
+        assert due.skipped is None
+        assert due.windows == [(T0 + i * MINUTE, T0 + (i + 1) * MINUTE) for i in range(5)]
+
+    def test_last_window_is_cut_at_floor_of_now_less_delay(self) -> None:
+        now = T0 + timedelta(seconds=150, microseconds=999_999) + 2 * MINUTE
+        due = due_windows(T0, now, every(MINUTE, 2 * MINUTE), max_catchup=24 * HOUR)
+        assert spans(due.windows) == [MINUTE, MINUTE, timedelta(seconds=30)]
+        assert due.windows[-1][1] == T0 + timedelta(seconds=150)
+        assert all(whole(start) and whole(end) for start, end in due.windows)
+
+    def test_one_short_window_when_less_than_a_period_is_due(self) -> None:
+        due = due_windows(T0, T0 + timedelta(seconds=17.5), every(MINUTE), max_catchup=HOUR)
+        assert due == Due(None, [(T0, T0 + timedelta(seconds=17))])
+
+    @pytest.mark.parametrize("after_delay", [
+        timedelta(0), -SECOND, -HOUR, timedelta(milliseconds=999),
+    ])
+    def test_nothing_due_until_a_whole_second_past_the_checkpoint(self, after_delay: timedelta) -> None:
+        delay = 2 * MINUTE
+        due = due_windows(T0, T0 + delay + after_delay, every(MINUTE, delay), max_catchup=HOUR)
+        assert due == Due()
+
+    def test_backlog_beyond_max_catchup_is_skipped_explicitly(self) -> None:
+        delay = 2 * MINUTE
+        now = T0 + 30 * HOUR + delay
+        due = due_windows(T0, now, every(HOUR, delay), max_catchup=24 * HOUR)
+        assert due.skipped == (T0, T0 + 6 * HOUR)
+        assert due.windows[0][0] == T0 + 6 * HOUR
+        assert due.windows[-1][1] == T0 + 30 * HOUR
+        assert spans(due.windows) == [HOUR] * 24
+
+    def test_backlog_of_exactly_max_catchup_is_not_skipped(self) -> None:
+        due = due_windows(T0, T0 + 24 * HOUR, every(HOUR), max_catchup=24 * HOUR)
+        assert due.skipped is None
+        assert len(due.windows) == 24
+
+    def test_skip_start_is_a_whole_second(self) -> None:
+        now = T0 + 10 * HOUR + timedelta(milliseconds=300)
+        due = due_windows(T0, now, every(HOUR, timedelta(milliseconds=100)), max_catchup=HOUR)
+        assert due.skipped == (T0, T0 + 9 * HOUR)
+        assert due.windows == [(T0 + 9 * HOUR, T0 + 10 * HOUR)]
+
+    def test_fractional_max_catchup_never_skips_nothing(self) -> None:
+        due = due_windows(T0, T0 + 10 * SECOND, every(MINUTE), max_catchup=timedelta(seconds=9.5))
+        assert due.skipped is None or due.skipped[0] < due.skipped[1]
+
+    def test_fractional_rule_period_still_gives_whole_second_windows(self) -> None:
+        schedule = schedule_of(rule("    every: 1500ms\n"), ScheduleSettings())
+        due = due_windows(T0, T0 + 10 * SECOND + schedule.delay, schedule, max_catchup=HOUR)
+        assert all(whole(start) and whole(end) for start, end in due.windows)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[datetime, datetime, RuleSchedule, timedelta]:
+    """Whole-second checkpoints (as the daemon keeps them) and periods; any clock and delay."""
+    checkpoint = T0 + timedelta(seconds=draw(st.integers(-10**8, 10**8)))
+    period = timedelta(seconds=draw(st.integers(1, 7200)))
+    max_catchup = timedelta(seconds=draw(st.integers(1, 300 * int(period.total_seconds()))))
+    delay = timedelta(microseconds=draw(st.integers(0, 3 * 3600 * 10**6)))
+    backlog = timedelta(microseconds=draw(st.integers(-10**9, 2 * int(max_catchup.total_seconds()) * 10**6)))
+    return checkpoint, checkpoint + delay + backlog, RuleSchedule(period, delay), max_catchup
+
+
+@given(scenarios())
+def test_windows_exactly_cover_checkpoint_to_now_less_delay(
+        scenario: tuple[datetime, datetime, RuleSchedule, timedelta]) -> None:
+    checkpoint, now, schedule, max_catchup = scenario
+    end = (now - schedule.delay).replace(microsecond=0)
+    due = due_windows(checkpoint, now, schedule, max_catchup)
+    if end <= checkpoint:
+        assert due == Due()
+        return
+    pieces = ([due.skipped] if due.skipped else []) + due.windows
+    assert pieces[0][0] == checkpoint
+    assert pieces[-1][1] == end
+    for (_, stop), (start, _) in itertools.pairwise(pieces):
+        assert stop == start  # no gap, no overlap
+    assert all(start < stop for start, stop in pieces)
+    assert all(whole(start) and whole(stop) for start, stop in due.windows)
+    assert all(span <= schedule.period for span in spans(due.windows))
+    evaluated = end - due.windows[0][0]
+    assert evaluated <= max_catchup + SECOND
+    if due.skipped is None:
+        assert end - checkpoint <= max_catchup
+    else:
+        assert evaluated >= max_catchup  # nothing skipped that could have been evaluated
+
+
+class TestScheduleOf:
+    DEFAULTS = ScheduleSettings(every=timedelta(minutes=3), evaluation_delay=timedelta(seconds=45))
+
+    def test_defaults_from_the_config(self) -> None:
+        assert schedule_of(rule(), self.DEFAULTS) == RuleSchedule(timedelta(minutes=3), timedelta(seconds=45))
+
+    def test_rule_every_wins(self) -> None:
+        assert schedule_of(rule("    every: 10m\n"), self.DEFAULTS) == RuleSchedule(
+            10 * MINUTE, timedelta(seconds=45))
+
+    def test_rule_evaluation_delay_wins(self) -> None:
+        assert schedule_of(rule("    evaluation_delay: 1h30m\n"), self.DEFAULTS) == RuleSchedule(
+            timedelta(minutes=3), timedelta(minutes=90))
+
+    @pytest.mark.parametrize(("cron", "period"), [
+        ("*/5 * * * *", 5 * MINUTE),
+        ("0 * * * *", HOUR),
+        ("* * * * *", MINUTE),
+        ("0 0 * * *", 24 * HOUR),
+    ])
+    def test_cron_period_is_the_gap_between_firings(self, cron: str, period: timedelta) -> None:
+        schedule = schedule_of(rule(f"    cron: '{cron}'\n    evaluation_delay: 5m\n"), self.DEFAULTS)
+        assert schedule == RuleSchedule(period, 5 * MINUTE, cron)
+        assert cron_period(cron) == period
+
+    def test_cron_rule_keeps_the_default_delay(self) -> None:
+        schedule = schedule_of(rule("    cron: '*/5 * * * *'\n"), self.DEFAULTS)
+        assert schedule.delay == timedelta(seconds=45)
+
+
+class TestTrigger:
+    def test_cron_gives_a_utc_cron_trigger(self) -> None:
+        trigger = RuleSchedule(5 * MINUTE, MINUTE, "*/5 * * * *").trigger(timedelta(seconds=5))
+        assert isinstance(trigger, CronTrigger)
+        assert str(trigger.timezone) == "UTC"
+        fire = trigger.get_next_fire_time(None, T0 + timedelta(minutes=1, seconds=1))
+        assert fire == T0 + 5 * MINUTE
+
+    @pytest.mark.parametrize(("period", "jitter", "expected"), [
+        (MINUTE, timedelta(seconds=5), 5),
+        (MINUTE, timedelta(milliseconds=200), 1),  # rounded up to a whole second
+        (MINUTE, timedelta(seconds=30), 20),  # a third of the period
+        (timedelta(seconds=6), timedelta(seconds=5), 2),
+        (timedelta(seconds=10), timedelta(seconds=5), 3),
+        (timedelta(seconds=2), timedelta(seconds=5), None),  # a third of 2s is under a second
+        (MINUTE, timedelta(0), None),
+    ])
+    def test_interval_jitter_is_capped_at_a_third_of_the_period(
+            self, period: timedelta, jitter: timedelta, expected: int | None) -> None:
+        trigger = every(period).trigger(jitter)
+        assert isinstance(trigger, IntervalTrigger)
+        assert trigger.interval == period
+        assert trigger.jitter == expected
+
+
+class TestCronInRules:
+    def test_invalid_cron_value_is_rejected_naming_the_field(self) -> None:
+        errors = rule_errors("    cron: '61 * * * *'\n")
+        assert len(errors) == 1
+        assert errors[0].startswith("t.yaml:4:11: rule r: invalid 'cron' '61 * * * *': ")
+        assert "61" in errors[0].split(": ", 3)[-1]
+        assert "hint: five fields" in errors[0]
+
+    def test_wrong_number_of_fields(self) -> None:
+        errors = rule_errors("    cron: '*/5 * *'\n")
+        assert len(errors) == 1
+        assert "invalid 'cron' '*/5 * *': needs 5 fields, got 3" in errors[0]
+
+    def test_cron_and_every_together(self) -> None:
+        errors = rule_errors("    cron: '*/5 * * * *'\n    every: 5m\n")
+        assert any("a rule has 'every' or 'cron', not both" in e for e in errors)
