@@ -73,7 +73,8 @@ async def run_once(config: Settings, clock: Clock) -> tuple[int, Daemon]:
 
 
 class TestRunOnce:
-    def test_records_exactly_what_a_local_scan_finds(self, tempo: TempoDouble, url: str, tmp_path: Path) -> None:
+    def test_records_exactly_what_a_local_scan_finds(self, tempo: TempoDouble, url: str,
+                                                     tmp_path: Path) -> None:
         config = settings(tmp_path, tempo_url=tempo.url, store=url)
         clock = Clock.at(END)
         code, daemon = asyncio.run(run_once(config, clock))
@@ -147,7 +148,8 @@ class TestRunOnce:
 
     def test_tempo_down_is_exit_3_and_moves_nothing(self, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-        path = write_settings(tmp_path, tempo_url="http://127.0.0.1:9", store=f"sqlite:///{tmp_path / 'd.db'}")
+        path = write_settings(tmp_path, tempo_url="http://127.0.0.1:9",
+                              store=f"sqlite:///{tmp_path / 'd.db'}")
         assert 3 == main(["run", "--once", "--config", str(path)])
         assert "failed: http://127.0.0.1:9/api/search: cannot connect" in capsys.readouterr().err
         store = Store.open(f"sqlite:///{tmp_path / 'd.db'}")
@@ -242,7 +244,8 @@ class TestCatchUp:
 @pytest.mark.external_service
 class TestTwoDaemons:
     def test_two_daemons_on_one_postgres_never_evaluate_a_window_twice(self, tempo: TempoDouble,
-                                                                       tmp_path: Path, few_rules: Path) -> None:
+                                                                       tmp_path: Path,
+                                                                       few_rules: Path) -> None:
         # Slow answers make the two daemons' runs overlap.
         tempo.inject(Fault(route="trace", kind="timeout", delay=0.05, times=10_000))
         with postgres_schema() as url:
@@ -268,7 +271,8 @@ class TestTwoDaemons:
                 evaluations = store.evaluations()
                 windows = [(e["rule_id"], e["window_start"]) for e in evaluations]
                 assert len(windows) == len(set(windows))
-                assert_contiguous(evaluations, Clock.at(END - 300).now - LOOKBACK, clock.now - timedelta(minutes=1))
+                last_run = clock.now - timedelta(minutes=1)
+                assert_contiguous(evaluations, Clock.at(END - 300).now - LOOKBACK, last_run)
                 pairs = stored_pairs(store)
                 assert len(pairs) == len(set(pairs))
                 assert expected_pairs(dataset(), tmp_path, few_rules) == set(pairs)

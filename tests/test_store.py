@@ -53,7 +53,8 @@ def violation(trace_id: str, rule_id: str = "audit") -> Violation:
                      trace_id=trace_id, reason="pii.access without audit.log", frameworks=("SOC2",),
                      controls=("CC6.7",), trigger_spans=(SpanRef("pii.access", "00f067aa0ba902b7"),),
                      missing=("audit.log",), forbidden=(Forbidden("x", (SpanRef("x", "1"),)),),
-                     root_service="portal", root_name="GET /patients", start_time_unix_nano=1_795_729_000 * 10**9,
+                     root_service="portal", root_name="GET /patients",
+                     start_time_unix_nano=1_795_729_000 * 10**9,
                      labels={"team": "privacy"})
 
 
@@ -98,7 +99,7 @@ class TestSchema:
         assert "s3cret" not in message
 
     def test_unwritable_sqlite_path_is_a_clear_error(self, tmp_path: Path) -> None:
-        with pytest.raises(StoreError, match="cannot open store sqlite:///.*missing/dir/x.db"):
+        with pytest.raises(StoreError, match=r"cannot open store sqlite:///.*missing/dir/x\.db"):
             Store.open(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
 
 
@@ -112,7 +113,8 @@ class TestRules:
         assert store.record_rule(changed)
         with store.engine.connect() as connection:
             rows = connection.execute(text("select rule_id, version, source, controls from rules")).all()
-        assert {(r.rule_id, r.version) for r in rows} == {("audit", first.version), ("audit", changed.version)}
+        assert {(r.rule_id, r.version) for r in rows} == {("audit", first.version),
+                                                          ("audit", changed.version)}
         assert all(r.source.startswith("rules.d/audit.yaml:") for r in rows)
 
 

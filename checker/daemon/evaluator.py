@@ -62,8 +62,13 @@ class RuleRunner:
         self.checkpoints: dict[str, datetime] = {}
         self.stopping = False  # set on shutdown: finish the current window, start no other
 
-    async def run(self, rule: Rule, schedule: RuleSchedule) -> RunSummary:
-        """Evaluate every window of ``rule`` that is due now, unless another worker holds it."""
+    async def run(self, rule: Rule, schedule: RuleSchedule,
+                  current: Callable[[str], Rule | None] | None = None) -> RunSummary:
+        """Evaluate every window of ``rule`` that is due now, unless another worker holds it.
+
+        ``current`` gives the rule's version in force before each window, so a long catch-up
+        picks up an edited rule at its next window and stops at once for a removed one.
+        """
         summary = RunSummary(rule.id)
         lock = await asyncio.to_thread(self.store.try_lock, rule.id)
         if lock is None:
@@ -71,7 +76,7 @@ class RuleRunner:
             summary.busy = True
             return summary
         try:
-            await self._run_locked(rule, schedule, summary)
+            await self._run_locked(rule, schedule, summary, current or (lambda _rule_id: rule))
         except CheckpointMoved as moved:
             log.warning("rule.window_taken", rule=rule.id, detail=str(moved))
         except (StoreError, SQLAlchemyError) as err:
@@ -81,7 +86,8 @@ class RuleRunner:
             await asyncio.to_thread(lock.release)
         return summary
 
-    async def _run_locked(self, rule: Rule, schedule: RuleSchedule, summary: RunSummary) -> None:
+    async def _run_locked(self, rule: Rule, schedule: RuleSchedule, summary: RunSummary,
+                          current: Callable[[str], Rule | None]) -> None:
         now = self.clock()
         lookback = self.settings.schedule.initial_lookback
         first = floor_second(now - lookback)
@@ -92,8 +98,10 @@ class RuleRunner:
             await self._skip(rule, due.skipped)
             summary.windows += 1
         for window in due.windows:
-            if self.stopping:
+            latest = current(rule.id)
+            if self.stopping or latest is None:
                 return
+            rule = latest
             record = await self._evaluate(rule, window)
             committed = await asyncio.to_thread(self.store.commit, record)
             self.metrics.evaluations.labels(rule.id, record.outcome).inc()

@@ -118,7 +118,7 @@ class Daemon:
             self._running.add(task)
         try:
             with structlog.contextvars.bound_contextvars(rule=rule.id):
-                return await self.runner.run(rule, self.schedules[rule.id])
+                return await self.runner.run(rule, self.schedules[rule.id], self.live.rules.get)
         finally:
             if task is not None:
                 self._running.discard(task)
@@ -151,7 +151,7 @@ class Daemon:
 
     async def _watch(self, stop: asyncio.Event) -> None:
         async for changes in watchfiles.awatch(self.settings.rules_dir, stop_event=stop,
-                                               recursive=True, raise_interrupt=False):
+                                               recursive=True):
             log.info("rules.changed", files=sorted({path for _, path in changes}))
             await self.reload()
 
@@ -161,7 +161,7 @@ class Daemon:
         log.info("daemon.stopping", running=len(self._running), grace_seconds=grace)
         self.runner.stopping = True
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.pause()  # shutting the scheduler down now would cancel running jobs
         watcher.cancel()
         if self._running:
             _done, pending = await asyncio.wait(set(self._running), timeout=grace)
@@ -169,6 +169,8 @@ class Daemon:
                 log.warning("daemon.evaluation_cancelled", task=task.get_name(),
                             detail="shutdown_grace passed; its window will be evaluated again")
                 task.cancel()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
         if self.http is not None:
             await self.http.stop()
         log.info("daemon.stopped")
