@@ -279,3 +279,26 @@ class TestTwoDaemons:
                 assert any(any(round_) for round_ in busy), "the daemons never competed for a rule"
             finally:
                 store.close()
+
+
+def test_an_internal_error_is_recorded_as_failed_and_retried(tempo: TempoDouble, tmp_path: Path,
+                                                             few_rules: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    config = settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'i.db'}",
+                      rules_dir=few_rules)
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr("checker.daemon.evaluator.evaluate_window", broken)
+    assert 3 == asyncio.run(run_once(config, Clock.at(END)))[0]
+    monkeypatch.undo()
+    assert 1 == asyncio.run(run_once(config, Clock.at(END)))[0]
+    store = Store.open(config.store)
+    try:
+        outcomes = [e["outcome"] for e in store.evaluations("sre-slow-database-query")]
+        assert "failed" == outcomes[0]
+        assert "internal error: KeyError" in store.evaluations("sre-slow-database-query")[0]["error"]
+        assert 3 == len(advancing(store.evaluations("sre-slow-database-query")))
+    finally:
+        store.close()

@@ -129,8 +129,13 @@ class RuleRunner:
         self.checkpoints[rule.id] = end
 
     async def _evaluate(self, rule: Rule, window: Window) -> WindowRecord:
+        """Every log line inside (Tempo retries included) names the rule and the window."""
         start, end = window
-        bound = log.bind(rule=rule.id, window_start=start.isoformat(), window_end=end.isoformat())
+        with structlog.contextvars.bound_contextvars(rule=rule.id, window_start=start.isoformat(),
+                                                     window_end=end.isoformat()):
+            return await self._evaluate_bound(rule, start, end)
+
+    async def _evaluate_bound(self, rule: Rule, start: datetime, end: datetime) -> WindowRecord:
         started, clock = self.clock(), time.monotonic()
         plan = compile_rule(rule.invariant)
         plan_text = "\n".join(plan_lines(plan))
@@ -146,6 +151,9 @@ class RuleRunner:
             error = f"evaluation timed out after {timeout:g}s (schedule.evaluation_timeout)"
         except TraceSourceError as err:
             error = str(err)
+        except Exception as err:  # a bug must not stop the daemon: record it, retry the window
+            log.exception("window.internal_error")
+            error = f"internal error: {type(err).__name__}: {err}"
         else:
             outcome = result.outcomes[0]
             unjudged = [f"{t} (not found)" for t in result.missing] + [
@@ -156,9 +164,9 @@ class RuleRunner:
                 scope_size=outcome.scope_size, candidates=len(outcome.candidates), plan=plan_text,
                 error=f"{len(unjudged)} candidates not judged: " + ", ".join(unjudged) if unjudged else None,
                 violations=tuple(outcome.violations))
-            bound.info("window.evaluated", outcome=name, candidates=record.candidates,
+            log.info("window.evaluated", outcome=name, candidates=record.candidates,
                        violations=len(record.violations), seconds=round(record.duration, 3))
             return record
-        bound.error("window.failed", error=error, detail="the checkpoint stays; the next run retries")
+        log.error("window.failed", error=error, detail="the checkpoint stays; the next run retries")
         return WindowRecord(rule, start, end, started, time.monotonic() - clock, "failed",
                             plan=plan_text, error=error)
