@@ -7,10 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from checker.cli import main
-from checker.config import ConfigError, HttpSettings, load_settings
+from checker.config import ConfigError, HttpSettings, Settings, load_settings
 from checker.errors import UsageError
 
 BAD_CONFIG = """\
@@ -341,3 +341,25 @@ class TestHttpSettings:
     def test_invalid(self, listen: str) -> None:
         with pytest.raises(ValidationError, match="must be HOST:PORT"):
             HttpSettings(listen=listen)
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_keys(annotation, f"{prefix}{name}."))
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def test_every_setting_is_in_the_readme_configuration_reference() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    reference = readme.split("### Configuration", 1)[1].split("\n### ", 1)[0]
+    keys = _keys(Settings)
+    assert "tempo.url" in keys
+    assert "schedule.max_catchup" in keys
+    for key in keys:
+        assert f"`{key}`" in reference, key
+        assert "BETRACE_" + key.replace(".", "__").upper() in reference, key
