@@ -127,14 +127,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     ruleset = _load([args.rules])
     if ruleset.errors:
         return EXIT_INVALID
-    try:
-        violations = _scan_tempo(args, ruleset.rules) if args.tempo else _scan_files(args, ruleset.rules)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INVALID
-    except TraceSourceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_SOURCE
+    violations = _scan_tempo(args, ruleset.rules) if args.tempo else _scan_files(args, ruleset.rules)
     if args.format == "json":
         write_json_lines(violations, sys.stdout)
     else:
@@ -200,28 +193,14 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon, or one pass over every due window with ``--once``."""
-    try:
-        return daemon_command.run(load_settings(args.config), once=args.once)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INVALID
-    except (TraceSourceError, StoreError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_SOURCE
+    return daemon_command.run(load_settings(args.config), once=args.once)
 
 
 def cmd_violations(args: argparse.Namespace) -> int:
     """Violations recorded by the daemon, newest last."""
-    try:
-        settings = load_settings(args.config)
-        since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since)) if args.since else None
-        store = Store.open(settings.store)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_INVALID
-    except StoreError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_SOURCE
+    settings = load_settings(args.config)
+    since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since)) if args.since else None
+    store = Store.open(settings.store)
     try:
         found = store.violations(rule_id=args.rule, since=since)
     finally:
@@ -314,5 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``betrace`` script."""
     configure()
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except (TraceSourceError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_SOURCE
     return code
