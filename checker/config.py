@@ -11,22 +11,15 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-)
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from checker.config_types import Duration, Section
 from checker.errors import SourceLocation, UsageError
-from checker.rules.fields import DURATION_HINT, duration_ns
+from checker.notify.settings import AnyRoute, DeliverySettings
 from checker.tempo.client import TempoConfig
 
 DEFAULT_CONFIG = Path("betrace.yaml")
@@ -41,25 +34,6 @@ class ConfigError(UsageError):
                          hint="every key, its environment variable and default are in the "
                          "README's configuration reference")
         self.problems = problems
-
-
-def _duration(value: Any) -> Any:
-    """``1m``, ``1h30m`` or a number of seconds; anything else is left to pydantic's reading."""
-    if isinstance(value, str):
-        nanos = duration_ns(value.strip())
-        if nanos is None:
-            raise ValueError(f"not a duration: {DURATION_HINT}")
-        return timedelta(microseconds=nanos / 1000)
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
-
-
-class Section(BaseModel):
-    """A nested block of the config: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TempoSettings(Section):
@@ -157,7 +131,10 @@ class Settings(BaseSettings):
     schedule: ScheduleSettings = ScheduleSettings()
     http: HttpSettings = HttpSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    notifiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    notifiers: dict[str, AnyRoute] = Field(default_factory=dict)
+    default_notifiers: list[str] = Field(default_factory=list)
+    trace_url_template: str | None = None
+    delivery: DeliverySettings = DeliverySettings()
 
     @field_validator("store")
     @classmethod
@@ -165,6 +142,20 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
             raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST/DB")
         return value
+
+    @field_validator("trace_url_template")
+    @classmethod
+    def _has_trace_id(cls, value: str | None) -> str | None:
+        if value is not None and "{trace_id}" not in value:
+            raise ValueError("must contain {trace_id}, e.g. https://grafana.example.com/explore?...{trace_id}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_default_notifiers(self) -> Settings:
+        unknown = [name for name in self.default_notifiers if name not in self.notifiers]
+        if unknown:
+            raise ValueError(f"default_notifiers names routes not in notifiers: {', '.join(unknown)}")
+        return self
 
     @classmethod
     def settings_customise_sources(

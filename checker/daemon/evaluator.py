@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from checker.daemon.windows import due_windows, floor_second, utcnow
 from checker.errors import TraceSourceError
+from checker.notify.dispatcher import outbox_plan
 from checker.report import plan_lines
 from checker.store import CheckpointMoved, StoreError, WindowRecord
 from checker.tempo.run import evaluate_window
@@ -53,12 +54,14 @@ class RuleRunner:
     """Evaluates rules' due windows against Tempo and commits them to the store."""
 
     def __init__(self, store: Store, tempo: TempoClient, settings: Settings, metrics: Metrics,
-                 *, clock: Callable[[], datetime] = utcnow) -> None:
+                 *, clock: Callable[[], datetime] = utcnow,
+                 on_notify: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.tempo = tempo
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        self.on_notify = on_notify  # called when a commit added notifications to the outbox
         self.checkpoints: dict[str, datetime] = {}
         self.stopping = False  # set on shutdown: finish the current window, start no other
 
@@ -103,7 +106,10 @@ class RuleRunner:
                 return
             rule = latest
             record = await self._evaluate(rule, window)
-            committed = await asyncio.to_thread(self.store.commit, record)
+            plan = outbox_plan(rule, window, self.settings)
+            committed = await asyncio.to_thread(self.store.commit, record, plan)
+            if plan is not None:
+                self.on_notify()
             self.metrics.evaluations.labels(rule.id, record.outcome).inc()
             self.metrics.evaluation_seconds.labels(rule.id).observe(record.duration)
             for violation in committed.new_violations:

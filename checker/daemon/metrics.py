@@ -55,6 +55,14 @@ class Metrics:
                                registry=r)
         self.tempo_last_answer = Gauge(f"{PREFIX}_tempo_last_answer_timestamp_seconds",
                                        "When Tempo last answered an HTTP request", registry=r)
+        self.notifications = Counter(f"{PREFIX}_notifications", "Notification attempts by route and outcome "
+                                     "(sent, retry, dead, held by realert)", ["route", "outcome"], registry=r)
+        self.outbox_pending = Gauge(f"{PREFIX}_outbox_pending", "Notifications waiting for delivery",
+                                    registry=r)
+        self.outbox_dead = Gauge(f"{PREFIX}_outbox_dead", "Notifications given up on (dead letters)",
+                                 registry=r)
+        self.outbox_oldest_age = Gauge(f"{PREFIX}_outbox_oldest_pending_age_seconds",
+                                       "Age of the oldest pending notification", registry=r)
         lag: Collector = _CheckpointLag(checkpoints)
         r.register(lag)
 

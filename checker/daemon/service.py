@@ -18,6 +18,7 @@ from checker.daemon.metrics import Metrics
 from checker.daemon.ruleset import LiveRules, Reload
 from checker.daemon.windows import RuleSchedule, schedule_of, utcnow
 from checker.errors import CheckerError, UsageError
+from checker.notify.dispatcher import Dispatcher, routes_of
 from checker.store import Store
 from checker.tempo.client import TempoClient
 
@@ -40,7 +41,9 @@ class Daemon:
         self.schedules: dict[str, RuleSchedule] = {}
         self.metrics = Metrics(lambda: self.runner.checkpoints)
         self.tempo = TempoClient(settings.tempo.client_config(), observer=self.metrics.tempo_request)
-        self.runner = RuleRunner(store, self.tempo, settings, self.metrics, clock=clock)
+        self.dispatcher = Dispatcher(store, settings, self.metrics, clock=clock)
+        self.runner = RuleRunner(store, self.tempo, settings, self.metrics, clock=clock,
+                                 on_notify=self.dispatcher.wake.set)
         self.scheduler: AsyncIOScheduler | None = None
         self.http: HttpServer | None = None
         self._running: set[asyncio.Task[Any]] = set()
@@ -77,6 +80,12 @@ class Daemon:
                 if await asyncio.to_thread(self.store.record_rule, rule):
                     log.info("rule.version", rule=rule.id, version=rule.version[:12],
                              source=str(rule.location))
+            for rule in [*result.added, *result.changed]:
+                unknown = [name for name in routes_of(rule, self.settings)
+                           if name not in self.settings.notifiers]
+                if unknown:
+                    log.error("rule.unknown_notifiers", rule=rule.id, routes=unknown,
+                              detail="not in the config's notifiers; these routes are skipped")
             for rule in result.added:
                 log.info("rule.added", rule=rule.id)
             for rule in result.changed:
@@ -129,8 +138,10 @@ class Daemon:
             await self.run_rule(rule)
 
     async def run_once(self) -> list[RunSummary]:
-        """Every due window of every rule, once (rules side by side)."""
-        return list(await asyncio.gather(*(self.run_rule(rule) for rule in self.live.rules.values())))
+        """Every due window of every rule, once (rules side by side), then one outbox pass."""
+        summaries = list(await asyncio.gather(*(self.run_rule(rule) for rule in self.live.rules.values())))
+        await self.dispatcher.drain()
+        return summaries
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set: schedule, watch rules_dir, answer HTTP, then shut down."""
@@ -144,10 +155,11 @@ class Daemon:
             self._schedule(rule_id, schedule)
         self.scheduler.start()
         watcher = asyncio.create_task(self._watch(stop))
+        dispatching = asyncio.create_task(self.dispatcher.run(stop))
         try:
             await stop.wait()
         finally:
-            await self._shutdown(watcher)
+            await self._shutdown(watcher, dispatching)
 
     async def _watch(self, stop: asyncio.Event) -> None:
         async for changes in watchfiles.awatch(self.settings.rules_dir, stop_event=stop,
@@ -155,7 +167,7 @@ class Daemon:
             log.info("rules.changed", files=sorted({path for _, path in changes}))
             await self.reload()
 
-    async def _shutdown(self, watcher: asyncio.Task[None]) -> None:
+    async def _shutdown(self, watcher: asyncio.Task[None], dispatching: asyncio.Task[None]) -> None:
         """Stop scheduling, let running evaluations finish their window (bounded), close."""
         grace = self.settings.schedule.shutdown_grace.total_seconds()
         log.info("daemon.stopping", running=len(self._running), grace_seconds=grace)
@@ -171,6 +183,10 @@ class Daemon:
                 task.cancel()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
+        # The dispatcher ends after its current pass; what it has not sent stays in the outbox.
+        _done, unfinished = await asyncio.wait({dispatching}, timeout=grace)
+        for task in unfinished:
+            task.cancel()
         if self.http is not None:
             await self.http.stop()
         log.info("daemon.stopped")

@@ -1,5 +1,6 @@
 """Persistence: rules seen, evaluations, violations, checkpoints and the outbox (SQLAlchemy Core)."""
 
+from checker.store.outbox import OutboxPlan, OutboxRow
 from checker.store.store import (
     CheckpointMoved,
     Committed,
@@ -11,5 +12,15 @@ from checker.store.store import (
     WindowRecord,
 )
 
-__all__ = ["CheckpointMoved", "Committed", "Outcome", "RuleLock", "Store", "StoreError",
-           "StoredViolation", "WindowRecord"]
+__all__ = [
+    "CheckpointMoved",
+    "Committed",
+    "OutboxPlan",
+    "OutboxRow",
+    "Outcome",
+    "RuleLock",
+    "Store",
+    "StoreError",
+    "StoredViolation",
+    "WindowRecord",
+]

@@ -130,3 +130,11 @@ outbox = Table(
     Column("last_error", Text),
     Index("ix_outbox_due", "dead", "next_attempt_at"),
 )
+
+alert_state = Table(
+    "alert_state", metadata,
+    Column("rule_id", String(200), primary_key=True),
+    Column("route", String(200), primary_key=True),
+    Column("last_sent_at", UTCDateTime),
+    Column("firing", Boolean, nullable=False),
+)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from checker import __version__
 from checker.errors import CheckerError
 from checker.store import migrate
+from checker.store.outbox import Outbox, OutboxPlan, enqueue
 from checker.store.schema import checkpoints, evaluations, rules, violations
 from checker.violations import Violation
 
@@ -124,6 +125,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.url = engine.url.render_as_string(hide_password=True)
+        self.outbox = Outbox(engine)
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -180,7 +182,7 @@ class Store:
             return stored
 
     def try_lock(self, rule_id: str) -> RuleLock | None:
-        """The rule's lock, or None when another worker holds it."""
+        """The rule's lock, or None when another worker holds it (any string names a lock)."""
         if self.engine.dialect.name != "postgresql":
             return _NoLock()
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -196,11 +198,13 @@ class Store:
 
     # ----------------------------------------------------------------- evaluations
 
-    def commit(self, record: WindowRecord) -> Committed:
+    def commit(self, record: WindowRecord, plan: OutboxPlan | None = None) -> Committed:
         """Record an evaluation; an advancing outcome moves the checkpoint from start to end.
 
-        Raises ``CheckpointMoved`` (and writes nothing) when the checkpoint is no longer at
-        ``record.start``: another worker got there first.
+        With a ``plan``, the notifications for the new violations (or a resolved message)
+        join the outbox in the same transaction. Raises ``CheckpointMoved`` (and writes
+        nothing) when the checkpoint is no longer at ``record.start``: another worker got
+        there first.
         """
         with self.engine.begin() as connection:
             if record.outcome in ADVANCING:
@@ -230,6 +234,9 @@ class Store:
             if new:
                 connection.execute(update(evaluations).where(evaluations.c.id == evaluation_id)
                                    .values(new_violations=len(new)))
+            if plan is not None and record.outcome in {"ok", "violations"}:
+                enqueue(connection, plan, rule_id=record.rule.id, evaluation_id=evaluation_id,
+                        clean=record.outcome == "ok", new=new)
             return Committed(evaluation_id, new)
 
     def evaluations(self, rule_id: str | None = None) -> list[dict[str, Any]]:

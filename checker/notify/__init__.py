@@ -1,0 +1,1 @@
+"""Notifications: routes, the messages they carry, and delivery from the outbox."""

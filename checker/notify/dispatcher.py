@@ -1,0 +1,191 @@
+"""Drain the outbox: group, hold back for ``realert``, send, and retry or dead-letter.
+
+A row leaves the outbox only when its receiver accepted it, so a Slack outage or a crash
+between commit and send loses nothing: pending rows are sent after a restart. Rows of one
+rule and route are merged into one message; while the last message on a route is younger
+than ``realert``, new rows wait and then go out together, counted. Several replicas take
+turns per rule and route through the store's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from checker.daemon.windows import utcnow
+from checker.notify.message import Alert, payload
+from checker.notify.senders import Sender, sender_for
+from checker.store import OutboxPlan, OutboxRow
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    from checker.config import Settings
+    from checker.daemon.metrics import Metrics
+    from checker.notify.senders import Delivery
+    from checker.rules.rule import Rule
+    from checker.store import Store
+    from checker.violations import Violation
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class DrainSummary:
+    """What one pass over the outbox did."""
+
+    sent: int = 0
+    retry: int = 0
+    dead: int = 0
+    held: int = 0
+
+
+def rule_info(rule: Rule) -> dict[str, Any]:
+    """The rule as messages show it."""
+    return {"id": rule.id, "name": rule.name, "severity": rule.severity, "description": rule.description,
+            "frameworks": list(rule.frameworks), "controls": list(rule.controls), "version": rule.version}
+
+
+def routes_of(rule: Rule, settings: Settings) -> list[str]:
+    """The rule's ``notify`` routes, else the config's ``default_notifiers``."""
+    return list(rule.notify) if rule.notify else list(settings.default_notifiers)
+
+
+def outbox_plan(rule: Rule, window: tuple[datetime, datetime], settings: Settings) -> OutboxPlan | None:
+    """Which routes a commit of this rule's window notifies; None without any route."""
+    routes = {name: settings.notifiers[name] for name in routes_of(rule, settings)
+              if name in settings.notifiers}
+    if not routes:
+        return None
+    info, (start, end) = rule_info(rule), window
+
+    def build(kind: str, violations: list[Violation]) -> dict[str, Any]:
+        listed = [v.to_json() for v in violations]
+        return payload(kind, info, start, end, listed, settings.delivery.max_listed)
+
+    return OutboxPlan(routes={name: route.accepts for name, route in routes.items()},
+                      resolved=frozenset(name for name, route in routes.items() if route.send_resolved),
+                      build=build)
+
+
+class Dispatcher:
+    """Sends what the outbox holds, on a poll and whenever a commit adds rows."""
+
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics, *,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.settings = settings
+        self.delivery = settings.delivery
+        self.metrics = metrics
+        self.clock = clock
+        template = settings.trace_url_template
+        self.senders: dict[str, Sender] = {
+            name: sender_for(route, template) for name, route in settings.notifiers.items()}
+        self.wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain until ``stop``; a failed pass is logged and the next one tries again."""
+        while not stop.is_set():
+            try:
+                await self.drain()
+            except Exception:  # the outbox keeps the rows: nothing is lost by trying again later
+                log.exception("notify.drain_failed")
+            self.wake.clear()
+            waiters = [asyncio.ensure_future(e.wait()) for e in (stop, self.wake)]
+            await asyncio.wait(waiters, timeout=self.delivery.poll.total_seconds(),
+                               return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def drain(self) -> DrainSummary:
+        """One pass: every due row, grouped per rule, route and kind."""
+        summary = DrainSummary()
+        now = self.clock()
+        groups: dict[tuple[str, str, str], list[OutboxRow]] = {}
+        for row in await asyncio.to_thread(self.store.outbox.due, now):
+            groups.setdefault((row.rule_id, row.route, row.kind), []).append(row)
+        for key in groups:
+            await self._deliver(key, now, summary)
+        await self._gauges()
+        return summary
+
+    async def _deliver(self, key: tuple[str, str, str], now: datetime, summary: DrainSummary) -> None:
+        rule_id, route, kind = key
+        lock = await asyncio.to_thread(self.store.try_lock, f"notify:{route}:{rule_id}")
+        if lock is None:
+            return
+        try:
+            # Re-read under the lock: another replica may have sent some of them meanwhile.
+            rows = [r for r in await asyncio.to_thread(self.store.outbox.due, now)
+                    if (r.rule_id, r.route, r.kind) == key]
+            if rows:
+                await self._send(rows, route, kind, now, summary)
+        finally:
+            await asyncio.to_thread(lock.release)
+
+    async def _send(self, rows: list[OutboxRow], route: str, kind: str, now: datetime,
+                    summary: DrainSummary) -> None:
+        bound = log.bind(route=route, rule=rows[0].rule_id, rows=len(rows))
+        sender = self.senders.get(route)
+        if sender is None:
+            error = f"route {route!r} is not in the config's notifiers"
+            await asyncio.to_thread(self.store.outbox.dead, rows, error)
+            self._count(route, "dead", summary)
+            bound.error("notification.dead", error=error)
+            return
+        since = None
+        if kind == "violations":
+            since = await asyncio.to_thread(self.store.outbox.last_sent, rows[0].rule_id, route)
+            if since is not None and now < since + self.delivery.realert:
+                await asyncio.to_thread(self.store.outbox.retry, rows, since + self.delivery.realert, None,
+                                        attempted=False)
+                self._count(route, "held", summary)
+                return
+        alert = Alert.merge([r.payload for r in rows], [r.id for r in rows], route,
+                            max_listed=self.delivery.max_listed, since=since)
+        delivery = await sender.send(alert)
+        await self._settle(rows, route, delivery, now, summary)
+
+    async def _settle(self, rows: list[OutboxRow], route: str, delivery: Delivery, now: datetime,
+                      summary: DrainSummary) -> None:
+        bound = log.bind(route=route, rule=rows[0].rule_id, rows=len(rows), answer=delivery.detail)
+        if delivery.ok:
+            await asyncio.to_thread(self.store.outbox.delivered, rows, now)
+            self._count(route, "sent", summary)
+            bound.info("notification.delivered")
+            return
+        oldest = min(r.created_at for r in rows)
+        if delivery.retryable and now - oldest < self.delivery.max_age:
+            at = now + self._backoff(max(r.attempts for r in rows), delivery.retry_after)
+            await asyncio.to_thread(self.store.outbox.retry, rows, at, delivery.detail, attempted=True)
+            self._count(route, "retry", summary)
+            bound.warning("notification.retry", next_attempt=at.isoformat())
+            return
+        why = delivery.detail if not delivery.retryable else (
+            f"still failing after {self.delivery.max_age} (delivery.max_age): {delivery.detail}")
+        await asyncio.to_thread(self.store.outbox.dead, rows, why)
+        self._count(route, "dead", summary)
+        bound.error("notification.dead", error=why)
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> timedelta:
+        """Exponential, with half of it random; a longer Retry-After wins."""
+        ceiling = min(self.delivery.max_backoff.total_seconds(),
+                      self.delivery.backoff.total_seconds() * 2**attempts)
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not cryptography
+        return timedelta(seconds=max(delay, retry_after or 0))
+
+    def _count(self, route: str, outcome: str, summary: DrainSummary) -> None:
+        self.metrics.notifications.labels(route, outcome).inc()
+        setattr(summary, outcome, getattr(summary, outcome) + 1)
+
+    async def _gauges(self) -> None:
+        pending, dead, oldest = await asyncio.to_thread(self.store.outbox.stats)
+        self.metrics.outbox_pending.set(pending)
+        self.metrics.outbox_dead.set(dead)
+        self.metrics.outbox_oldest_age.set((self.clock() - oldest).total_seconds() if oldest else 0)

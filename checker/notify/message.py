@@ -1,0 +1,134 @@
+"""What a notification says: built from outbox rows, rendered for Slack and for webhooks.
+
+One message covers one rule on one route: the rows of several windows are merged (a
+catch-up, or the violations held back by ``realert``), listing the first few traces and the
+total. Slack's limits are kept here: at most 50 blocks, 150 characters in a header, 3000 in
+a section, 10 fields of 2000.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Kind = Literal["violations", "resolved", "test"]
+HEADER_LIMIT, SECTION_LIMIT, FIELD_LIMIT = 150, 3000, 2000
+SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:",
+                 "medium": ":large_yellow_circle:", "low": ":large_blue_circle:", "info": ":white_circle:"}
+PAYLOAD_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One message for one route."""
+
+    kind: Kind
+    rule: dict[str, Any]
+    window_start: datetime
+    window_end: datetime
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    total: int = 0
+    since: datetime | None = None  # the previous message on this route, when realert held this one
+    key: str = ""  # the Idempotency-Key: the same for every attempt at the same rows
+
+    @classmethod
+    def merge(cls, payloads: list[dict[str, Any]], row_ids: list[int], route: str, *,
+              max_listed: int, since: datetime | None) -> Alert:
+        """One alert from outbox payloads of one rule, kind and route, oldest first."""
+        listed = [v for p in payloads for v in p["violations"]][:max_listed]
+        key = hashlib.sha256(f"{route}:{','.join(map(str, sorted(row_ids)))}".encode()).hexdigest()
+        return cls(
+            kind=payloads[-1]["kind"], rule=payloads[-1]["rule"],
+            window_start=min(datetime.fromisoformat(p["window"]["start"]) for p in payloads),
+            window_end=max(datetime.fromisoformat(p["window"]["end"]) for p in payloads),
+            violations=listed, total=sum(int(p["total"]) for p in payloads), since=since, key=key)
+
+    @property
+    def title(self) -> str:
+        """The headline, also Slack's plain-text fallback."""
+        name = self.rule.get("name") or self.rule["id"]
+        if self.kind == "resolved":
+            return f"Resolved: {name} — a clean window after violations"
+        if self.kind == "test":
+            return f"BeTrace Checker test message for {name}"
+        plural = "s" if self.total != 1 else ""
+        since = " since the last alert" if self.since else ""
+        return f"{self.rule['severity'].upper()}: {name} — {self.total} new violation{plural}{since}"
+
+
+def payload(kind: str, rule: dict[str, Any], start: datetime, end: datetime,  # noqa: PLR0917
+            violations: list[dict[str, Any]], max_listed: int) -> dict[str, Any]:
+    """An outbox row's JSON: enough to write the message without reading anything else."""
+    return {"kind": kind, "rule": rule, "window": {"start": start.isoformat(), "end": end.isoformat()},
+            "violations": violations[:max_listed], "total": len(violations),
+            "trace_ids": [v["trace_id"] for v in violations]}
+
+
+def trace_url(template: str | None, trace_id: str) -> str | None:
+    """The link to a trace, from ``trace_url_template``."""
+    return template.replace("{trace_id}", trace_id) if template else None
+
+
+def webhook_body(alert: Alert, template: str | None) -> bytes:
+    """The versioned JSON a webhook receives (the README documents it)."""
+    return json.dumps({
+        "version": PAYLOAD_VERSION,
+        "kind": alert.kind,
+        "rule": alert.rule,
+        "window": {"start": alert.window_start.isoformat(), "end": alert.window_end.isoformat()},
+        "total": alert.total,
+        "since_last_alert": alert.since.isoformat() if alert.since else None,
+        "violations": [{**v, "trace_url": trace_url(template, v["trace_id"])} for v in alert.violations],
+    }, ensure_ascii=False, sort_keys=True).encode()
+
+
+def _escape(text: str) -> str:
+    """Slack mrkdwn treats &, < and > as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def slack_message(alert: Alert, template: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """Plain-text fallback and Block Kit blocks."""
+    rule = alert.rule
+    mark = SEVERITY_MARK.get(rule["severity"], "") if alert.kind == "violations" else ":white_check_mark:"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(f"{alert.title}", HEADER_LIMIT)}},
+    ]
+    summary = f"{mark} Rule `{_escape(rule['id'])}` ({_escape(rule['severity'])})"
+    if alert.since:
+        summary += f" · previous alert {alert.since:%Y-%m-%d %H:%M} UTC"
+    fields = [{"type": "mrkdwn", "text": _cut(f"*{label}*\n{_escape(', '.join(values) or '—')}", FIELD_LIMIT)}
+              for label, values in (("Frameworks", rule.get("frameworks", [])),
+                                    ("Controls", rule.get("controls", [])))]
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(summary, SECTION_LIMIT)},
+                   "fields": fields})
+    if alert.violations:
+        first = alert.violations[0]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(
+            "*Why:* " + _escape(first.get("reason", "")), SECTION_LIMIT)}})
+        lines = []
+        for violation in alert.violations:
+            url = trace_url(template, violation["trace_id"])
+            name = f"<{url}|{violation['trace_id']}>" if url else f"`{violation['trace_id']}`"
+            root = (violation.get("root_service"), violation.get("root_name"))
+            where = " ".join(_escape(part) for part in root if part)
+            lines.append(f"• {name} {where}".rstrip())
+        more = alert.total - len(alert.violations)
+        if more > 0:
+            lines.append(f"…and {more} more")
+        listing = _cut("\n".join(lines), SECTION_LIMIT)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(
+        f"Window {alert.window_start:%Y-%m-%d %H:%M:%S} to {alert.window_end:%Y-%m-%d %H:%M:%S} UTC · "
+        f"{alert.total} total · BeTrace Checker", SECTION_LIMIT)}]})
+    text = alert.title
+    if alert.violations:
+        text += ": " + ", ".join(v["trace_id"] for v in alert.violations)
+    return _cut(text, SECTION_LIMIT), blocks

@@ -1,0 +1,194 @@
+"""Delivery to one route: Slack (incoming webhook or bot token), a signed webhook, or the log.
+
+Every answer is classified the same way: 2xx is delivered; 429, 5xx, timeouts and
+connection errors are worth retrying (a ``Retry-After`` is kept); any other answer is final.
+What a receiver answered is reported with every secret of the route removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import aiohttp
+import httpx
+import structlog
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from checker import __version__
+from checker.notify.message import slack_message, webhook_body
+from checker.notify.settings import LogRoute, SlackRoute, WebhookRoute
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from checker.notify.message import Alert
+    from checker.notify.settings import AnyRoute
+
+log = structlog.get_logger(__name__)
+# Slack Web API errors that a later attempt may not see.
+SLACK_TRANSIENT = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
+                             "request_timeout"})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The receiver's answer: delivered, worth retrying, or refused for good."""
+
+    ok: bool
+    detail: str
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+def classify(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Delivery:
+    """2xx delivered; 429 and 5xx retried (honouring Retry-After); anything else final."""
+    if 200 <= status < 300:
+        return Delivery(ok=True, detail=detail)
+    retry_after = None
+    if headers and (value := headers.get("Retry-After") or headers.get("retry-after")):
+        try:
+            retry_after = float(value)
+        except ValueError:
+            retry_after = None
+    return Delivery(ok=False, detail=detail, retryable=status == 429 or status >= 500,
+                    retry_after=retry_after)
+
+
+class Sender(Protocol):
+    """Sends one alert to one route."""
+
+    async def send(self, alert: Alert) -> Delivery:
+        """Deliver, or say why not."""
+
+
+class _Redacting:
+    """Removes the route's secrets from anything reported about it."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self._secrets = [s for s in secrets if s]
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    def failure(self, err: BaseException) -> Delivery:
+        """A timeout or connection error: retried."""
+        kind = "timeout" if isinstance(err, (TimeoutError, httpx.TimeoutException)) else "connection error"
+        return Delivery(ok=False, retryable=True,
+                        detail=self.redact(f"{kind}: {type(err).__name__}: {err}".rstrip(": ")))
+
+
+class SlackWebhookSender(_Redacting):
+    """An incoming-webhook URL: the URL itself is the secret."""
+
+    def __init__(self, route: SlackRoute, template: str | None) -> None:
+        assert route.webhook_url is not None  # noqa: S101  (validated by SlackRoute)
+        self._url = route.webhook_url.get_secret_value()
+        super().__init__([self._url])
+        self._template = template
+
+    async def send(self, alert: Alert) -> Delivery:
+        """POST the Block Kit message to the webhook URL."""
+        text, blocks = slack_message(alert, self._template)
+        client = AsyncWebhookClient(self._url, timeout=15, retry_handlers=[])
+        try:
+            response = await client.send(text=text, blocks=blocks)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            return self.failure(err)
+        return classify(response.status_code, self.redact(f"{response.status_code} {response.body}"[:300]),
+                        response.headers and {k: str(v) for k, v in response.headers.items()})
+
+
+class SlackBotSender(_Redacting):
+    """``chat.postMessage`` with a bot token."""
+
+    def __init__(self, route: SlackRoute, template: str | None) -> None:
+        assert route.token is not None  # noqa: S101  (validated by SlackRoute)
+        assert route.channel is not None  # noqa: S101
+        self._token = route.token.get_secret_value()
+        super().__init__([self._token])
+        self._channel = route.channel
+        self._api_url = route.api_url
+        self._template = template
+
+    async def send(self, alert: Alert) -> Delivery:
+        """``chat.postMessage`` to the channel; Slack's error codes are classified too."""
+        text, blocks = slack_message(alert, self._template)
+        client = AsyncWebClient(token=self._token, base_url=self._api_url, timeout=15, retry_handlers=[])
+        try:
+            response = await client.chat_postMessage(channel=self._channel, text=text, blocks=blocks)
+        except SlackApiError as err:
+            error = str(err.response.get("error", "")) if err.response is not None else ""
+            status = err.response.status_code if err.response is not None else 0
+            headers = {k: str(v) for k, v in (err.response.headers or {}).items()} if err.response else {}
+            delivery = classify(status, self.redact(f"{status} {error}"), headers)
+            if error in SLACK_TRANSIENT and not delivery.retryable:
+                return Delivery(ok=False, detail=delivery.detail, retryable=True,
+                                retry_after=delivery.retry_after)
+            return delivery
+        except (aiohttp.ClientError, TimeoutError) as err:
+            return self.failure(err)
+        return Delivery(ok=True, detail=f"{response.status_code} ok ts={response.get('ts')}")
+
+
+class WebhookSender(_Redacting):
+    """A JSON POST; with a ``secret``, ``X-Betrace-Signature: t=<unix>,v1=<hex>`` over ``<t>.<body>``."""
+
+    def __init__(self, route: WebhookRoute, template: str | None) -> None:
+        self._url = route.url.get_secret_value()
+        self._secret = route.secret.get_secret_value() if route.secret else None
+        super().__init__([self._url, self._secret or "", *route.headers.values()])
+        self._headers = dict(route.headers)
+        self._timeout = route.timeout.total_seconds()
+        self._template = template
+
+    async def send(self, alert: Alert) -> Delivery:
+        """POST the versioned JSON, signed, with the Idempotency-Key."""
+        body = webhook_body(alert, self._template)
+        headers = {"Content-Type": "application/json", "User-Agent": f"betrace-checker/{__version__}",
+                   "Idempotency-Key": alert.key, **self._headers}
+        if self._secret is not None:
+            headers["X-Betrace-Signature"] = sign(self._secret, body, int(time.time()))
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.post(self._url, content=body, headers=headers)
+        except httpx.TransportError as err:
+            return self.failure(err)
+        return classify(response.status_code, self.redact(f"{response.status_code} {response.text}"[:300]),
+                        response.headers)
+
+
+class LogSender:
+    """A structured log line per alert."""
+
+    async def send(self, alert: Alert) -> Delivery:
+        """Log the alert at warning level."""
+        log.warning("notification.sent", kind=alert.kind, rule=alert.rule["id"], total=alert.total,
+                    traces=[v["trace_id"] for v in alert.violations], title=alert.title,
+                    window_start=alert.window_start.isoformat(), window_end=alert.window_end.isoformat())
+        await asyncio.sleep(0)
+        return Delivery(ok=True, detail="logged")
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """``t=<unix>,v1=<hex HMAC-SHA256 of "<unix>." + body>``, as receivers verify it."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def sender_for(route: AnyRoute, template: str | None) -> Sender:
+    """The sender a route's ``type`` calls for."""
+    if isinstance(route, SlackRoute):
+        return SlackWebhookSender(route, template) if route.webhook_url else SlackBotSender(route, template)
+    if isinstance(route, WebhookRoute):
+        return WebhookSender(route, template)
+    assert isinstance(route, LogRoute)  # noqa: S101
+    return LogSender()

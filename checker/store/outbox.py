@@ -1,0 +1,151 @@
+"""The outbox: notifications written with their violations, removed only once delivered.
+
+Rows are filled inside the store's commit transaction (``enqueue``) and drained by the
+dispatcher (``Outbox``). ``alert_state`` remembers, per rule and route, when the last
+message went out (for ``realert``) and whether the rule is firing (for ``send_resolved``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from checker.store.schema import alert_state, outbox
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sqlalchemy import Connection, Engine
+
+    from checker.violations import Violation
+
+
+@dataclass(frozen=True)
+class OutboxPlan:
+    """How one commit fills the outbox.
+
+    ``routes`` maps each route of the rule to whether it takes a violation's severity;
+    ``resolved`` are the routes that want a message when a firing rule has a clean window;
+    ``build(kind, violations)`` makes a row's payload.
+    """
+
+    routes: dict[str, Callable[[str], bool]]
+    resolved: frozenset[str]
+    build: Callable[[str, list[Violation]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A pending or dead notification."""
+
+    id: int
+    rule_id: str
+    route: str
+    payload: dict[str, Any]
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int
+    dead: bool
+    last_error: str | None
+
+    @property
+    def kind(self) -> str:
+        """``violations`` or ``resolved``."""
+        return str(self.payload["kind"])
+
+
+def enqueue(connection: Connection, plan: OutboxPlan, *, rule_id: str, evaluation_id: int,
+            clean: bool, new: Sequence[Violation]) -> int:
+    """Inside a commit: one row per route that takes some of ``new``; resolved rows when ``clean``."""
+    now = datetime.now(UTC)
+    rows = 0
+    for route, accepts in plan.routes.items():
+        taken = [v for v in new if accepts(v.severity)]
+        kind = "violations" if taken else "resolved" if clean and route in plan.resolved else None
+        if kind == "resolved" and not _firing(connection, rule_id, route):
+            kind = None
+        if kind is None:
+            continue
+        connection.execute(outbox.insert().values(
+            rule_id=rule_id, evaluation_id=evaluation_id, route=route, payload=plan.build(kind, taken),
+            created_at=now, next_attempt_at=now, attempts=0, dead=False))
+        _set_state(connection, rule_id, route, firing=kind == "violations")
+        rows += 1
+    return rows
+
+
+def _firing(connection: Connection, rule_id: str, route: str) -> bool:
+    return bool(connection.scalar(select(alert_state.c.firing).where(
+        alert_state.c.rule_id == rule_id, alert_state.c.route == route)))
+
+
+def _set_state(connection: Connection, rule_id: str, route: str, **values: Any) -> None:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(alert_state).values(rule_id=rule_id, route=route, firing=False, **values)
+    connection.execute(statement.on_conflict_do_update(index_elements=["rule_id", "route"], set_=values))
+
+
+class Outbox:
+    """What the dispatcher reads and writes; synchronous, called through ``asyncio.to_thread``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def due(self, now: datetime) -> list[OutboxRow]:
+        """Rows to attempt now, oldest first."""
+        return self._rows(and_(outbox.c.dead.is_(False), outbox.c.next_attempt_at <= now))
+
+    def undelivered(self) -> list[OutboxRow]:
+        """Every pending and dead row."""
+        return self._rows(None)
+
+    def _rows(self, condition: Any) -> list[OutboxRow]:
+        query = select(outbox).order_by(outbox.c.id)
+        if condition is not None:
+            query = query.where(condition)
+        with self.engine.connect() as connection:
+            return [OutboxRow(r.id, r.rule_id, r.route, r.payload, r.created_at, r.next_attempt_at,
+                              r.attempts, r.dead, r.last_error) for r in connection.execute(query)]
+
+    def last_sent(self, rule_id: str, route: str) -> datetime | None:
+        """When the last message for this rule went out on this route."""
+        with self.engine.connect() as connection:
+            sent: datetime | None = connection.scalar(select(alert_state.c.last_sent_at).where(
+                alert_state.c.rule_id == rule_id, alert_state.c.route == route))
+            return sent
+
+    def delivered(self, rows: Sequence[OutboxRow], at: datetime) -> int:
+        """Remove delivered rows and remember when; returns how many were still there."""
+        with self.engine.begin() as connection:
+            removed = connection.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows]))).rowcount
+            if rows[0].kind == "violations":
+                _set_state(connection, rows[0].rule_id, rows[0].route, last_sent_at=at)
+            return int(removed)
+
+    def retry(self, rows: Sequence[OutboxRow], at: datetime, error: str | None, *, attempted: bool) -> None:
+        """Try again at ``at``; ``attempted`` counts an attempt (realert holds do not)."""
+        values: dict[str, Any] = {"next_attempt_at": at}
+        if attempted:
+            values |= {"attempts": outbox.c.attempts + 1, "last_error": error}
+        with self.engine.begin() as connection:
+            connection.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(**values))
+
+    def dead(self, rows: Sequence[OutboxRow], error: str) -> None:
+        """Give up: the rows stay, marked dead, for metrics and ``betrace violations``."""
+        with self.engine.begin() as connection:
+            connection.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(
+                dead=True, last_error=error, attempts=outbox.c.attempts + 1))
+
+    def stats(self) -> tuple[int, int, datetime | None]:
+        """Pending rows, dead rows, and when the oldest pending row was written."""
+        with self.engine.connect() as connection:
+            pending, oldest = connection.execute(
+                select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.dead.is_(False))).one()
+            dead = connection.scalar(select(func.count()).where(outbox.c.dead.is_(True)))
+        if isinstance(oldest, str):  # SQLite's min() over a TypeDecorator returns the stored text
+            oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
+        return int(pending), int(dead or 0), oldest
