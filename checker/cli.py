@@ -7,6 +7,7 @@ Exit codes, for every command: 0 all good, 1 violations or failed examples found
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import os
 import sys
@@ -22,6 +23,8 @@ from checker.daemon import command as daemon_command
 from checker.errors import EXIT_FOUND, EXIT_INVALID, EXIT_OK, EXIT_SOURCE, TraceSourceError, UsageError
 from checker.examples import run_examples
 from checker.log import configure
+from checker.notify.message import sample_alert
+from checker.notify.senders import sender_for
 from checker.report import (
     plan_lines,
     write_json_lines,
@@ -211,8 +214,23 @@ def cmd_violations(args: argparse.Namespace) -> int:
         write_stored_csv(found, sys.stdout)
     else:
         write_table([f.violation for f in found], sys.stdout)
-    print(f"{len(found)} violations", file=sys.stderr)
+    states = [n["state"] for f in found for n in f.notifications]
+    print(f"{len(found)} violations; notifications not delivered: {states.count('pending')} pending, "
+          f"{states.count('dead')} dead-lettered (details in --format json)", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """Send a test message on one route and say what the receiver answered."""
+    settings = load_settings(args.config)
+    route = settings.notifiers.get(args.route)
+    if route is None:
+        raise UsageError(f"no route {args.route!r} in notifiers; the config has: "
+                         + (", ".join(settings.notifiers) or "none"))
+    delivery = asyncio.run(sender_for(route, settings.trace_url_template).send(sample_alert()))
+    state = "delivered" if delivery.ok else "retryable failure" if delivery.retryable else "refused"
+    print(f"{args.route}: {state}; the receiver answered: {delivery.detail}")
+    return EXIT_OK if delivery.ok else EXIT_SOURCE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="table; json: one object per line, the fields of scan --format json "
                        "plus found_at and evaluation_id; csv: one row per violation")
     found.set_defaults(func=cmd_violations)
+
+    notify = sub.add_parser("notify", help="notification routes")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
+    notify_test = notify_sub.add_parser("test", help="send a test message on a route and show the answer")
+    notify_test.add_argument("route", metavar="ROUTE", help="a route name from the config's notifiers")
+    notify_test.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    notify_test.set_defaults(func=cmd_notify_test)
     return parser
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from checker.config_types import Duration, Section
@@ -150,12 +150,13 @@ class Settings(BaseSettings):
             raise ValueError("must contain {trace_id}, e.g. https://grafana.example.com/explore?...{trace_id}")
         return value
 
-    @model_validator(mode="after")
-    def _known_default_notifiers(self) -> Settings:
-        unknown = [name for name in self.default_notifiers if name not in self.notifiers]
+    @field_validator("default_notifiers")
+    @classmethod
+    def _known_routes(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        unknown = [name for name in value if name not in info.data.get("notifiers", {})]
         if unknown:
-            raise ValueError(f"default_notifiers names routes not in notifiers: {', '.join(unknown)}")
-        return self
+            raise ValueError(f"names routes that are not in notifiers: {', '.join(unknown)}")
+        return value
 
     @classmethod
     def settings_customise_sources(

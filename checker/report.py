@@ -33,7 +33,7 @@ def write_json_lines(violations: Iterable[Violation], out: TextIO) -> int:
 def stored_json(stored: StoredViolation) -> dict[str, Any]:
     """A recorded violation: ``scan --format json``'s fields plus when and by what it was found."""
     return {**stored.violation.to_json(), "found_at": stored.found_at.isoformat(),
-            "evaluation_id": stored.evaluation_id}
+            "evaluation_id": stored.evaluation_id, "notifications": list(stored.notifications)}
 
 
 def write_stored_json_lines(found: Iterable[StoredViolation], out: TextIO) -> None:
@@ -42,7 +42,8 @@ def write_stored_json_lines(found: Iterable[StoredViolation], out: TextIO) -> No
 
 
 CSV_COLUMNS = ("found_at", "severity", "rule_id", "rule_name", "trace_id", "reason", "frameworks",
-               "controls", "root_service", "root_name", "start_time_unix_nano", "evaluation_id")
+               "controls", "root_service", "root_name", "start_time_unix_nano", "evaluation_id",
+               "notifications")
 
 
 def write_stored_csv(found: Iterable[StoredViolation], out: TextIO) -> None:
@@ -51,8 +52,9 @@ def write_stored_csv(found: Iterable[StoredViolation], out: TextIO) -> None:
     writer.writeheader()
     for stored in found:
         row = stored_json(stored)
+        undelivered = ";".join(f"{n['route']}={n['state']}" for n in row["notifications"])
         writer.writerow({**row, "frameworks": ";".join(row["frameworks"]),
-                         "controls": ";".join(row["controls"])})
+                         "controls": ";".join(row["controls"]), "notifications": undelivered})
 
 
 def write_table(violations: list[Violation], out: TextIO) -> None:

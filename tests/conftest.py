@@ -13,3 +13,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _logs_to_stderr() -> None:
+    """Logs as the CLI writes them (JSON lines on stderr), also from code called directly."""
+    from checker.log import configure  # noqa: PLC0415
+
+    configure(json=True)

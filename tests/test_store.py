@@ -15,6 +15,7 @@ from stores import STORE_KINDS, store_url
 from checker.rules.load import load_text
 from checker.store import CheckpointMoved, Store, StoreError, WindowRecord
 from checker.store.schema import metadata
+from checker.store.store import lock_key
 from checker.violations import Forbidden, SpanRef, Violation
 
 if TYPE_CHECKING:
@@ -245,9 +246,11 @@ class TestLocks:
             try:
                 assert one.try_lock("audit") is not None
                 with two.engine.connect() as connection:  # the holder's process dies: its session ends
+                    key = lock_key("audit") & 0xFFFFFFFFFFFFFFFF
                     killed = connection.scalars(text(
                         "select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' "
-                        "and pid <> pg_backend_pid()")).all()
+                        "and classid::bigint = :high and objid::bigint = :low and objsubid = 1"),
+                        {"high": key >> 32, "low": key & 0xFFFFFFFF}).all()
                 assert [True] == killed
                 lock = two.try_lock("audit")
                 assert lock is not None

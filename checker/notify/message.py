@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 Kind = Literal["violations", "resolved", "test"]
@@ -94,6 +95,16 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _listing(lines: list[str], total: int) -> str:
+    """Trace lines and "…and N more", dropping lines (counted) rather than cutting one in half."""
+    while True:
+        more = total - len(lines)
+        text = "\n".join(lines + ([f"…and {more} more"] if more > 0 else []))
+        if len(text) <= SECTION_LIMIT or len(lines) <= 1:
+            return _cut(text, SECTION_LIMIT)
+        lines = lines[:-1]
+
+
 def slack_message(alert: Alert, template: str | None) -> tuple[str, list[dict[str, Any]]]:
     """Plain-text fallback and Block Kit blocks."""
     rule = alert.rule
@@ -120,10 +131,7 @@ def slack_message(alert: Alert, template: str | None) -> tuple[str, list[dict[st
             root = (violation.get("root_service"), violation.get("root_name"))
             where = " ".join(_escape(part) for part in root if part)
             lines.append(f"• {name} {where}".rstrip())
-        more = alert.total - len(alert.violations)
-        if more > 0:
-            lines.append(f"…and {more} more")
-        listing = _cut("\n".join(lines), SECTION_LIMIT)
+        listing = _listing(lines, alert.total)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(
         f"Window {alert.window_start:%Y-%m-%d %H:%M:%S} to {alert.window_end:%Y-%m-%d %H:%M:%S} UTC · "
@@ -132,3 +140,15 @@ def slack_message(alert: Alert, template: str | None) -> tuple[str, list[dict[st
     if alert.violations:
         text += ": " + ", ".join(v["trace_id"] for v in alert.violations)
     return _cut(text, SECTION_LIMIT), blocks
+
+
+def sample_alert() -> Alert:
+    """What ``betrace notify test`` sends: clearly a test, shaped like a real alert."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    sample = {"rule_id": "betrace-test", "trace_id": "0" * 31 + "1", "severity": "info",
+              "reason": "This is a test message from BeTrace Checker; no rule was violated.",
+              "root_service": "betrace", "root_name": "notify test"}
+    return Alert(kind="test", rule={"id": "betrace-test", "name": "notification route check",
+                                    "severity": "info", "frameworks": [], "controls": [], "version": ""},
+                 window_start=now - timedelta(minutes=1), window_end=now, violations=[sample], total=1,
+                 key=secrets.token_hex(16))

@@ -126,17 +126,21 @@ class SlackBotSender(_Redacting):
         try:
             response = await client.chat_postMessage(channel=self._channel, text=text, blocks=blocks)
         except SlackApiError as err:
-            error = str(err.response.get("error", "")) if err.response is not None else ""
-            status = err.response.status_code if err.response is not None else 0
-            headers = {k: str(v) for k, v in (err.response.headers or {}).items()} if err.response else {}
-            delivery = classify(status, self.redact(f"{status} {error}"), headers)
-            if error in SLACK_TRANSIENT and not delivery.retryable:
-                return Delivery(ok=False, detail=delivery.detail, retryable=True,
-                                retry_after=delivery.retry_after)
-            return delivery
+            return self._refused(err)
         except (aiohttp.ClientError, TimeoutError) as err:
             return self.failure(err)
         return Delivery(ok=True, detail=f"{response.status_code} ok ts={response.get('ts')}")
+
+    def _refused(self, err: SlackApiError) -> Delivery:
+        """Slack said no (``ok: false``, or an answer that is not Slack's JSON): never delivered."""
+        response = err.response
+        error = str(response.get("error", "")) if response is not None else ""
+        status = response.status_code if response is not None else 0
+        headers = {k: str(v) for k, v in (response.headers or {}).items()} if response is not None else {}
+        detail = self.redact(f"{status} {error or str(err).splitlines()[0]}")
+        retryable = status == 429 or status >= 500 or error in SLACK_TRANSIENT
+        return Delivery(ok=False, detail=detail, retryable=retryable,
+                        retry_after=classify(status, detail, headers).retry_after)
 
 
 class WebhookSender(_Redacting):

@@ -59,9 +59,11 @@ class OutboxRow:
 
 
 def enqueue(connection: Connection, plan: OutboxPlan, *, rule_id: str, evaluation_id: int,
-            clean: bool, new: Sequence[Violation]) -> int:
-    """Inside a commit: one row per route that takes some of ``new``; resolved rows when ``clean``."""
-    now = datetime.now(UTC)
+            clean: bool, new: Sequence[Violation], now: datetime) -> int:
+    """Inside a commit: one row per route that takes some of ``new``; resolved rows when ``clean``.
+
+    ``now`` is the evaluation's clock, which the dispatcher's clock is compared with.
+    """
     rows = 0
     for route, accepts in plan.routes.items():
         taken = [v for v in new if accepts(v.severity)]
@@ -85,7 +87,8 @@ def _firing(connection: Connection, rule_id: str, route: str) -> bool:
 
 def _set_state(connection: Connection, rule_id: str, route: str, **values: Any) -> None:
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(alert_state).values(rule_id=rule_id, route=route, firing=False, **values)
+    row = {"rule_id": rule_id, "route": route, "firing": False, **values}
+    statement = dialect.insert(alert_state).values(row)
     connection.execute(statement.on_conflict_do_update(index_elements=["rule_id", "route"], set_=values))
 
 

@@ -76,6 +76,8 @@ class StoredViolation:
     violation: Violation
     found_at: datetime
     evaluation_id: int
+    # Notifications not delivered (yet): {"route", "state": "pending" | "dead", "error"}.
+    notifications: tuple[dict[str, Any], ...] = ()
 
 
 class RuleLock(Protocol):
@@ -236,7 +238,7 @@ class Store:
                                    .values(new_violations=len(new)))
             if plan is not None and record.outcome in {"ok", "violations"}:
                 enqueue(connection, plan, rule_id=record.rule.id, evaluation_id=evaluation_id,
-                        clean=record.outcome == "ok", new=new)
+                        clean=record.outcome == "ok", new=new, now=record.started_at)
             return Committed(evaluation_id, new)
 
     def evaluations(self, rule_id: str | None = None) -> list[dict[str, Any]]:
@@ -255,9 +257,17 @@ class Store:
             query = query.where(violations.c.rule_id == rule_id)
         if since is not None:
             query = query.where(violations.c.found_at >= since)
+        undelivered: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for pending in self.outbox.undelivered():
+            state = {"route": pending.route, "state": "dead" if pending.dead else "pending",
+                     "error": pending.last_error}
+            for trace_id in pending.payload.get("trace_ids", []):
+                undelivered.setdefault((pending.rule_id, trace_id), []).append(state)
         with self.engine.connect() as connection:
-            return [StoredViolation(Violation.from_json(row.detail), row.found_at, row.evaluation_id)
-                    for row in connection.execute(query)]
+            rows = connection.execute(query).all()
+        return [StoredViolation(Violation.from_json(row.detail), row.found_at, row.evaluation_id,
+                                tuple(undelivered.get((row.detail["rule_id"], row.detail["trace_id"]), ())))
+                for row in rows]
 
 
 def _engine(url: str) -> Engine:

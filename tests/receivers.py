@@ -1,0 +1,176 @@
+"""Local notification receivers over real HTTP: a Slack look-alike and a signed-webhook sink.
+
+The Slack receiver serves an incoming-webhook path and the Web API's ``chat.postMessage``
+(slack-sdk is pointed at it with ``base_url``) and checks every message against Slack's
+Block Kit limits, answering 400 ``invalid_blocks`` as Slack does. The webhook sink verifies
+``X-Betrace-Signature`` exactly as the README tells receivers to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+WEBHOOK_PATH = "/services/T0001/B0001/s3cr3tw3bh00kp4th"
+BOT_TOKEN = "xoxb-test-token-0123456789"
+MAX_BLOCKS, HEADER_LIMIT, TEXT_LIMIT, FIELDS_LIMIT, FIELD_LIMIT = 50, 150, 3000, 10, 2000
+
+
+def verify_signature(secret: str, header: str, body: bytes, tolerance: float = 300) -> bool:
+    """The README's verification: recompute the HMAC over "<t>." + body, compare, check age."""
+    parts = dict(item.split("=", 1) for item in header.split(","))
+    timestamp = parts["t"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(timestamp)) <= tolerance
+
+
+def block_problems(blocks: list[dict[str, Any]]) -> list[str]:
+    """Where a message breaks Slack's documented limits."""
+    problems = []
+    if len(blocks) > MAX_BLOCKS:
+        problems.append(f"{len(blocks)} blocks > {MAX_BLOCKS}")
+    for block in blocks:
+        text = block.get("text", {}).get("text", "")
+        if block["type"] == "header" and (len(text) > HEADER_LIMIT or block["text"]["type"] != "plain_text"):
+            problems.append("header too long or not plain_text")
+        if block["type"] == "section":
+            if len(text) > TEXT_LIMIT:
+                problems.append("section text too long")
+            fields = block.get("fields", [])
+            if len(fields) > FIELDS_LIMIT or any(len(f["text"]) > FIELD_LIMIT for f in fields):
+                problems.append("section fields over the limit")
+        if block["type"] == "context" and any(len(e.get("text", "")) > TEXT_LIMIT for e in block["elements"]):
+            problems.append("context text too long")
+    return problems
+
+
+@dataclass
+class Received:
+    """One request the receiver accepted or refused."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+    @property
+    def json(self) -> dict[str, Any]:
+        if self.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            form = dict(urllib.parse.parse_qsl(self.body.decode()))
+            return {**form, "blocks": json.loads(form.get("blocks", "[]"))}
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """``with Receiver(secret=...) as r``; ``r.fail_with(503, times=3)``; ``r.received``."""
+
+    secret: str = "whsec-test-secret"
+    received: list[Received] = field(default_factory=list)
+    _failures: list[tuple[int, str | None]] = field(default_factory=list)
+    _delay: float = 0.0
+    _server: ThreadingHTTPServer | None = None
+    _port: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def fail_with(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
+        with self._lock:
+            self._failures.extend([(status, retry_after)] * times)
+
+    def slow(self, seconds: float) -> None:
+        self._delay = seconds
+
+    def accepted(self, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if 200 <= r.status < 300 and path in {None, r.path}]
+
+    def start(self) -> Self:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if receiver._delay:
+                    time.sleep(receiver._delay)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, payload, extra = receiver._answer(self.path, headers, body)
+                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                kind = "text/plain" if isinstance(payload, str) else "application/json"
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", kind)
+                    for name, value in extra.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
+                         daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening (connections are refused) until ``start`` again, on the same port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        with self._lock:
+            failure = self._failures.pop(0) if self._failures else None
+        status, payload, extra = self._route(path, headers, body)
+        if failure is not None:
+            status, payload = failure[0], "injected failure"
+            extra = {"Retry-After": failure[1]} if failure[1] else {}
+            if path.startswith("/api/"):
+                payload = {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
+        with self._lock:
+            self.received.append(Received(path, headers, body, status))
+        return status, payload, extra
+
+    def _route(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        if path == WEBHOOK_PATH:
+            message = json.loads(body)
+            problems = block_problems(message.get("blocks", []))
+            if not message.get("text") or problems:
+                return 400, "invalid_blocks", {}
+            return 200, "ok", {}
+        if path == "/api/chat.postMessage":
+            if headers.get("authorization") != f"Bearer {BOT_TOKEN}":
+                return 200, {"ok": False, "error": "invalid_auth"}, {}
+            message = Received(path, headers, body, 200).json
+            if not message.get("channel") or block_problems(message.get("blocks", [])):
+                return 200, {"ok": False, "error": "invalid_blocks"}, {}
+            return 200, {"ok": True, "channel": "C0001", "ts": "1795729000.000100"}, {}
+        if path == "/hook":
+            signature = headers.get("x-betrace-signature", "")
+            if not signature or not verify_signature(self.secret, signature, body):
+                return 401, "bad signature", {}
+            return 200, "accepted", {}
+        return 404, "not found", {}
