@@ -356,7 +356,8 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def test_every_setting_is_in_the_readme_configuration_reference() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    reference = readme.split("### Configuration", 1)[1].split("\n### ", 1)[0]
+    reference = (readme.split("### Configuration", 1)[1].split("\n### ", 1)[0]
+                 + readme.split("## Notifications", 1)[1].split("\n## ", 1)[0])
     keys = _keys(Settings)
     assert "tempo.url" in keys
     assert "schedule.max_catchup" in keys
