@@ -121,8 +121,12 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 return
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = True
+            daemon_threads = True  # a deliberately slow answer never holds up stop()
+            block_on_close = False
+
+        self._server = Server(("127.0.0.1", self._port), Handler)
         self._port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
                          daemon=True).start()

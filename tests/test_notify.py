@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +176,20 @@ class TestDelivery:
             clock.advance(minutes=30)
         assert 3 == len(receiver.accepted())
 
+    @pytest.mark.parametrize("route", ["team-slack", "soc-bot", "ops-hook"])
+    def test_429_retry_after_is_honoured(self, receiver: Receiver, tmp_path: Path, route: str) -> None:
+        settings = notify_settings(tmp_path, receiver, notifiers={route: routes(receiver)[route]})
+        store = Store.open(settings.store)
+        commit_window(store, noisy_rule(), settings, 0, (violation(1),))
+        receiver.fail_with(429, times=1, retry_after="120")
+        clock = Clock(T0 + MINUTE)
+        assert 1 == asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=clock).drain()).retry
+        [row] = store.outbox.undelivered()
+        assert row.next_attempt_at >= clock.now + timedelta(seconds=120)
+        assert 1 == row.attempts
+        clock.advance(seconds=121)
+        assert 1 == asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=clock).drain()).sent
+
     def test_a_permanent_4xx_is_dead_lettered_not_retried(self, receiver: Receiver, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
         settings = notify_settings(tmp_path, receiver)
@@ -339,3 +356,39 @@ class TestNotifyTestCommand:
         assert "notifiers.b.webhook.url" in err
         assert "notifiers.c" in err
         assert "xoxb-1" not in err
+
+
+@needs_recordings
+def test_kill_9_between_commit_and_send_then_restart(receiver: Receiver, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.d"
+    rules.mkdir()
+    (rules / "sre.yaml").write_text((RULES_D / "sre.yaml").read_text())
+    data = dataset(int(time.time()) - LAST_TRACE - 120)
+    with TempoDouble() as tempo:
+        tempo.push(data)
+        hook = {"ops-hook": routes(receiver)["ops-hook"]}
+        path = write_settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'k.db'}",
+                              rules_dir=rules, notifiers=hook, default_notifiers=["ops-hook"],
+                              schedule__initial_lookback="10m", schedule__every="10m")
+        receiver.slow(30)  # every delivery hangs: the process dies with notifications committed, unsent
+        process = subprocess.Popen([sys.executable, "-m", "checker", "run", "--config", str(path)],  # noqa: S603
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        store = Store.open(f"sqlite:///{tmp_path / 'k.db'}")
+        deadline = time.monotonic() + 30
+        while len(store.outbox.undelivered()) < 3:
+            assert time.monotonic() < deadline, "no notifications committed"
+            time.sleep(0.05)
+        process.kill()
+        process.wait(timeout=10)
+        pending = store.outbox.undelivered()
+        assert pending
+        receiver.slow(0)
+        done = subprocess.run([sys.executable, "-m", "checker", "run", "--once", "--config", str(path)],  # noqa: S603
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode in {0, 1}, done.stderr
+        assert [] == store.outbox.undelivered()
+        delivered = {(r.json["rule"]["id"], v["trace_id"]) for r in receiver.accepted("/hook")
+                     for v in r.json["violations"]}
+        assert expected_pairs(data, tmp_path, rules) == delivered
+        keys = [r.headers["idempotency-key"] for r in receiver.accepted("/hook")]
+        assert len(set(keys)) == 3  # one message per rule; a repeat after the crash has the same key
