@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 from checker import __version__
 from checker.config import load_settings
 from checker.daemon import command as daemon_command
-from checker.errors import EXIT_FOUND, EXIT_INVALID, EXIT_OK, EXIT_SOURCE, TraceSourceError, UsageError
+from checker.errors import (
+    EXIT_FOUND,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_SOURCE,
+    CheckerError,
+    TraceSourceError,
+    UsageError,
+)
 from checker.examples import run_examples
 from checker.log import configure
 from checker.notify.message import sample_alert
@@ -326,4 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TraceSourceError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SOURCE
+    except CheckerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
     return code

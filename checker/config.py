@@ -16,10 +16,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from checker.config_types import Duration, Section
 from checker.errors import SourceLocation, UsageError
 from checker.notify.settings import AnyRoute, DeliverySettings
+from checker.redact import mask_url
 from checker.tempo.client import TempoConfig
 
 DEFAULT_CONFIG = Path("betrace.yaml")
@@ -84,6 +87,7 @@ class ScheduleSettings(Section):
     jitter: Duration = timedelta(seconds=5)
     evaluation_timeout: Duration = timedelta(minutes=5)
     shutdown_grace: Duration = timedelta(seconds=30)
+    parallel_rules: int = Field(8, ge=1)
 
     @field_validator("every", "max_catchup", "evaluation_timeout")
     @classmethod
@@ -139,8 +143,13 @@ class Settings(BaseSettings):
     @field_validator("store")
     @classmethod
     def _store_url(cls, value: str) -> str:
-        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+        if not value.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgres://")):
             raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST/DB")
+        try:
+            make_url(value).port  # noqa: B018  (reading the port checks it is a number)
+        except (ArgumentError, ValueError):
+            raise ValueError("is not a database URL: sqlite:///PATH or postgresql://USER@HOST:5432/DB"
+                             ) from None
         return value
 
     @field_validator("trace_url_template")
@@ -226,13 +235,22 @@ def _problem(error: Any) -> str:
     key = ".".join(loc) or "(top level)"
     env = ENV_PREFIX + "__".join(loc).upper()
     value = error.get("input")
-    shown = "" if error["type"] == "missing" or isinstance(value, dict) else f" = {_shown(loc, value)}"
+    hidden = error["type"] == "missing" or isinstance(value, dict)
+    shown = "" if hidden else f" = {_shown(loc, value, error['type'])}"
     why = str(error["msg"]).removeprefix("Value error, ")
     return f"{key}{shown}: {why} (env {env})"
 
 
-def _shown(loc: list[str], value: Any) -> str:
-    """Secrets are never echoed, even when they are the invalid value."""
-    if loc and loc[-1] in {"password", "bearer_token", "secret", "token", "webhook_url"}:
+SECRET_KEYS = frozenset({"password", "bearer_token", "secret", "token", "webhook_url", "headers"})
+
+
+def _shown(loc: list[str], value: Any, kind: str) -> str:
+    """Secrets are never echoed, even as the invalid value.
+
+    Nor are unknown keys' values (a mistyped secret key) or a URL's password.
+    """
+    if kind == "extra_forbidden" or SECRET_KEYS & set(loc):
         return "<hidden>"
-    return repr(value)
+    if isinstance(value, str):
+        return repr(mask_url(value))
+    return "<hidden>" if isinstance(value, (dict, list)) else repr(value)

@@ -5,22 +5,36 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from checker.rules.fields import DURATION_HINT, duration_ns
 
 
 def _duration(value: Any) -> Any:
-    """``1m``, ``1h30m`` or a number of seconds; anything else is left to pydantic's reading."""
+    """``1m``, ``1h30m`` or a number of seconds (also as text, as environment variables are)."""
     if isinstance(value, str):
-        nanos = duration_ns(value.strip())
-        if nanos is None:
-            raise ValueError(f"not a duration: {DURATION_HINT}")
-        return timedelta(microseconds=nanos / 1000)
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            nanos = duration_ns(text)
+            if nanos is None:
+                raise ValueError(f"not a duration: {DURATION_HINT}") from None
+            return timedelta(microseconds=nanos / 1000)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return timedelta(seconds=value)
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_negative)]
 
 
 class Section(BaseModel):

@@ -36,6 +36,8 @@ def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if as_json:  # tracebacks as text in the JSON object; the console renderer prints them itself
+        shared.append(structlog.processors.format_exc_info)
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),

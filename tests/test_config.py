@@ -28,10 +28,10 @@ http:
 # One line per problem in BAD_CONFIG, each with key path, value, reason and environment variable.
 BAD_CONFIG_PROBLEMS = [
     "store = 'mysql://db/betrace': must be sqlite:///PATH or postgresql://USER@HOST/DB (env BETRACE_STORE)",
-    "bogus = 1: Extra inputs are not permitted (env BETRACE_BOGUS)",
+    "bogus = <hidden>: Extra inputs are not permitted (env BETRACE_BOGUS)",
     "tempo.url = 'ftp://tempo:3200': must start with http:// or https:// (env BETRACE_TEMPO__URL)",
     "tempo.search_limit = -1: Input should be greater than 0 (env BETRACE_TEMPO__SEARCH_LIMIT)",
-    "tempo.nope = 2: Extra inputs are not permitted (env BETRACE_TEMPO__NOPE)",
+    "tempo.nope = <hidden>: Extra inputs are not permitted (env BETRACE_TEMPO__NOPE)",
     ("schedule.every = '5 minutes': not a duration: write a duration such as 30s, 1m, 2h or 1h30m "
      "(env BETRACE_SCHEDULE__EVERY)"),
     ("http.listen = 'localhost': must be HOST:PORT, e.g. 127.0.0.1:9464 or 0.0.0.0:9464 "
@@ -232,9 +232,15 @@ class TestSecrets:
         assert problem_about(err, "tempo.password").startswith("tempo.password = <hidden>: ")
         assert "s3cr3t" not in str(err)
 
-    def test_other_fields_are_echoed(self, tmp_path: Path) -> None:
-        err = config_error(write(tmp_path / "c.yaml", "tempo:\n  username: [svc]\n"))
-        assert problem_about(err, "tempo.username").startswith("tempo.username = ['svc']: ")
+    def test_other_fields_are_echoed_but_never_containers_or_passwords_in_urls(self, tmp_path: Path) -> None:
+        err = config_error(write(tmp_path / "c.yaml", "tempo:\n  username: 42\n  url: ftp://bob:pw1@t\n"
+                                 "store: 'mysql://bob:hunter2@db/x'\n"))
+        assert problem_about(err, "tempo.username").startswith("tempo.username = 42: ")
+        assert problem_about(err, "tempo.url").startswith("tempo.url = 'ftp://bob:***@t': ")
+        assert problem_about(err, "store").startswith("store = 'mysql://bob:***@db/x': ")
+        err = config_error(write(tmp_path / "d.yaml", "tempo: [{password: s3cr3t}]\ntempo_api_key: k3y\n"))
+        assert "s3cr3t" not in str(err)
+        assert "k3y" not in str(err)
 
 
 class TestInvalidConfig:

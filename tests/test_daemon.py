@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -27,8 +28,10 @@ from stores import STORE_KINDS, postgres_schema, store_url
 from tempo_double import Fault, TempoDouble
 
 from checker.cli import main
+from checker.config import load_settings
 from checker.daemon.command import once_exit_code
 from checker.daemon.service import Daemon
+from checker.errors import UsageError
 from checker.store import Store
 
 if TYPE_CHECKING:
@@ -302,3 +305,54 @@ def test_an_internal_error_is_recorded_as_failed_and_retried(tempo: TempoDouble,
         assert 3 == len(advancing(store.evaluations("sre-slow-database-query")))
     finally:
         store.close()
+
+
+@pytest.mark.external_service
+def test_many_rules_at_once_on_postgres(tempo: TempoDouble, tmp_path: Path) -> None:
+    """Each running rule holds a lock connection: 20 at once must not starve the commits."""
+    rules = tmp_path / "many"
+    rules.mkdir()
+    text = "rules:\n" + "".join(
+        f"  - id: rule-{n}\n"
+        "    condition: when { db.query } never { db.query.where(span:duration > 1s) }\n"
+        for n in range(20))
+    (rules / "many.yaml").write_text(text)
+    with postgres_schema() as url:
+        config = settings(tmp_path, tempo_url=tempo.url, store=url, rules_dir=rules,
+                          schedule__parallel_rules=30, schedule__every="1m")
+        code, _daemon = asyncio.run(run_once(config, Clock.at(END)))
+        assert code in {0, 1}
+        store = Store.open(url)
+        try:
+            assert 20 * 15 == len(advancing(store.evaluations()))
+        finally:
+            store.close()
+
+
+def test_exit_codes_for_broken_rules_bad_store_and_taken_port(tmp_path: Path, tempo: TempoDouble,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "broken"
+    rules.mkdir()
+    (rules / "bad.yaml").write_text("rules:\n  - id: bad\n    condition: when { a } always {\n")
+    path = write_settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'x.db'}",
+                          rules_dir=rules)
+    assert 2 == main(["run", "--once", "--config", str(path)])
+    path = write_settings(tmp_path, tempo_url=tempo.url, store="postgresql://u:pw9@h:port/db")
+    assert 2 == main(["run", "--once", "--config", str(path)])
+    assert "pw9" not in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write_settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'y.db'}",
+                              http__listen=f"127.0.0.1:{port}")
+
+        async def serve() -> None:
+            daemon = await Daemon.open(load_settings(path))
+            try:
+                await daemon.serve(asyncio.Event())
+            finally:
+                await daemon.close()
+
+        with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{port}"):
+            asyncio.run(serve())

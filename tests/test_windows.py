@@ -93,8 +93,13 @@ class TestDueWindows:
     def test_skip_start_is_a_whole_second(self) -> None:
         now = T0 + 10 * HOUR + timedelta(milliseconds=300)
         due = due_windows(T0, now, every(HOUR, timedelta(milliseconds=100)), max_catchup=HOUR)
-        assert due.skipped == (T0, T0 + 9 * HOUR)
-        assert due.windows == [(T0 + 9 * HOUR, T0 + 10 * HOUR)]
+        assert due.skipped == (T0, T0 + 8 * HOUR)  # max_catchup is never less than two periods
+        assert due.windows == [(T0 + 8 * HOUR, T0 + 9 * HOUR), (T0 + 9 * HOUR, T0 + 10 * HOUR)]
+
+    def test_a_rule_slower_than_max_catchup_never_skips_a_normal_run(self) -> None:
+        weekly = every(timedelta(days=7))
+        late = T0 + timedelta(days=7, seconds=1)
+        assert due_windows(T0, late, weekly, max_catchup=24 * HOUR).skipped is None
 
     def test_fractional_max_catchup_never_skips_nothing(self) -> None:
         due = due_windows(T0, T0 + 10 * SECOND, every(MINUTE), max_catchup=timedelta(seconds=9.5))
@@ -121,6 +126,7 @@ def scenarios(draw: st.DrawFn) -> tuple[datetime, datetime, RuleSchedule, timede
 def test_windows_exactly_cover_checkpoint_to_now_less_delay(
         scenario: tuple[datetime, datetime, RuleSchedule, timedelta]) -> None:
     checkpoint, now, schedule, max_catchup = scenario
+    max_catchup = max(max_catchup, 2 * schedule.period)  # the floor due_windows applies
     end = (now - schedule.delay).replace(microsecond=0)
     due = due_windows(checkpoint, now, schedule, max_catchup)
     if end <= checkpoint:

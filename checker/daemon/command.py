@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from checker.daemon.service import Daemon, install_signals
-from checker.errors import EXIT_FOUND, EXIT_OK, EXIT_SOURCE
+from checker.errors import EXIT_FOUND, EXIT_INVALID, EXIT_OK, EXIT_SOURCE
 from checker.log import configure
 
 if TYPE_CHECKING:
@@ -27,7 +27,9 @@ async def _run(settings: Settings, *, once: bool) -> int:
     daemon = await Daemon.open(settings)
     try:
         if once:
-            return once_exit_code(await daemon.run_once())
+            code = once_exit_code(await daemon.run_once())
+            # Broken rule files are a usage error, as for scan (the valid rules still ran).
+            return EXIT_INVALID if daemon.live.errors and code != EXIT_SOURCE else code
         stop = asyncio.Event()
         install_signals(daemon, stop)
         await daemon.serve(stop)

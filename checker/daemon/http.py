@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from checker.errors import CheckerError
+from checker.errors import CheckerError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -79,7 +79,7 @@ class HttpServer:
             await site.start()
         except OSError as err:
             await self._runner.cleanup()
-            raise CheckerError(f"cannot listen on {self._host}:{self._port}: {err.strerror}",
+            raise UsageError(f"cannot listen on {self._host}:{self._port}: {err.strerror}",
                                hint="set http.listen (BETRACE_HTTP__LISTEN) to a free address") from None
         self.port = self._runner.addresses[0][1]
 

@@ -19,6 +19,7 @@ from checker.daemon.ruleset import LiveRules, Reload
 from checker.daemon.windows import RuleSchedule, schedule_of, utcnow
 from checker.errors import CheckerError, UsageError
 from checker.notify.dispatcher import Dispatcher, routes_of
+from checker.redact import mask_url
 from checker.store import Store
 from checker.tempo.client import TempoClient
 
@@ -48,6 +49,7 @@ class Daemon:
         self.http: HttpServer | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
+        self._parallel = asyncio.Semaphore(settings.schedule.parallel_rules)
 
     @classmethod
     async def open(cls, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Daemon:
@@ -68,35 +70,35 @@ class Daemon:
     # ----------------------------------------------------------------- rules
 
     async def reload(self) -> Reload:
-        """Re-read rules_dir; record new versions; (re)schedule, keep or drop jobs."""
+        """Re-read rules_dir; (re)schedule, keep or drop jobs.
+
+        The store is not touched here: a rule version is recorded before its first window is
+        committed, so a store outage during a reload cannot leave a rule half-applied.
+        """
         async with self._reloading:
             result = await asyncio.to_thread(self.live.reload)
-            for error in result.errors:
-                log.error("rules.error", error=str(error))
-            for path in result.kept:
-                log.warning("rules.kept_last_good", file=str(path),
-                            detail="the file has errors; its rules keep their last good version")
-            for rule in [*result.added, *result.changed]:
-                if await asyncio.to_thread(self.store.record_rule, rule):
-                    log.info("rule.version", rule=rule.id, version=rule.version[:12],
-                             source=str(rule.location))
-            for rule in [*result.added, *result.changed]:
-                unknown = [name for name in routes_of(rule, self.settings)
-                           if name not in self.settings.notifiers]
-                if unknown:
-                    log.error("rule.unknown_notifiers", rule=rule.id, routes=unknown,
-                              detail="not in the config's notifiers; these routes are skipped")
-            for rule in result.added:
-                log.info("rule.added", rule=rule.id)
-            for rule in result.changed:
-                log.info("rule.changed", rule=rule.id, version=rule.version[:12])
-            for rule_id in result.removed:
-                log.info("rule.removed", rule=rule_id)
+            self._log(result)
             self._apply(result)
             self.metrics.rules_loaded.set(len(self.live.rules))
             self.metrics.rule_load_errors.set(len(result.errors))
             self.metrics.reloads.labels("errors" if result.errors else "ok").inc()
             return result
+
+    def _log(self, result: Reload) -> None:
+        for error in result.errors:
+            log.error("rules.error", error=str(error))
+        for path in result.kept:
+            log.warning("rules.kept_last_good", file=str(path),
+                        detail="the file has errors; its rules keep their last good version")
+        for rule in [*result.added, *result.changed]:
+            log.info("rule.added" if rule in result.added else "rule.changed", rule=rule.id,
+                     version=rule.version[:12], source=str(rule.location))
+            unknown = [name for name in routes_of(rule, self.settings) if name not in self.settings.notifiers]
+            if unknown:
+                log.error("rule.unknown_notifiers", rule=rule.id, routes=unknown,
+                          detail="not in the config's notifiers; these routes are skipped")
+        for rule_id in result.removed:
+            log.info("rule.removed", rule=rule_id)
 
     def _apply(self, result: Reload) -> None:
         for rule_id in result.removed:
@@ -126,8 +128,9 @@ class Daemon:
         if task is not None:
             self._running.add(task)
         try:
-            with structlog.contextvars.bound_contextvars(rule=rule.id):
-                return await self.runner.run(rule, self.schedules[rule.id], self.live.rules.get)
+            async with self._parallel:
+                with structlog.contextvars.bound_contextvars(rule=rule.id):
+                    return await self.runner.run(rule, self.schedules[rule.id], self.live.rules.get)
         finally:
             if task is not None:
                 self._running.discard(task)
@@ -149,7 +152,7 @@ class Daemon:
                                self.settings.http.host, self.settings.http.port)
         await self.http.start()
         log.info("daemon.started", listen=f"{self.settings.http.host}:{self.http.port}",
-                 rules=len(self.live.rules), store=self.store.url, tempo=self.settings.tempo.url)
+                 rules=len(self.live.rules), store=self.store.url, tempo=mask_url(self.settings.tempo.url))
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         for rule_id, schedule in self.schedules.items():
             self._schedule(rule_id, schedule)
@@ -165,7 +168,10 @@ class Daemon:
         async for changes in watchfiles.awatch(self.settings.rules_dir, stop_event=stop,
                                                recursive=True):
             log.info("rules.changed", files=sorted({path for _, path in changes}))
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:  # the watcher must outlive any one reload; SIGHUP retries
+                log.exception("rules.reload_failed")
 
     async def _shutdown(self, watcher: asyncio.Task[None], dispatching: asyncio.Task[None]) -> None:
         """Stop scheduling, let running evaluations finish their window (bounded), close."""

@@ -90,7 +90,12 @@ def floor_second(moment: datetime) -> datetime:
 
 def due_windows(checkpoint: datetime, now: datetime, schedule: RuleSchedule,
                 max_catchup: timedelta) -> Due:
-    """The windows from ``checkpoint`` to ``now - delay``, at most ``schedule.period`` each."""
+    """The windows from ``checkpoint`` to ``now - delay``, at most ``schedule.period`` each.
+
+    The backlog kept is never less than two periods: a weekly rule, or a daily one that
+    fires a second late, is a normal run, not a gap.
+    """
+    max_catchup = max(max_catchup, 2 * schedule.period)
     end = floor_second(now - schedule.delay)
     if end <= checkpoint:
         return Due()

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from sqlalchemy import create_engine, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from checker import __version__
 from checker.errors import CheckerError
+from checker.redact import mask_url
 from checker.store import migrate
 from checker.store.outbox import Outbox, OutboxPlan, enqueue
 from checker.store.schema import checkpoints, evaluations, rules, violations
@@ -128,16 +130,23 @@ class Store:
         self.engine = engine
         self.url = engine.url.render_as_string(hide_password=True)
         self.outbox = Outbox(engine)
+        # A lock holds its connection for a whole run: never take those from the shared pool,
+        # which commits need (many rules running at once would exhaust it).
+        postgres = engine.dialect.name == "postgresql"
+        self._locks = create_engine(engine.url, poolclass=NullPool) if postgres else None
 
     @classmethod
     def open(cls, url: str) -> Store:
         """Connect and migrate; an unreachable or unusable database is a ``StoreError``."""
-        engine = _engine(engine_url(url))
-        store = cls(engine)
         try:
-            migrate.upgrade(engine)
+            store = cls(_engine(engine_url(url)))
         except SQLAlchemyError as err:
-            engine.dispose()
+            raise StoreError(f"cannot use store {mask_url(url)}: {_reason(err)}",
+                             hint="the store is sqlite:///PATH or postgresql://USER@HOST/DB") from None
+        try:
+            migrate.upgrade(store.engine)
+        except SQLAlchemyError as err:
+            store.close()
             raise StoreError(f"cannot open store {store.url}: {_reason(err)}",
                              hint="check the `store` setting and that the database is reachable") from None
         return store
@@ -145,6 +154,8 @@ class Store:
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        if self._locks is not None:
+            self._locks.dispose()
 
     def ping(self) -> None:
         """Raise ``StoreError`` unless the database answers."""
@@ -185,9 +196,9 @@ class Store:
 
     def try_lock(self, rule_id: str) -> RuleLock | None:
         """The rule's lock, or None when another worker holds it (any string names a lock)."""
-        if self.engine.dialect.name != "postgresql":
+        if self._locks is None:
             return _NoLock()
-        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        connection = self._locks.connect().execution_options(isolation_level="AUTOCOMMIT")
         key = lock_key(rule_id)
         try:
             if connection.scalar(select(func.pg_try_advisory_lock(key))):

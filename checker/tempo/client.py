@@ -22,6 +22,7 @@ import structlog
 
 from checker import __version__
 from checker.errors import TraceSourceError
+from checker.redact import mask_url
 from checker.traces.otlp import DecodeError, decode_request, group_traces
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class TempoClient:
             headers["Authorization"] = f"Bearer {config.bearer_token}"
         auth = (config.username, config.password or "") if config.username else None
         self._base_url = config.url.rstrip("/")
+        self._shown_url = mask_url(self._base_url)  # for messages: never a password
         self._http = httpx.AsyncClient(
             base_url=self._base_url, headers=headers, auth=auth, timeout=config.timeout,
             verify=config.verify, transport=transport,
@@ -139,7 +141,7 @@ class TempoClient:
         Garbage (a 200 that is not JSON) is retried like a 5xx, since proxies truncate
         bodies; other 4xx are final. Returns the status and the body (None when empty).
         """
-        url = f"{self._base_url}{path}"
+        url = f"{self._shown_url}{path}"
         attempt = 0
         while True:
             try:
@@ -192,7 +194,7 @@ class TempoClient:
 
     async def ping(self) -> None:
         """Ask Tempo's ``/api/echo`` once, without retries; ``TempoError`` unless it answers 200."""
-        url = f"{self._base_url}/api/echo"
+        url = f"{self._shown_url}/api/echo"
         response = await self._get("/api/echo", None, url)
         if response.status_code != 200:
             raise _status_error(response, url, None)
@@ -212,7 +214,7 @@ class TempoClient:
         self.stats.searches += 1
         params = {"q": query, "start": start, "end": end, "limit": limit, "spss": 1}
         _, body = await self._get_json("/api/search", params)
-        url = f"{self._base_url}/api/search"
+        url = f"{self._shown_url}/api/search"
         if not isinstance(body, dict) or not isinstance(body.get("traces", []), list):
             raise TempoError("search answer is not Tempo's JSON", url=url, retryable=True)
         ids = set()
@@ -258,7 +260,7 @@ class TempoClient:
             ids, complete = await self.search(query, start, end, limit)
             if len(ids) < limit and complete:
                 return ids
-        url = f"{self._base_url}/api/search"
+        url = f"{self._shown_url}/api/search"
         raise TempoError(f"more than {MAX_SEARCH_LIMIT} traces, or no complete answer, in the "
                          f"1-second window {start}..{end} for {query}", url=url, retryable=True)
 
@@ -281,7 +283,7 @@ class TempoClient:
             return self._decode(trace_id, body, f"/api/traces/{trace_id}")
 
     def _decode(self, trace_id: str, body: Any, path: str) -> FetchedTrace:
-        url = f"{self._base_url}{path}"
+        url = f"{self._shown_url}{path}"
         if not isinstance(body, dict):
             raise TempoError("trace answer is not a JSON object", url=url)
         container = body.get("trace", body)
