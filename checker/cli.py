@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from checker import __version__
 from checker.config import load_settings
 from checker.daemon import command as daemon_command
+from checker.daemon.backfill import backfill, whole_seconds
 from checker.errors import (
     EXIT_FOUND,
     EXIT_INVALID,
@@ -29,6 +30,9 @@ from checker.errors import (
     TraceSourceError,
     UsageError,
 )
+from checker.evidence import render as evidence_render
+from checker.evidence.figures import Filters
+from checker.evidence.figures import build as build_report
 from checker.examples import run_examples
 from checker.log import configure
 from checker.notify.message import sample_alert
@@ -45,10 +49,10 @@ from checker.rules.load import RuleSet, load_paths
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violated_by
 from checker.scan import Scanner
-from checker.store import Store, StoreError
+from checker.store import Store, StoreError, ledger
 from checker.tempo.client import TempoConfig
 from checker.tempo.run import scan_window
-from checker.timeparse import parse_duration, window
+from checker.timeparse import parse_duration, parse_time, window
 from checker.traceql import compile_rule
 from checker.traces.otlp import read_traces
 
@@ -241,6 +245,65 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return EXIT_OK if delivery.ok else EXIT_SOURCE
 
 
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    """Recompute the ledger; 1 when a record was altered, deleted or reordered."""
+    store = Store.open(load_settings(args.config).store)
+    try:
+        verdict = ledger.verify(store.engine)
+    finally:
+        store.close()
+    if not verdict.ok:
+        print(f"ledger BROKEN at record {verdict.broken_at}: {verdict.problem}")
+        print(f"{verdict.records - 1} records before it are intact; their head hash is {verdict.head}")
+        return EXIT_FOUND
+    print(f"ledger intact: {verdict.records} records; head hash {verdict.head}")
+    return EXIT_OK
+
+
+REPORT_WRITERS = {"html": evidence_render.write_html, "md": evidence_render.write_markdown,
+                  "json": evidence_render.write_json, "csv": evidence_render.write_csv}
+
+
+def cmd_evidence_report(args: argparse.Namespace) -> int:
+    """Coverage, gaps, violations and compliance per control over a period, for an auditor."""
+    settings = load_settings(args.config)
+    start, end = whole_seconds(parse_time(args.start), parse_time(args.end))
+    filters = Filters(start, end, framework=args.framework, control=args.control, rule=args.rule)
+    store = Store.open(settings.store)
+    try:
+        report = build_report(store, filters, settings.trace_url_template,
+                              config=str(args.config) if args.config else None)
+    finally:
+        store.close()
+    writer = REPORT_WRITERS[args.format]
+    if args.out is None or str(args.out) == "-":
+        writer(report, sys.stdout)
+    else:
+        with args.out.open("w", encoding="utf-8") as out:
+            writer(report, out)
+    rules = {r.rule_id for c in report.controls for r in c.rules}
+    print(f"{len(report.controls)} controls, {len(rules)} rules; ledger "
+          + ("intact" if report.ledger.ok else f"BROKEN at record {report.ledger.broken_at}")
+          + (f"; written to {args.out}" if args.out else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """One rule over a past period; rerun the same command to resume."""
+    settings = load_settings(args.config)
+    start, end = whole_seconds(parse_time(args.start), parse_time(args.end))
+    summary = asyncio.run(backfill(settings, args.rule, start, end, notify=args.notify,
+                                   progress=sys.stderr.isatty()))
+    print(f"backfill {args.rule} {start.isoformat()} .. {end.isoformat()}: {summary.windows} windows "
+          f"evaluated, {summary.violations} new violations, {summary.remaining} windows left",
+          file=sys.stderr)
+    if summary.failed:
+        print(f"error: stopped at a failed window: {summary.failed}\n  hint: run the same command again to "
+              "resume from there", file=sys.stderr)
+        return EXIT_SOURCE
+    return EXIT_FOUND if summary.violations else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and options, each with help text (the README documents them)."""
     parser = argparse.ArgumentParser(
@@ -297,15 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="exit 0 even when violations are found")
     scan.set_defaults(func=cmd_scan)
 
-    config_help = "settings file (default: betrace.yaml when present); BETRACE_* variables override it"
+    _daemon_commands(sub)
+    _evidence_commands(sub)
+    return parser
+
+
+CONFIG_HELP = "settings file (default: betrace.yaml when present); BETRACE_* variables override it"
+
+
+def _daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="the daemon: evaluate every rule on its schedule against Tempo")
-    run.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    run.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     run.add_argument("--once", action="store_true",
                      help="evaluate every due window of every rule once, then exit (for CronJobs)")
     run.set_defaults(func=cmd_run)
 
     found = sub.add_parser("violations", help="list the violations the daemon recorded")
-    found.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    found.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     found.add_argument("--rule", metavar="ID", help="only this rule")
     found.add_argument("--since", metavar="DURATION", help="only those found in the last DURATION, e.g. 24h")
     found.add_argument("--format", choices=("table", "json", "csv"), default="table",
@@ -317,9 +388,38 @@ def build_parser() -> argparse.ArgumentParser:
     notify_sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
     notify_test = notify_sub.add_parser("test", help="send a test message on a route and show the answer")
     notify_test.add_argument("route", metavar="ROUTE", help="a route name from the config's notifiers")
-    notify_test.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    notify_test.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     notify_test.set_defaults(func=cmd_notify_test)
-    return parser
+
+
+
+def _evidence_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    evidence = sub.add_parser("evidence", help="compliance evidence: verify the ledger, write reports")
+    evidence_sub = evidence.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
+    verify = evidence_sub.add_parser("verify", help="recompute the ledger's hash chain; print its head hash")
+    verify.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
+    verify.set_defaults(func=cmd_evidence_verify)
+    report = evidence_sub.add_parser("report", help="coverage, gaps, violations and compliance per control")
+    report.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
+    report.add_argument("--from", dest="start", required=True, metavar="T",
+                        help="period start, RFC 3339 or unix seconds")
+    report.add_argument("--to", dest="end", required=True, metavar="T", help="period end (exclusive)")
+    report.add_argument("--framework", metavar="NAME", help="only rules of this framework, e.g. SOC2")
+    report.add_argument("--control", metavar="ID", help="only this control, e.g. CC6.7 or SOC2:CC6.7")
+    report.add_argument("--rule", metavar="ID", help="only this rule")
+    report.add_argument("--format", choices=tuple(REPORT_WRITERS), default="html",
+                        help="html (one self-contained page), md, json or csv (default html)")
+    report.add_argument("--out", type=Path, metavar="FILE", help="write here (default: standard output)")
+    report.set_defaults(func=cmd_evidence_report)
+
+    back = sub.add_parser("backfill", help="evaluate one rule over a past period, window by window")
+    back.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
+    back.add_argument("--rule", required=True, metavar="ID", help="the rule to evaluate")
+    back.add_argument("--from", dest="start", required=True, metavar="T",
+                      help="period start, RFC 3339 or unix seconds (within Tempo's retention)")
+    back.add_argument("--to", dest="end", required=True, metavar="T", help="period end (exclusive)")
+    back.add_argument("--notify", action="store_true", help="send notifications for what it finds")
+    back.set_defaults(func=cmd_backfill)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

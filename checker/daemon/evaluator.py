@@ -110,10 +110,8 @@ class RuleRunner:
             if self.stopping or latest is None:
                 return
             rule = latest
-            if (rule.id, rule.version) not in self._recorded:  # every evaluated version is on record
-                await asyncio.to_thread(self.store.record_rule, rule)
-                self._recorded.add((rule.id, rule.version))
-            record = await self._evaluate(rule, window)
+            await self.record_version(rule)
+            record = await self.evaluate(rule, window)
             plan = outbox_plan(rule, window, self.settings)
             committed = await asyncio.to_thread(self.store.commit, record, plan)
             if plan is not None:
@@ -131,6 +129,12 @@ class RuleRunner:
             summary.violations += len(committed.new_violations)
             summary.incomplete += record.outcome == "incomplete"
 
+    async def record_version(self, rule: Rule) -> None:
+        """Every evaluated version of a rule is on record (once per process)."""
+        if (rule.id, rule.version) not in self._recorded:
+            await asyncio.to_thread(self.store.record_rule, rule)
+            self._recorded.add((rule.id, rule.version))
+
     async def _skip(self, rule: Rule, window: Window) -> None:
         start, end = window
         limit = self.settings.schedule.max_catchup
@@ -143,7 +147,7 @@ class RuleRunner:
         self.metrics.evaluations.labels(rule.id, "skipped").inc()
         self.checkpoints[rule.id] = end
 
-    async def _evaluate(self, rule: Rule, window: Window) -> WindowRecord:
+    async def evaluate(self, rule: Rule, window: Window) -> WindowRecord:
         """Every log line inside (Tempo retries included) names the rule and the window."""
         start, end = window
         with structlog.contextvars.bound_contextvars(rule=rule.id, window_start=start.isoformat(),

@@ -104,12 +104,17 @@ def due_windows(checkpoint: datetime, now: datetime, schedule: RuleSchedule,
     if end - checkpoint > max_catchup and (resume := floor_second(end - max_catchup)) > checkpoint:
         start = resume
         skipped = (checkpoint, start)
+    return Due(skipped, split(start, end, schedule.period))
+
+
+def split(start: datetime, end: datetime, period: timedelta) -> list[Window]:
+    """``[start, end)`` cut into consecutive windows of at most ``period``."""
     windows = []
     while start < end:
-        stop = min(start + schedule.period, end)
+        stop = min(start + period, end)
         windows.append((start, stop))
         start = stop
-    return Due(skipped, windows)
+    return windows
 
 
 def _duration(text: str | None) -> timedelta | None:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 
@@ -89,6 +90,9 @@ evaluations = Table(
     Column("plan", Text, nullable=False),
     Column("error", Text),
     Column("checker_version", String(40), nullable=False),
+    Column("backfill", Boolean, nullable=False, server_default=false()),
+    Column("prev_hash", String(64)),  # the ledger (checker/store/ledger.py)
+    Column("hash", String(64)),
     Index("ix_evaluations_rule_window", "rule_id", "window_start"),
 )
 

@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 from checker import __version__
 from checker.errors import CheckerError
 from checker.redact import mask_url
-from checker.store import migrate
+from checker.store import ledger, migrate
 from checker.store.outbox import Outbox, OutboxPlan, enqueue
 from checker.store.schema import checkpoints, evaluations, rules, violations
 from checker.violations import Violation
@@ -61,6 +61,8 @@ class WindowRecord:
     plan: str = ""
     error: str | None = None
     violations: tuple[Violation, ...] = ()
+    backfill: bool = False
+    checkpoint: str | None = None  # the checkpoint it advances; the rule's own by default
 
 
 @dataclass(frozen=True)
@@ -219,11 +221,13 @@ class Store:
         nothing) when the checkpoint is no longer at ``record.start``: another worker got
         there first.
         """
+        key = record.checkpoint or record.rule.id
         with self.engine.begin() as connection:
+            ledger.lock(connection)
             if record.outcome in ADVANCING:
                 moved = connection.execute(
                     update(checkpoints)
-                    .where(checkpoints.c.rule_id == record.rule.id, checkpoints.c.position == record.start)
+                    .where(checkpoints.c.rule_id == key, checkpoints.c.position == record.start)
                     .values(position=record.end, updated_at=datetime.now(UTC)))
                 if moved.rowcount != 1:
                     raise CheckpointMoved(
@@ -235,7 +239,7 @@ class Store:
                 duration_seconds=record.duration, outcome=record.outcome,
                 scope_size=record.scope_size, candidates=record.candidates,
                 violations=len(record.violations), new_violations=0, plan=record.plan, error=record.error,
-                checker_version=__version__,
+                checker_version=__version__, backfill=record.backfill,
             ).returning(evaluations.c.id))
             assert evaluation_id is not None  # noqa: S101  (RETURNING always yields the new id)
             found_at = datetime.now(UTC)
@@ -247,6 +251,7 @@ class Store:
             if new:
                 connection.execute(update(evaluations).where(evaluations.c.id == evaluation_id)
                                    .values(new_violations=len(new)))
+            ledger.append(connection, evaluation_id)
             if plan is not None and record.outcome in {"ok", "violations"}:
                 enqueue(connection, plan, rule_id=record.rule.id, evaluation_id=evaluation_id,
                         clean=record.outcome == "ok", new=new, now=record.started_at)

@@ -1,0 +1,1 @@
+"""Compliance evidence: figures per control from the store's ledger, rendered for auditors."""

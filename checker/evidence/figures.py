@@ -1,0 +1,263 @@
+"""The figures of an evidence report, computed from the store, per control and rule.
+
+Coverage is time: the part of the period covered by evaluated windows (``ok``,
+``violations``, ``incomplete``), with every uncovered stretch listed as a gap and why
+(skipped beyond ``max_catchup``, failed, or never evaluated). Nothing is rounded away: a
+period with any gap is below 100 %.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from checker import __version__
+from checker.notify.message import trace_url
+from checker.store import ledger
+from checker.store.schema import evaluations, rules, violations
+
+if TYPE_CHECKING:
+    from checker.store import Store
+
+EVALUATED = frozenset({"ok", "violations", "incomplete"})
+NO_CONTROL = "(no control)"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which rules a report covers, and when."""
+
+    start: datetime
+    end: datetime
+    framework: str | None = None
+    control: str | None = None
+    rule: str | None = None
+
+
+@dataclass
+class Gap:
+    """A stretch of the period without an evaluated window."""
+
+    start: datetime
+    end: datetime
+    reason: str
+
+
+@dataclass
+class Day:
+    """One UTC day of one rule (or control)."""
+
+    day: str
+    windows: int = 0
+    in_scope: int | None = 0
+    violations: int = 0
+    clean_windows: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        """Share of in-scope traces without a violation; clean windows when scope is unknown."""
+        if self.in_scope:
+            return max(0.0, 1 - self.violations / self.in_scope)
+        if self.windows:
+            return self.clean_windows / self.windows
+        return None
+
+
+@dataclass
+class RuleFigures:
+    """Everything the report says about one rule."""
+
+    rule_id: str
+    name: str
+    severity: str
+    frameworks: list[str]
+    controls: list[str]
+    versions: list[dict[str, Any]]  # version, condition, source, first_seen_at
+    expected_seconds: float = 0.0
+    covered_seconds: float = 0.0
+    windows_evaluated: int = 0
+    windows_incomplete: int = 0
+    windows_skipped: int = 0
+    failed_attempts: int = 0
+    backfilled_windows: int = 0
+    traces_in_scope: int | None = 0
+    gaps: list[Gap] = field(default_factory=list)
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    days: list[Day] = field(default_factory=list)
+
+    @property
+    def coverage(self) -> float:
+        """Covered share of the period, 0..1."""
+        return self.covered_seconds / self.expected_seconds if self.expected_seconds else 0.0
+
+
+@dataclass
+class ControlFigures:
+    """A control and the rules that evidence it."""
+
+    control: str
+    rules: list[RuleFigures]
+
+    @property
+    def days(self) -> list[Day]:
+        """The rules' days added up."""
+        merged: dict[str, Day] = {}
+        for rule in self.rules:
+            for day in rule.days:
+                total = merged.setdefault(day.day, Day(day.day))
+                total.windows += day.windows
+                total.clean_windows += day.clean_windows
+                total.violations += day.violations
+                total.in_scope = None if total.in_scope is None or day.in_scope is None else (
+                    total.in_scope + day.in_scope)
+        return [merged[k] for k in sorted(merged)]
+
+
+@dataclass
+class Report:
+    """A whole report."""
+
+    filters: Filters
+    controls: list[ControlFigures]
+    ledger: ledger.Verdict
+    generated_at: datetime
+    checker_version: str = __version__
+    verify_command: str = "betrace evidence verify"
+
+
+def build(store: Store, filters: Filters, template: str | None, *, config: str | None = None) -> Report:
+    """Read the store and compute every figure."""
+    selected = _rules(store, filters)
+    figures = [_rule_figures(store, rule_id, versions, filters, template)
+               for rule_id, versions in selected.items()]
+    by_control: dict[str, list[RuleFigures]] = {}
+    for rule in figures:
+        for control in _matching_controls(rule.controls, filters) or [NO_CONTROL]:
+            by_control.setdefault(control, []).append(rule)
+    command = "betrace evidence verify" + (f" --config {config}" if config else "")
+    return Report(filters, [ControlFigures(c, by_control[c]) for c in sorted(by_control)],
+                  ledger.verify(store.engine), datetime.now(UTC), verify_command=command)
+
+
+def _matching_controls(controls: list[str], filters: Filters) -> list[str]:
+    if filters.control is None:
+        return controls
+    wanted = filters.control.lower()
+    return [c for c in controls if c.lower() == wanted or c.lower().endswith(":" + wanted)]
+
+
+def _rules(store: Store, filters: Filters) -> dict[str, list[dict[str, Any]]]:
+    """Rule id → its recorded versions, oldest first, for the rules the filters select."""
+    with store.engine.connect() as connection:
+        rows = [dict(r._mapping) for r in connection.execute(select(rules).order_by(rules.c.first_seen_at))]  # noqa: SLF001
+    selected: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if filters.rule and row["rule_id"] != filters.rule:
+            continue
+        frameworks = [f.lower() for f in row["frameworks"]]
+        if filters.framework and filters.framework.lower() not in frameworks and not any(
+                c.lower().startswith(filters.framework.lower() + ":") for c in row["controls"]):
+            continue
+        if filters.control and not _matching_controls(row["controls"], filters):
+            continue
+        selected.setdefault(row["rule_id"], []).append(row)
+    return selected
+
+
+def _rule_figures(store: Store, rule_id: str, versions: list[dict[str, Any]], filters: Filters,
+                  template: str | None) -> RuleFigures:
+    latest = versions[-1]
+    with store.engine.connect() as connection:
+        rows = [dict(r._mapping) for r in connection.execute(  # noqa: SLF001
+            select(evaluations).where(evaluations.c.rule_id == rule_id,
+                                      evaluations.c.window_end > filters.start,
+                                      evaluations.c.window_start < filters.end)
+            .order_by(evaluations.c.id))]
+        ids = [r["id"] for r in rows]
+        query = select(violations).where(violations.c.evaluation_id.in_(ids)).order_by(violations.c.id)
+        found = [dict(r._mapping) for r in connection.execute(query)] if ids else []  # noqa: SLF001
+    used = {r["rule_version"] for r in rows}
+    figures = RuleFigures(
+        rule_id, latest["name"], latest["severity"], list(latest["frameworks"]), list(latest["controls"]),
+        versions=[{"version": v["version"], "condition": v["condition"], "source": v["source"],
+                   "first_seen_at": v["first_seen_at"]}
+                  for v in versions if v["version"] in used or not used],
+        expected_seconds=(filters.end - filters.start).total_seconds())
+    _coverage(figures, rows, filters)
+    figures.violations = [{"trace_id": v["trace_id"], "found_at": v["found_at"], "severity": v["severity"],
+                           "reason": v["detail"].get("reason", ""), "evaluation_id": v["evaluation_id"],
+                           "trace_url": trace_url(template, v["trace_id"])} for v in found]
+    figures.days = _days(rows, filters)
+    return figures
+
+
+def _clip(start: datetime, end: datetime, filters: Filters) -> tuple[datetime, datetime]:
+    return max(start, filters.start), min(end, filters.end)
+
+
+def _coverage(figures: RuleFigures, rows: list[dict[str, Any]], filters: Filters) -> None:
+    covered: list[tuple[datetime, datetime]] = []
+    for row in rows:
+        outcome = row["outcome"]
+        if outcome in EVALUATED:
+            figures.windows_evaluated += 1
+            figures.windows_incomplete += outcome == "incomplete"
+            figures.backfilled_windows += bool(row["backfill"])
+            covered.append(_clip(row["window_start"], row["window_end"], filters))
+            if figures.traces_in_scope is not None:
+                figures.traces_in_scope = None if row["scope_size"] is None else (
+                    figures.traces_in_scope + row["scope_size"])
+        elif outcome == "skipped":
+            figures.windows_skipped += 1
+        elif outcome == "failed":
+            figures.failed_attempts += 1
+    merged = _merge(covered)
+    figures.covered_seconds = sum((e - s).total_seconds() for s, e in merged)
+    position = filters.start
+    for start, end in [*merged, (filters.end, filters.end)]:
+        if start > position:
+            figures.gaps.append(Gap(position, start, _why(rows, position, start)))
+        position = max(position, end)
+
+
+def _merge(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(s for s in spans if s[0] < s[1]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _why(rows: list[dict[str, Any]], start: datetime, end: datetime) -> str:
+    """What the store says about an uncovered stretch."""
+    overlapping = [r for r in rows if r["window_start"] < end and r["window_end"] > start]
+    if any(r["outcome"] == "skipped" for r in overlapping):
+        return "skipped: the daemon was down longer than max_catchup"
+    failed = [r for r in overlapping if r["outcome"] == "failed"]
+    if failed:
+        return f"evaluation failed ({len(failed)} attempts): {(failed[-1]['error'] or '').splitlines()[0]}"
+    return "not evaluated (no record: the rule was not running, or the period is not over yet)"
+
+
+def _days(rows: list[dict[str, Any]], filters: Filters) -> list[Day]:
+    days: dict[str, Day] = {}
+    moment = filters.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while moment < filters.end:
+        key = moment.date().isoformat()
+        days[key] = Day(key)
+        moment += timedelta(days=1)
+    for row in rows:
+        if row["outcome"] not in EVALUATED or not filters.start <= row["window_start"] < filters.end:
+            continue
+        day = days[row["window_start"].date().isoformat()]
+        day.windows += 1
+        day.violations += row["new_violations"]
+        day.clean_windows += row["new_violations"] == 0
+        if day.in_scope is not None:
+            day.in_scope = None if row["scope_size"] is None else day.in_scope + row["scope_size"]
+    return list(days.values())

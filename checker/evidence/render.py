@@ -1,0 +1,229 @@
+"""An evidence report as JSON, CSV (the same figures, for GRC tools), Markdown or one HTML file.
+
+The HTML page is self-contained (inline CSS, an inline SVG chart, nothing fetched) and
+prints well: an auditor can file it as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from html import escape
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from checker.evidence.figures import ControlFigures, Day, Report, RuleFigures
+
+
+def _time(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.2f} %"
+
+
+def _day(day: Day) -> dict[str, Any]:
+    return {"day": day.day, "windows": day.windows, "traces_in_scope": day.in_scope,
+            "violations": day.violations, "compliance_rate": day.rate}
+
+
+def _rule(rule: RuleFigures) -> dict[str, Any]:
+    return {
+        "rule_id": rule.rule_id, "name": rule.name, "severity": rule.severity,
+        "frameworks": rule.frameworks, "controls": rule.controls,
+        "versions": [{**v, "first_seen_at": _time(v["first_seen_at"])} for v in rule.versions],
+        "expected_seconds": rule.expected_seconds, "covered_seconds": rule.covered_seconds,
+        "coverage": rule.coverage, "windows_evaluated": rule.windows_evaluated,
+        "windows_incomplete": rule.windows_incomplete, "windows_skipped": rule.windows_skipped,
+        "failed_attempts": rule.failed_attempts, "backfilled_windows": rule.backfilled_windows,
+        "traces_in_scope": rule.traces_in_scope,
+        "gaps": [{"start": _time(g.start), "end": _time(g.end), "reason": g.reason} for g in rule.gaps],
+        "violations": [{**v, "found_at": _time(v["found_at"])} for v in rule.violations],
+        "daily": [_day(d) for d in rule.days],
+    }
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    """Every figure, machine-readable."""
+    f = report.filters
+    return {
+        "report": {"from": _time(f.start), "to": _time(f.end), "framework": f.framework, "control": f.control,
+                   "rule": f.rule, "generated_at": _time(report.generated_at),
+                   "checker_version": report.checker_version},
+        "ledger": {"records": report.ledger.records, "head": report.ledger.head, "intact": report.ledger.ok,
+                   "broken_at": report.ledger.broken_at, "problem": report.ledger.problem,
+                   "verify_command": report.verify_command},
+        "controls": [{"control": c.control, "daily": [_day(d) for d in c.days],
+                      "rules": [_rule(r) for r in c.rules]} for c in report.controls],
+    }
+
+
+def write_json(report: Report, out: TextIO) -> None:
+    """Indented JSON."""
+    json.dump(as_json(report), out, indent=2, ensure_ascii=False)
+    out.write("\n")
+
+
+CSV_COLUMNS = ("control", "rule_id", "rule_name", "day", "coverage", "covered_seconds", "expected_seconds",
+               "windows_evaluated", "windows_skipped", "failed_attempts", "gaps", "traces_in_scope",
+               "violations", "compliance_rate", "ledger_head")
+
+
+def write_csv(report: Report, out: TextIO) -> None:
+    """One summary row per control and rule (``day`` empty), then one row per day."""
+    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for control in report.controls:
+        for rule in control.rules:
+            base = {"control": control.control, "rule_id": rule.rule_id, "rule_name": rule.name}
+            writer.writerow({**base, "day": "", "coverage": rule.coverage,
+                             "covered_seconds": rule.covered_seconds,
+                             "expected_seconds": rule.expected_seconds,
+                             "windows_evaluated": rule.windows_evaluated,
+                             "windows_skipped": rule.windows_skipped,
+                             "failed_attempts": rule.failed_attempts, "gaps": len(rule.gaps),
+                             "traces_in_scope": rule.traces_in_scope, "violations": len(rule.violations),
+                             "compliance_rate": _overall_rate(rule), "ledger_head": report.ledger.head})
+            for day in rule.days:
+                writer.writerow({**base, "day": day.day, "windows_evaluated": day.windows,
+                                 "traces_in_scope": day.in_scope, "violations": day.violations,
+                                 "compliance_rate": day.rate})
+
+
+def _overall_rate(rule: RuleFigures) -> float | None:
+    if rule.traces_in_scope:
+        return max(0.0, 1 - len(rule.violations) / rule.traces_in_scope)
+    clean = sum(d.clean_windows for d in rule.days)
+    windows = sum(d.windows for d in rule.days)
+    return clean / windows if windows else None
+
+
+def write_markdown(report: Report, out: TextIO) -> None:
+    """For a wiki or a ticket."""
+    f = report.filters
+    out.write(f"# Compliance evidence: {_time(f.start)} to {_time(f.end)}\n\n")
+    out.write(f"Generated {_time(report.generated_at)} by BeTrace Checker {report.checker_version}. "
+              f"{_ledger_sentence(report)}\n")
+    for control in report.controls:
+        out.write(f"\n## {control.control}\n")
+        for rule in control.rules:
+            out.write(f"\n### {rule.name} (`{rule.rule_id}`, {rule.severity})\n\n")
+            out.writelines(f"- version `{version['version'][:12]}` from {version['source']}: "
+                          f"`{version['condition']}`\n" for version in rule.versions)
+            out.write(f"\n| coverage | windows evaluated | skipped | failed attempts | traces in scope | "
+                      f"violations | compliance |\n|---|---|---|---|---|---|---|\n"
+                      f"| {_pct(rule.coverage)} | {rule.windows_evaluated} | {rule.windows_skipped} | "
+                      f"{rule.failed_attempts} | {_count(rule.traces_in_scope)} | {len(rule.violations)} | "
+                      f"{_pct(_overall_rate(rule))} |\n")
+            if rule.gaps:
+                out.write("\nGaps:\n\n")
+                out.writelines(f"- {_time(g.start)} to {_time(g.end)}: {g.reason}\n" for g in rule.gaps)
+            if rule.violations:
+                out.write("\nViolations:\n\n")
+                out.writelines(f"- [{v['trace_id']}]({v['trace_url']}) {v['reason']}\n" if v["trace_url"]
+                               else f"- `{v['trace_id']}` {v['reason']}\n" for v in rule.violations)
+
+
+def _count(value: int | None) -> str:
+    return "not measured" if value is None else str(value)
+
+
+def _ledger_sentence(report: Report) -> str:
+    verdict = report.ledger
+    if not verdict.ok:
+        return f"LEDGER BROKEN: {verdict.problem}."
+    return (f"Ledger of {verdict.records} records intact; head hash `{verdict.head}` "
+            f"(check it: `{report.verify_command}`).")
+
+
+def _style() -> str:
+    """The page's CSS, shipped beside this module and inlined into every report."""
+    return (resources.files("checker.evidence") / "report.css").read_text(encoding="utf-8")
+
+
+def _chart(days: list[Day]) -> str:
+    """Compliance rate per day as an inline SVG line chart (0 to 100 %)."""
+    width, height, left, bottom, top = 640, 170, 44, 28, 10
+    plotted = [(i, d.rate) for i, d in enumerate(days) if d.rate is not None]
+    span = max(1, len(days) - 1)
+
+    def x(i: int) -> float:
+        return left + (width - left - 10) * i / span
+
+    def y(rate: float) -> float:
+        return top + (height - top - bottom) * (1 - rate)
+
+    parts = [(f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="Compliance rate per day" '
+              'xmlns="http://www.w3.org/2000/svg">')]
+    for rate in (0, 0.5, 1):
+        parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y(rate):.1f}" y2="{y(rate):.1f}" '
+                     'stroke="#d0d7de"/>')
+        parts.append(f'<text x="{left - 6}" y="{y(rate) + 4:.1f}" font-size="11" text-anchor="end" '
+                     f'fill="#57606a">{int(rate * 100)}%</text>')
+    if plotted:
+        points = " ".join(f"{x(i):.1f},{y(r):.1f}" for i, r in plotted)
+        parts.append(f'<polyline points="{points}" fill="none" stroke="#0969da" stroke-width="2"/>')
+        parts.extend(f'<circle cx="{x(i):.1f}" cy="{y(r):.1f}" r="3" fill="#0969da">'
+                     f"<title>{escape(days[i].day)}: {r * 100:.2f}%</title></circle>" for i, r in plotted)
+    ends = sorted({0, len(days) - 1}) if days else []
+    parts.extend(f'<text x="{x(i):.1f}" y="{height - 8}" font-size="11" text-anchor="middle" '
+                 f'fill="#57606a">{escape(days[i].day)}</text>' for i in ends)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _rule_html(rule: RuleFigures) -> str:
+    versions = "".join(f"<li><code>{escape(v['version'][:12])}</code> from {escape(v['source'])}: "
+                       f"<code>{escape(v['condition'])}</code></li>" for v in rule.versions)
+    coverage_class = "ok" if rule.coverage >= 1 else "bad"
+    gaps = "".join(f'<tr class="gap"><td>{_time(g.start)}</td><td>{_time(g.end)}</td>'
+                   f"<td>{escape(g.reason)}</td></tr>" for g in rule.gaps)
+    found = "".join(
+        f"<tr><td>{_link(v)}</td><td>{escape(v['severity'])}</td><td>{_time(v['found_at'])}</td>"
+        f"<td>{escape(v['reason'])}</td></tr>" for v in rule.violations)
+    return (
+        f'<section class="rule"><h3>{escape(rule.name)} <span class="muted">({escape(rule.rule_id)}, '
+        f"{escape(rule.severity)})</span></h3><ul>{versions}</ul>"
+        "<table><tr><th>Coverage</th><th>Windows evaluated</th><th>Skipped</th><th>Failed attempts</th>"
+        "<th>Traces in scope</th><th>Violations</th><th>Compliance</th></tr>"
+        f'<tr><td class="{coverage_class}">{_pct(rule.coverage)}</td><td>{rule.windows_evaluated}</td>'
+        f"<td>{rule.windows_skipped}</td><td>{rule.failed_attempts}</td><td>{_count(rule.traces_in_scope)}</td>"
+        f"<td>{len(rule.violations)}</td><td>{_pct(_overall_rate(rule))}</td></tr></table>"
+        + (f"<h4>Gaps</h4><table><tr><th>From</th><th>To</th><th>Why</th></tr>{gaps}</table>" if gaps
+           else '<p class="ok">No gaps: every window of the period was evaluated.</p>')
+        + (f"<h4>Violations</h4><table><tr><th>Trace</th><th>Severity</th><th>Found</th><th>Reason</th></tr>"
+           f"{found}</table>" if found else "<p>No violations.</p>")
+        + "</section>")
+
+
+def _link(violation: dict[str, Any]) -> str:
+    trace = escape(violation["trace_id"])
+    url = violation.get("trace_url")
+    return f'<a href="{escape(url)}"><code>{trace}</code></a>' if url else f"<code>{trace}</code>"
+
+
+def _control_html(control: ControlFigures) -> str:
+    return (f'<h2>{escape(control.control)}</h2><p class="muted">Compliance rate per day</p>'
+            f"{_chart(control.days)}" + "".join(_rule_html(r) for r in control.rules))
+
+
+def write_html(report: Report, out: TextIO) -> None:
+    """One self-contained page."""
+    f = report.filters
+    scope = ", ".join(f"{k} {escape(v)}" for k, v in (("framework", f.framework), ("control", f.control),
+                                                      ("rule", f.rule)) if v) or "all rules"
+    ledger_class = "ok" if report.ledger.ok else "bad"
+    out.write(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>Compliance evidence {_time(f.start)} to {_time(f.end)}</title>"
+        f"<style>{_style()}</style></head><body>"
+        f"<h1>Compliance evidence</h1><p>{_time(f.start)} to {_time(f.end)} · {scope}</p>"
+        f'<p class="{ledger_class}">{escape(_ledger_sentence(report))}</p>'
+        f'<p class="muted">Generated {_time(report.generated_at)} by BeTrace Checker '
+        f"{escape(report.checker_version)}.</p>"
+        + ("".join(_control_html(c) for c in report.controls) or "<p>No rule matches these filters.</p>")
+        + "</body></html>\n")
