@@ -143,10 +143,15 @@ def build(store: Store, filters: Filters, template: str | None, *, config: str |
 
 
 def _matching_controls(controls: list[str], filters: Filters) -> list[str]:
-    if filters.control is None:
-        return controls
-    wanted = filters.control.lower()
-    return [c for c in controls if c.lower() == wanted or c.lower().endswith(":" + wanted)]
+    """The controls a report lists for a rule: the wanted one, or those of the wanted framework."""
+    if filters.control is not None:
+        wanted = filters.control.lower()
+        return [c for c in controls if c.lower() == wanted or c.lower().endswith(":" + wanted)]
+    if filters.framework is not None:
+        prefix = filters.framework.lower() + ":"
+        namespaced = [c for c in controls if c.lower().startswith(prefix)]
+        return namespaced or [c for c in controls if ":" not in c]
+    return controls
 
 
 def _rules(store: Store, filters: Filters) -> dict[str, list[dict[str, Any]]]:

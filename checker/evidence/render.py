@@ -112,8 +112,9 @@ def write_markdown(report: Report, out: TextIO) -> None:
         out.write(f"\n## {control.control}\n")
         for rule in control.rules:
             out.write(f"\n### {rule.name} (`{rule.rule_id}`, {rule.severity})\n\n")
-            out.writelines(f"- version `{version['version'][:12]}` from {version['source']}: "
-                          f"`{version['condition']}`\n" for version in rule.versions)
+            out.writelines(f"- version `{v['version'][:12]}` from {v['source']}:\n\n  ```\n"
+                           + "".join(f"  {line}\n" for line in v["condition"].strip().splitlines())
+                           + "  ```\n" for v in rule.versions)
             out.write(f"\n| coverage | windows evaluated | skipped | failed attempts | traces in scope | "
                       f"violations | compliance |\n|---|---|---|---|---|---|---|\n"
                       f"| {_pct(rule.coverage)} | {rule.windows_evaluated} | {rule.windows_skipped} | "
@@ -177,8 +178,8 @@ def _chart(days: list[Day]) -> str:
 
 
 def _rule_html(rule: RuleFigures) -> str:
-    versions = "".join(f"<li><code>{escape(v['version'][:12])}</code> from {escape(v['source'])}: "
-                       f"<code>{escape(v['condition'])}</code></li>" for v in rule.versions)
+    versions = "".join(f"<li><code>{escape(v['version'][:12])}</code> from {escape(v['source'])}:"
+                       f"<pre>{escape(v['condition'].strip())}</pre></li>" for v in rule.versions)
     coverage_class = "ok" if rule.coverage >= 1 else "bad"
     gaps = "".join(f'<tr class="gap"><td>{_time(g.start)}</td><td>{_time(g.end)}</td>'
                    f"<td>{escape(g.reason)}</td></tr>" for g in rule.gaps)
