@@ -1,0 +1,369 @@
+"""Compliance evidence: the ledger, report figures (exact), gaps, HTML in Chromium, backfill."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+from alembic import command
+from daemon_kit import (
+    FIRST_TRACE,
+    LAST_TRACE,
+    RULES_D,
+    Clock,
+    dataset,
+    expected_pairs,
+    settings,
+    write_settings,
+)
+from recordings import needs_recordings
+from sqlalchemy import create_engine, text
+from stores import STORE_KINDS, store_url
+from tempo_double import Fault, TempoDouble
+
+from checker.cli import main
+from checker.daemon.service import Daemon
+from checker.evidence.figures import Filters, build
+from checker.rules.load import load_text
+from checker.store import Store, WindowRecord, ledger
+from checker.store.migrate import alembic_config
+from checker.violations import Violation
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from checker.rules.rule import Rule
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+PERIOD = ("--from", "2026-11-01T00:00:00Z", "--to", "2026-11-03T00:00:00Z")
+HOUR = timedelta(hours=1)
+RULES = """
+rules:
+  - id: audit
+    name: PII access is audited
+    severity: high
+    compliance_frameworks: [SOC2]
+    controls: ["SOC2:CC6.7"]
+    condition: when { pii.access } always { audit.log }
+  - id: deploy
+    name: Production deploys are approved
+    compliance_frameworks: [SOC2, ISO27001]
+    controls: ["SOC2:CC8.1", "ISO27001:A.12.1.2"]
+    condition: when { deploy } always { approval }
+"""
+
+
+def rules() -> dict[str, Rule]:
+    return {r.id: r for r in load_text(RULES, "rules.d/evidence.yaml").rules}
+
+
+def violation(rule: Rule, n: int) -> Violation:
+    return Violation(rule_id=rule.id, rule_name=rule.name, severity=rule.severity, trace_id=f"{n:032x}",
+                     reason="pii.access without audit.log", frameworks=rule.frameworks,
+                     controls=rule.controls, trigger_spans=(), missing=("audit.log",), forbidden=())
+
+
+def fill(store: Store) -> None:
+    """Two days of 'audit' with a violation hour, a skipped span, failures and a final gap."""
+    audit = rules()["audit"]
+    store.start_checkpoint("audit", T0)
+
+    def window(hour: int, outcome: str = "ok", found: tuple[Violation, ...] = ()) -> None:
+        start = T0 + hour * HOUR
+        store.commit(WindowRecord(audit, start, start + HOUR, start, 0.5, outcome,  # type: ignore[arg-type]
+                                  scope_size=10, candidates=len(found), plan="S1 scope { }",
+                                  violations=found))
+
+    for hour in range(24):
+        window(hour, "violations" if hour == 3 else "ok",
+               (violation(audit, 1), violation(audit, 2)) if hour == 3 else ())
+    for hour in range(24, 30):
+        window(hour)
+    store.commit(WindowRecord(audit, T0 + 30 * HOUR, T0 + 36 * HOUR, T0 + 40 * HOUR, 0.0, "skipped",
+                              error="not evaluated: the backlog exceeded max_catchup (6:00:00)"))
+    for _ in range(2):
+        store.commit(WindowRecord(audit, T0 + 36 * HOUR, T0 + 37 * HOUR, T0 + 40 * HOUR, 1.0, "failed",
+                                  error="http://tempo:3200/api/search answered 503: unavailable"))
+    for hour in range(36, 44):
+        window(hour)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with store_url(request.param, tmp_path) as url:
+        opened = Store.open(url)
+        for rule in rules().values():
+            opened.record_rule(rule)
+        fill(opened)
+        yield opened
+        opened.close()
+
+
+class TestLedger:
+    def test_intact_chain_and_its_head(self, store: Store) -> None:
+        verdict = ledger.verify(store.engine)
+        assert verdict.ok
+        assert 41 == verdict.records  # 30 + skipped + 2 failed + 8
+        with store.engine.connect() as connection:
+            last = connection.scalar(text("select hash from evaluations order by id desc limit 1"))
+        assert last == verdict.head
+
+    @pytest.mark.parametrize(("tamper", "broken", "words"), [
+        ("update evaluations set scope_size = 11 where id = 5", 5, "was altered"),
+        ("update evaluations set outcome = 'ok' where id = 4", 4, "was altered"),
+        (("update violations set trace_id = 'ffffffffffffffffffffffffffffffff' "
+         "where trace_id = '00000000000000000000000000000001'"), 4, "was altered"),
+        ("delete from evaluations where id = 10", 11, "does not follow"),
+    ])
+    def test_tampering_is_found_and_named(self, store: Store, tamper: str, broken: int, words: str) -> None:
+        with store.engine.begin() as connection:
+            connection.execute(text(tamper))
+        verdict = ledger.verify(store.engine)
+        assert broken == verdict.broken_at
+        assert words in (verdict.problem or "")
+
+    def test_reordering_is_found(self, store: Store) -> None:
+        with store.engine.begin() as connection:
+            rows = {r.id: r for r in connection.execute(text(
+                "select id, window_start, window_end from evaluations where id in (7, 8)"))}
+            for target, source in ((7, 8), (8, 7)):
+                swap = text("update evaluations set window_start = :s, window_end = :e where id = :id")
+                connection.execute(swap, {"s": rows[source].window_start, "e": rows[source].window_end,
+                                          "id": target})
+        assert 7 == ledger.verify(store.engine).broken_at
+
+    def test_cli(self, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                 monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BETRACE_STORE", store.engine.url.render_as_string(hide_password=False))
+        monkeypatch.chdir(tmp_path)
+        assert 0 == main(["evidence", "verify"])
+        head = ledger.verify(store.engine).head
+        assert f"ledger intact: 41 records; head hash {head}" in capsys.readouterr().out
+        with store.engine.begin() as connection:
+            connection.execute(text("update evaluations set plan = 'S1 scope { true }' where id = 20"))
+        assert 1 == main(["evidence", "verify"])
+        assert "ledger BROKEN at record 20: record 20 was altered" in capsys.readouterr().out
+
+    def test_migration_chains_records_written_before_it(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        engine = create_engine(url)
+        config = alembic_config()
+        with engine.begin() as connection:  # a store as revision 0002 left it, with evaluations
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+            for n in range(3):
+                connection.execute(text(
+                    "insert into evaluations (rule_id, rule_version, window_start, window_end, started_at, "
+                    "duration_seconds, outcome, scope_size, candidates, violations, new_violations, plan, "
+                    "checker_version) "
+                    "values ('audit', 'v1', :s, :e, :s, 0.1, 'ok', 1, 0, 0, 0, 'S1', '0.1.0')"),
+                    {"s": f"2026-11-01 0{n}:00:00.000000", "e": f"2026-11-01 0{n + 1}:00:00.000000"})
+        engine.dispose()
+        reopened = Store.open(url)  # migrates to the newest version: the old rows are chained
+        try:
+            verdict = ledger.verify(reopened.engine)
+            assert verdict.ok
+            assert 3 == verdict.records
+            assert all(e["hash"] and not e["backfill"] for e in reopened.evaluations())
+        finally:
+            reopened.close()
+
+
+class TestReportFigures:
+    def report_json(self, store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                    tmp_path: Path, *extra: str) -> dict:
+        monkeypatch.setenv("BETRACE_STORE", store.engine.url.render_as_string(hide_password=False))
+        monkeypatch.setenv("BETRACE_TRACE_URL_TEMPLATE", "https://grafana/t/{trace_id}")
+        monkeypatch.chdir(tmp_path)
+        assert 0 == main(["evidence", "report", *PERIOD, "--format", "json", *extra])
+        return json.loads(capsys.readouterr().out)
+
+    def test_exact_figures(self, store: Store, capsys: pytest.CaptureFixture[str],
+                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        report = self.report_json(store, capsys, monkeypatch, tmp_path, "--control", "CC6.7")
+        [control] = report["controls"]
+        assert "SOC2:CC6.7" == control["control"]
+        [rule] = control["rules"]
+        assert 48 * 3600 == rule["expected_seconds"]
+        assert 38 * 3600 == rule["covered_seconds"]
+        assert pytest.approx(38 / 48) == rule["coverage"]
+        assert (38, 1, 2, 0) == (rule["windows_evaluated"], rule["windows_skipped"], rule["failed_attempts"],
+                                 rule["backfilled_windows"])
+        assert 380 == rule["traces_in_scope"]
+        gaps = [(g["start"], g["end"]) for g in rule["gaps"]]
+        assert [("2026-11-02T06:00:00Z", "2026-11-02T12:00:00Z"),
+                ("2026-11-02T20:00:00Z", "2026-11-03T00:00:00Z")] == gaps
+        assert rule["gaps"][0]["reason"].startswith("skipped")
+        assert rule["gaps"][1]["reason"].startswith("not evaluated")
+        assert [f"{1:032x}", f"{2:032x}"] == [v["trace_id"] for v in rule["violations"]]
+        assert f"https://grafana/t/{1:032x}" == rule["violations"][0]["trace_url"]
+        assert [{"day": "2026-11-01", "windows": 24, "traces_in_scope": 240, "violations": 2,
+                 "compliance_rate": pytest.approx(1 - 2 / 240)},
+                {"day": "2026-11-02", "windows": 14, "traces_in_scope": 140, "violations": 0,
+                 "compliance_rate": 1.0}] == rule["daily"]
+        assert [v["version"] for v in rule["versions"]] == [rules()["audit"].version]
+        assert report["ledger"]["intact"]
+        assert 41 == report["ledger"]["records"]
+        assert report["ledger"]["verify_command"] == "betrace evidence verify"
+
+    def test_filters(self, store: Store, capsys: pytest.CaptureFixture[str],
+                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        soc2 = self.report_json(store, capsys, monkeypatch, tmp_path, "--framework", "SOC2")
+        assert ["SOC2:CC6.7", "SOC2:CC8.1"] == [c["control"] for c in soc2["controls"]]
+        deploy = soc2["controls"][1]["rules"][0]
+        assert 0 == deploy["covered_seconds"]  # never evaluated: one gap, the whole period
+        assert 1 == len(deploy["gaps"])
+        iso = self.report_json(store, capsys, monkeypatch, tmp_path, "--framework", "ISO27001")
+        assert ["ISO27001:A.12.1.2"] == [c["control"] for c in iso["controls"]]
+        assert [] == self.report_json(store, capsys, monkeypatch, tmp_path, "--rule", "nope")["controls"]
+
+    def test_csv_holds_the_same_figures(self, store: Store, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        report = self.report_json(store, capsys, monkeypatch, tmp_path, "--control", "CC6.7")
+        assert 0 == main(["evidence", "report", *PERIOD, "--format", "csv", "--control", "CC6.7"])
+        rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        rule = report["controls"][0]["rules"][0]
+        total = rows[0]
+        assert "" == total["day"]
+        figures = (rule["coverage"], rule["windows_evaluated"], rule["traces_in_scope"],
+                   len(rule["violations"]))
+        assert figures == (float(total["coverage"]), int(total["windows_evaluated"]),
+                           int(total["traces_in_scope"]), int(total["violations"]))
+        assert report["ledger"]["head"] == total["ledger_head"]
+        assert [(d["day"], d["violations"]) for d in rule["daily"]] == [
+            (r["day"], int(r["violations"])) for r in rows[1:]]
+
+    def test_markdown_and_html_files(self, store: Store, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("BETRACE_STORE", store.engine.url.render_as_string(hide_password=False))
+        monkeypatch.chdir(tmp_path)
+        for fmt in ("md", "html"):
+            out = tmp_path / f"report.{fmt}"
+            assert 0 == main(["evidence", "report", *PERIOD, "--format", fmt, "--out", str(out)])
+            body = out.read_text()
+            assert "79.17 %" in body
+            assert "skipped: the daemon was down longer than max_catchup" in body
+        html = (tmp_path / "report.html").read_text()
+        assert "<svg" in html
+        assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing fetched
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian's `chromium` package); .ci/run installs it")
+def test_html_report_in_headless_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store.open(url)
+    for rule in rules().values():
+        store.record_rule(rule)
+    fill(store)
+    store.close()
+    monkeypatch.setenv("BETRACE_STORE", url)
+    monkeypatch.chdir(tmp_path)
+    page = tmp_path / "report.html"
+    assert 0 == main(["evidence", "report", *PERIOD, "--framework", "SOC2", "--out", str(page)])
+    assert CHROMIUM is not None
+    shown = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",  # noqa: S603
+                            page.as_uri()], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "Compliance evidence" in shown
+    for words in ("SOC2:CC6.7", "SOC2:CC8.1", "79.17 %", "0.00 %", "Ledger of 41 records intact",
+                  "2026-11-02T06:00:00Z", f"{1:032x}", "<circle"):
+        assert words in shown, words
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",  # noqa: S603
+                    "--window-size=1000,1400", page.as_uri()], capture_output=True, timeout=60, check=True)
+    assert shot.stat().st_size > 10_000
+
+
+@needs_recordings
+def test_a_daemon_outage_beyond_max_catchup_is_a_gap(tmp_path: Path) -> None:
+    rules_dir = tmp_path / "rules.d"
+    rules_dir.mkdir()
+    (rules_dir / "sre.yaml").write_text((RULES_D / "sre.yaml").read_text())
+    with TempoDouble() as tempo:
+        tempo.push(dataset())
+        config = settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'g.db'}",
+                          rules_dir=rules_dir, schedule__max_catchup="30m", schedule__initial_lookback="10m")
+        clock = Clock.at(LAST_TRACE + 60 - 86_400)
+
+        async def run() -> None:
+            for _ in range(2):  # up a day ago; then down until now
+                daemon = await Daemon.open(config, clock=clock)
+                await daemon.run_once()
+                await daemon.close()
+                clock.now = Clock.at(LAST_TRACE + 60).now
+
+        asyncio.run(run())
+    store = Store.open(config.store)
+    try:
+        start = Clock.at(LAST_TRACE + 60 - 86_400 - 600).now
+        filters = Filters(start, Clock.at(LAST_TRACE + 60).now, rule="sre-slow-database-query")
+        report = build(store, filters, None)
+    finally:
+        store.close()
+    rule = report.controls[0].rules[0]
+    [gap] = rule.gaps
+    assert gap.reason.startswith("skipped")
+    assert gap.end - gap.start == timedelta(days=1) - timedelta(minutes=30) + timedelta(minutes=0)
+    assert rule.coverage < 1
+
+
+@needs_recordings
+def test_backfill_interrupted_and_resumed(tmp_path: Path) -> None:
+    rules_dir = tmp_path / "rules.d"
+    rules_dir.mkdir()
+    (rules_dir / "sre.yaml").write_text((RULES_D / "sre.yaml").read_text())
+    db = tmp_path / "b.db"
+    with TempoDouble() as tempo:
+        tempo.push(dataset())
+        path = write_settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{db}", rules_dir=rules_dir,
+                              schedule__every="1m", notifiers={"console": {"type": "log"}},
+                              default_notifiers=["console"])
+        args = [sys.executable, "-m", "checker", "backfill", "--config", str(path), "--rule",
+                "sre-slow-database-query", "--from", str(FIRST_TRACE - 600), "--to", str(LAST_TRACE + 60)]
+        tempo.inject(Fault(route="search", kind="timeout", delay=0.3, times=10_000))
+        first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+        store = Store.open(f"sqlite:///{db}")
+        try:
+            deadline = time.monotonic() + 60
+            while len(store.evaluations()) < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            done = len(store.evaluations())
+            tempo.clear_faults()
+            second = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+            assert 1 == second.returncode, second.stderr
+            evaluations = store.evaluations()
+            assert len(evaluations) > done
+            starts = [e["window_start"] for e in evaluations]
+            assert len(starts) == len(set(starts))
+            assert all(e["backfill"] for e in evaluations)
+            position = datetime.fromtimestamp(FIRST_TRACE - 600, UTC)
+            for evaluation in evaluations:
+                assert position == evaluation["window_start"]
+                position = evaluation["window_end"]
+            assert datetime.fromtimestamp(LAST_TRACE + 60, UTC) == position
+            expected = {p for p in expected_pairs(dataset(), tmp_path, rules_dir)
+                        if p[0] == "sre-slow-database-query"}
+            assert expected == {(v.violation.rule_id, v.violation.trace_id) for v in store.violations()}
+            assert [] == store.outbox.undelivered()  # no --notify: nothing to send
+            again = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+            assert 0 == again.returncode
+            assert "0 windows evaluated" in again.stderr
+            assert ledger.verify(store.engine).ok
+        finally:
+            store.close()
