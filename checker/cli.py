@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ from checker import __version__
 from checker.config import load_settings
 from checker.daemon import command as daemon_command
 from checker.daemon.backfill import backfill, whole_seconds
+from checker.demo.traffic import Sent, demo_file, endpoint, send
 from checker.errors import (
     EXIT_FOUND,
     EXIT_INVALID,
@@ -68,7 +68,7 @@ TEMPO_DEFAULT_CUTOFF = 30.0
 
 def demo_traces() -> Path:
     """The example traces bundled with the package, scanned when no source is given."""
-    return Path(str(resources.files("checker") / "demo" / "traces.otlp.jsonl"))
+    return demo_file()
 
 
 def _load(paths: Sequence[Path]) -> RuleSet:
@@ -304,6 +304,23 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return EXIT_FOUND if summary.violations else EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Demo traffic until Ctrl-C (or --count traces)."""
+
+    def progress(sent: Sent) -> None:
+        if sent.traces % 50 == 0:
+            print(f"sent {sent.traces} traces, {sent.violating} breaking a rule", file=sys.stderr)
+
+    try:
+        sent = asyncio.run(send(args.otlp, rate=args.rate, violations=args.violations, count=args.count,
+                                rules_dir=args.rules, seed=args.seed, on_sent=progress))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    print(f"sent {sent.traces} traces to {endpoint(args.otlp)}, {sent.violating} breaking a rule",
+          file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and options, each with help text (the README documents them)."""
     parser = argparse.ArgumentParser(
@@ -362,6 +379,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     _daemon_commands(sub)
     _evidence_commands(sub)
+
+    demo = sub.add_parser("demo", help="send realistic demo traces over OTLP/HTTP, some breaking rules")
+    demo.add_argument("--otlp", required=True, metavar="URL",
+                      help="OTLP/HTTP receiver, e.g. http://localhost:4318 (/v1/traces is added)")
+    demo.add_argument("--rate", type=float, default=2.0, metavar="N", help="traces per second (default 2)")
+    demo.add_argument("--violations", type=float, default=0.05, metavar="SHARE",
+                      help="share of traces that break a starter rule, 0 to 1 (default 0.05)")
+    demo.add_argument("--count", type=int, metavar="N", help="stop after N traces (default: until Ctrl-C)")
+    demo.add_argument("--rules", type=Path, default=DEFAULT_RULES, metavar="DIR",
+                      help="the rules that decide which demo traces break them (default: rules.d)")
+    demo.add_argument("--seed", type=int, metavar="N", help="repeat the same choice of traces")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -249,7 +249,7 @@ def _shown(loc: list[str], value: Any, kind: str) -> str:
 
     Nor are unknown keys' values (a mistyped secret key) or a URL's password.
     """
-    if kind == "extra_forbidden" or SECRET_KEYS & set(loc):
+    if kind == "extra_forbidden" or SECRET_KEYS & set(loc) or ("notifiers" in loc and loc[-1] == "url"):
         return "<hidden>"
     if isinstance(value, str):
         return repr(mask_url(value))

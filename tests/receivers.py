@@ -74,7 +74,7 @@ class Receiver:
 
     secret: str = "whsec-test-secret"
     received: list[Received] = field(default_factory=list)
-    _failures: list[tuple[int, str | None]] = field(default_factory=list)
+    _failures: list[tuple[int, str | None, str | None]] = field(default_factory=list)
     _delay: float = 0.0
     _server: ThreadingHTTPServer | None = None
     _port: int = 0
@@ -84,9 +84,11 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
-    def fail_with(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
+    def fail_with(self, status: int, times: int = 1, retry_after: str | None = None,
+                  text: str | None = None) -> None:
+        """The next ``times`` requests answer ``status``; ``text``: this plain-text body on every path."""
         with self._lock:
-            self._failures.extend([(status, retry_after)] * times)
+            self._failures.extend([(status, retry_after, text)] * times)
 
     def slow(self, seconds: float) -> None:
         self._delay = seconds
@@ -150,9 +152,9 @@ class Receiver:
             failure = self._failures.pop(0) if self._failures else None
         status, payload, extra = self._route(path, headers, body)
         if failure is not None:
-            status, payload = failure[0], "injected failure"
+            status, payload = failure[0], failure[2] or "injected failure"
             extra = {"Retry-After": failure[1]} if failure[1] else {}
-            if path.startswith("/api/"):
+            if path.startswith("/api/") and failure[2] is None:
                 payload = {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
         with self._lock:
             self.received.append(Received(path, headers, body, status))

@@ -392,3 +392,112 @@ def test_kill_9_between_commit_and_send_then_restart(receiver: Receiver, tmp_pat
         assert expected_pairs(data, tmp_path, rules) == delivered
         keys = [r.headers["idempotency-key"] for r in receiver.accepted("/hook")]
         assert len(set(keys)) == 3  # one message per rule; a repeat after the crash has the same key
+
+
+class TestEdgeCases:
+    """Cases a review found: none of them may lose, bury or leak a notification."""
+
+    def test_an_incomplete_window_still_notifies_its_violations(self, receiver: Receiver,
+                                                                tmp_path: Path) -> None:
+        settings = notify_settings(tmp_path, receiver, notifiers={"ops-hook": routes(receiver)["ops-hook"]})
+        store = Store.open(settings.store)
+        rule = noisy_rule()
+        store.start_checkpoint(rule.id, T0)
+        record = WindowRecord(rule, T0, T0 + MINUTE, T0, 0.1, "incomplete", violations=(violation(1),),
+                              error="1 candidates not judged")
+        store.commit(record, outbox_plan(rule, (T0, T0 + MINUTE), settings))
+        assert 1 == len(store.outbox.undelivered())
+
+    def test_a_slack_answer_that_is_not_json_is_retried_and_blocks_nothing(
+            self, receiver: Receiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        settings = notify_settings(tmp_path, receiver)
+        store = Store.open(settings.store)
+        commit_window(store, noisy_rule(), settings, 0, (violation(1),))
+        receiver.fail_with(503, times=4, text="upstream connect error")  # a proxy in front of every route
+        summary = asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=Clock(T0 + MINUTE)).drain())
+        assert (1, 3) == (summary.sent, summary.retry)  # the log route; the three others retried
+        assert all(r.attempts == 1 and not r.dead for r in store.outbox.undelivered())
+        receiver.fail_with(200, times=1, text="<html>not json</html>")
+        config = str(tmp_path / "betrace.yaml")
+        assert 3 == main(["notify", "test", "soc-bot", "--config", config])
+        assert "retryable failure" in capsys.readouterr().out
+
+    def test_max_age_is_per_row(self, receiver: Receiver, tmp_path: Path) -> None:
+        settings = notify_settings(tmp_path, receiver, notifiers={"ops-hook": routes(receiver)["ops-hook"]},
+                                   max_age="10m", realert="0s")
+        store = Store.open(settings.store)
+        rule = noisy_rule()
+        commit_window(store, rule, settings, 0, (violation(1),))  # created at T0
+        receiver.fail_with(503, times=100)
+        clock = Clock(T0 + MINUTE)
+        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=clock)
+        asyncio.run(dispatcher.drain())
+        commit_window(store, rule, settings, 1, (violation(2),))  # created at T0 + 1m
+        clock.now = T0 + timedelta(minutes=10, seconds=30)
+        asyncio.run(dispatcher.drain())
+        asyncio.run(dispatcher.drain())
+        states = {r.payload["trace_ids"][0]: r.dead for r in store.outbox.undelivered()}
+        assert {f"{1:032x}": True, f"{2:032x}": False} == states
+
+    def test_resolved_never_overtakes_held_violations(self, receiver: Receiver, tmp_path: Path) -> None:
+        hook = {**routes(receiver)["ops-hook"], "send_resolved": True}
+        settings = notify_settings(tmp_path, receiver, notifiers={"ops-hook": hook}, realert="15m")
+        store = Store.open(settings.store)
+        rule = noisy_rule()
+        clock = Clock(T0 + MINUTE)
+        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=clock)
+        commit_window(store, rule, settings, 0, (violation(1),))
+        asyncio.run(dispatcher.drain())  # sent at T0+1m
+        commit_window(store, rule, settings, 1, (violation(2),))  # held by realert until T0+16m
+        commit_window(store, rule, settings, 2, ())  # clean: resolved
+        for minute in range(3, 20):
+            clock.now = T0 + minute * MINUTE
+            asyncio.run(dispatcher.drain())
+        kinds = [(r.json["kind"], r.json["total"]) for r in receiver.accepted("/hook")]
+        assert [("violations", 1), ("violations", 1), ("resolved", 0)] == kinds
+
+    def test_backfill_never_resolves_or_resets_the_live_alert(self, receiver: Receiver,
+                                                              tmp_path: Path) -> None:
+        hook = {**routes(receiver)["ops-hook"], "send_resolved": True}
+        settings = notify_settings(tmp_path, receiver, notifiers={"ops-hook": hook})
+        store = Store.open(settings.store)
+        rule = noisy_rule()
+        commit_window(store, rule, settings, 0, (violation(1),))  # live: firing
+        store.start_checkpoint("backfill:x", T0)
+        clean = WindowRecord(rule, T0, T0 + MINUTE, T0, 0.1, "ok", backfill=True, checkpoint="backfill:x")
+        store.commit(clean, outbox_plan(rule, (T0, T0 + MINUTE), settings))
+        assert ["violations"] == [r.kind for r in store.outbox.undelivered()]
+
+    def test_a_huge_retry_after_is_capped(self, receiver: Receiver, tmp_path: Path) -> None:
+        settings = notify_settings(tmp_path, receiver, notifiers={"ops-hook": routes(receiver)["ops-hook"]})
+        store = Store.open(settings.store)
+        commit_window(store, noisy_rule(), settings, 0, (violation(1),))
+        receiver.fail_with(429, times=1, retry_after="1e12")
+        clock = Clock(T0 + MINUTE)
+        assert 1 == asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=clock).drain()).retry
+        [row] = store.outbox.undelivered()
+        assert row.next_attempt_at <= clock.now + timedelta(hours=24)
+
+    def test_a_receiver_echoing_the_secret_path_does_not_leak_it(self, receiver: Receiver, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+        slack = {"team-slack": routes(receiver)["team-slack"]}
+        settings = notify_settings(tmp_path, receiver, notifiers=slack)
+        store = Store.open(settings.store)
+        commit_window(store, noisy_rule(), settings, 0, (violation(1),))
+        receiver.fail_with(404, text=f"Cannot POST {WEBHOOK_PATH}")
+        asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=Clock(T0 + MINUTE)).drain())
+        [row] = store.outbox.undelivered()
+        secret = WEBHOOK_PATH.rsplit("/", 1)[-1]
+        assert row.dead
+        assert secret not in (row.last_error or "")
+        assert secret not in capsys.readouterr().err
+
+    def test_two_processes_on_one_sqlite_file_take_turns(self, tmp_path: Path) -> None:
+        one, two = Store.open(f"sqlite:///{tmp_path / 'l.db'}"), Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+        held = one.try_lock("noisy")
+        assert held is not None
+        assert two.try_lock("noisy") is None
+        held.release()
+        again = two.try_lock("noisy")
+        assert again is not None
+        again.release()

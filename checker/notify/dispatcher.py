@@ -10,6 +10,7 @@ turns per rule and route through the store's lock.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ import structlog
 
 from checker.daemon.windows import utcnow
 from checker.notify.message import Alert, payload
-from checker.notify.senders import Sender, sender_for
+from checker.notify.senders import Delivery, Sender, sender_for
 from checker.store import OutboxPlan, OutboxRow
 
 if TYPE_CHECKING:
@@ -28,12 +29,18 @@ if TYPE_CHECKING:
 
     from checker.config import Settings
     from checker.daemon.metrics import Metrics
-    from checker.notify.senders import Delivery
     from checker.rules.rule import Rule
     from checker.store import Store
     from checker.violations import Violation
 
 log = structlog.get_logger(__name__)
+
+
+GroupKey = tuple[str, str, str, bool]  # rule, route, kind, backfill
+
+
+def _key(row: OutboxRow) -> GroupKey:
+    return (row.rule_id, row.route, row.kind, row.backfill)
 
 
 @dataclass
@@ -104,26 +111,37 @@ class Dispatcher:
                 waiter.cancel()
 
     async def drain(self) -> DrainSummary:
-        """One pass: every due row, grouped per rule, route and kind."""
+        """One pass: every due row, grouped per rule, route, kind and origin (live or backfill)."""
         summary = DrainSummary()
         now = self.clock()
-        groups: dict[tuple[str, str, str], list[OutboxRow]] = {}
+        groups: dict[GroupKey, list[OutboxRow]] = {}
         for row in await asyncio.to_thread(self.store.outbox.due, now):
-            groups.setdefault((row.rule_id, row.route, row.kind), []).append(row)
+            groups.setdefault(_key(row), []).append(row)
         for key in groups:
-            await self._deliver(key, now, summary)
+            try:
+                await self._deliver(key, now, summary)
+            except Exception:  # one bad group must not stop the others; its rows stay in the outbox
+                log.exception("notify.group_failed", rule=key[0], route=key[1])
         await self._gauges()
         return summary
 
-    async def _deliver(self, key: tuple[str, str, str], now: datetime, summary: DrainSummary) -> None:
-        rule_id, route, kind = key
+    async def _deliver(self, key: GroupKey, now: datetime, summary: DrainSummary) -> None:
+        rule_id, route, kind, _backfill = key
         lock = await asyncio.to_thread(self.store.try_lock, f"notify:{route}:{rule_id}")
         if lock is None:
             return
         try:
-            # Re-read under the lock: another replica may have sent some of them meanwhile.
-            rows = [r for r in await asyncio.to_thread(self.store.outbox.due, now)
-                    if (r.rule_id, r.route, r.kind) == key]
+            # Re-read under the lock: another process may have sent some of them meanwhile.
+            pending = [r for r in await asyncio.to_thread(self.store.outbox.undelivered)
+                       if not r.dead and (r.rule_id, r.route) == (rule_id, route)]
+            rows = [r for r in pending if _key(r) == key and r.next_attempt_at <= now]
+            # A retry resends exactly the rows of the failed attempt, under the same Idempotency-Key.
+            rows = [r for r in rows if r.attempts] or rows
+            if kind == "resolved" and any(r.kind == "violations" and not r.backfill for r in pending):
+                later = max(r.next_attempt_at for r in pending if r.kind == "violations")
+                await asyncio.to_thread(self.store.outbox.retry, rows, max(later, now) + timedelta(seconds=1),
+                                        None, attempted=False)
+                return  # "resolved" never overtakes the violations it resolves
             if rows:
                 await self._send(rows, route, kind, now, summary)
         finally:
@@ -140,7 +158,7 @@ class Dispatcher:
             bound.error("notification.dead", error=error)
             return
         since = None
-        if kind == "violations":
+        if kind == "violations" and not rows[0].backfill:
             since = await asyncio.to_thread(self.store.outbox.last_sent, rows[0].rule_id, route)
             if since is not None and now < since + self.delivery.realert:
                 await asyncio.to_thread(self.store.outbox.retry, rows, since + self.delivery.realert, None,
@@ -149,7 +167,12 @@ class Dispatcher:
                 return
         alert = Alert.merge([r.payload for r in rows], [r.id for r in rows], route,
                             max_listed=self.delivery.max_listed, since=since)
-        delivery = await sender.send(alert)
+        try:
+            delivery = await sender.send(alert)
+        except Exception as err:  # noqa: BLE001  (a sender bug or an unforeseen answer: retried, never lost)
+            # Only the type: the message of a library's exception may carry a URL with a secret in it.
+            bound.error("notification.sender_failed", error=type(err).__name__)
+            delivery = Delivery(ok=False, retryable=True, detail=f"unexpected {type(err).__name__}")
         await self._settle(rows, route, delivery, now, summary)
 
     async def _settle(self, rows: list[OutboxRow], route: str, delivery: Delivery, now: datetime,
@@ -160,25 +183,32 @@ class Dispatcher:
             self._count(route, "sent", summary)
             bound.info("notification.delivered")
             return
-        oldest = min(r.created_at for r in rows)
-        if delivery.retryable and now - oldest < self.delivery.max_age:
-            at = now + self._backoff(max(r.attempts for r in rows), delivery.retry_after)
-            await asyncio.to_thread(self.store.outbox.retry, rows, at, delivery.detail, attempted=True)
+        if not delivery.retryable:
+            await asyncio.to_thread(self.store.outbox.dead, rows, delivery.detail)
+            self._count(route, "dead", summary)
+            bound.error("notification.dead", error=delivery.detail)
+            return
+        expired = [r for r in rows if now - r.created_at >= self.delivery.max_age]
+        fresh = [r for r in rows if r not in expired]
+        if expired:
+            why = f"still failing after {self.delivery.max_age} (delivery.max_age): {delivery.detail}"
+            await asyncio.to_thread(self.store.outbox.dead, expired, why)
+            self._count(route, "dead", summary)
+            bound.error("notification.dead", error=why, expired=len(expired))
+        if fresh:
+            at = now + self._backoff(max(r.attempts for r in fresh), delivery.retry_after)
+            await asyncio.to_thread(self.store.outbox.retry, fresh, at, delivery.detail, attempted=True)
             self._count(route, "retry", summary)
             bound.warning("notification.retry", next_attempt=at.isoformat())
-            return
-        why = delivery.detail if not delivery.retryable else (
-            f"still failing after {self.delivery.max_age} (delivery.max_age): {delivery.detail}")
-        await asyncio.to_thread(self.store.outbox.dead, rows, why)
-        self._count(route, "dead", summary)
-        bound.error("notification.dead", error=why)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> timedelta:
-        """Exponential, with half of it random; a longer Retry-After wins."""
+        """Exponential, with half of it random; a longer Retry-After wins, up to ``max_age``."""
         ceiling = min(self.delivery.max_backoff.total_seconds(),
                       self.delivery.backoff.total_seconds() * 2**attempts)
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not cryptography
-        return timedelta(seconds=max(delay, retry_after or 0))
+        if retry_after is not None and math.isfinite(retry_after):
+            delay = max(delay, min(retry_after, self.delivery.max_age.total_seconds()))
+        return timedelta(seconds=delay)
 
     def _count(self, route: str, outcome: str, summary: DrainSummary) -> None:
         self.metrics.notifications.labels(route, outcome).inc()

@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -72,12 +73,19 @@ class _Redacting:
     """Removes the route's secrets from anything reported about it."""
 
     def __init__(self, secrets: list[str]) -> None:
-        self._secrets = [s for s in secrets if s]
+        parts = set()
+        for secret in filter(None, secrets):
+            parts.add(secret)
+            url = urlsplit(secret)
+            if url.scheme and url.netloc:  # a receiver may echo just the path or the query
+                parts.update(p for p in (url.path, url.query, url.path.rsplit("/", 1)[-1]) if len(p) > 3)
+        self._secrets = sorted(parts, key=len, reverse=True)
 
-    def redact(self, text: str) -> str:
+    def redact(self, text: str, limit: int = 300) -> str:
+        """The text without any secret, then cut to ``limit`` (cutting first could split a secret)."""
         for secret in self._secrets:
             text = text.replace(secret, "<redacted>")
-        return text
+        return text[:limit]
 
     def failure(self, err: BaseException) -> Delivery:
         """A timeout or connection error: retried."""
@@ -103,7 +111,7 @@ class SlackWebhookSender(_Redacting):
             response = await client.send(text=text, blocks=blocks)
         except (aiohttp.ClientError, TimeoutError) as err:
             return self.failure(err)
-        return classify(response.status_code, self.redact(f"{response.status_code} {response.body}"[:300]),
+        return classify(response.status_code, self.redact(f"{response.status_code} {response.body}"),
                         response.headers and {k: str(v) for k, v in response.headers.items()})
 
 
@@ -132,13 +140,19 @@ class SlackBotSender(_Redacting):
         return Delivery(ok=True, detail=f"{response.status_code} ok ts={response.get('ts')}")
 
     def _refused(self, err: SlackApiError) -> Delivery:
-        """Slack said no (``ok: false``, or an answer that is not Slack's JSON): never delivered."""
-        response = err.response
-        error = str(response.get("error", "")) if response is not None else ""
-        status = response.status_code if response is not None else 0
-        headers = {k: str(v) for k, v in (response.headers or {}).items()} if response is not None else {}
-        detail = self.redact(f"{status} {error or str(err).splitlines()[0]}")
-        retryable = status == 429 or status >= 500 or error in SLACK_TRANSIENT
+        """Slack said no (``ok: false``), or answered something that is not Slack's JSON.
+
+        slack-sdk puts a SlackResponse, a raw HTTP response or a string in ``err.response``.
+        """
+        response: Any = err.response
+        status = int(getattr(response, "status_code", None) or getattr(response, "status", None) or 0)
+        error = ""
+        if isinstance(getattr(response, "data", None), dict):
+            error = str(response.data.get("error", ""))
+        raw_headers = getattr(response, "headers", None) or {}
+        headers = {str(k): str(v) for k, v in dict(raw_headers).items()}
+        detail = self.redact(f"{status} {error or 'an answer that is not Slack API JSON'}")
+        retryable = status == 429 or status >= 500 or error in SLACK_TRANSIENT or not error
         return Delivery(ok=False, detail=detail, retryable=retryable,
                         retry_after=classify(status, detail, headers).retry_after)
 
@@ -166,7 +180,7 @@ class WebhookSender(_Redacting):
                 response = await client.post(self._url, content=body, headers=headers)
         except httpx.TransportError as err:
             return self.failure(err)
-        return classify(response.status_code, self.redact(f"{response.status_code} {response.text}"[:300]),
+        return classify(response.status_code, self.redact(f"{response.status_code} {response.text}"),
                         response.headers)
 
 

@@ -57,25 +57,34 @@ class OutboxRow:
         """``violations`` or ``resolved``."""
         return str(self.payload["kind"])
 
+    @property
+    def backfill(self) -> bool:
+        """Written by ``betrace backfill --notify``: outside the live alert state."""
+        return bool(self.payload.get("backfill"))
+
 
 def enqueue(connection: Connection, plan: OutboxPlan, *, rule_id: str, evaluation_id: int,
-            clean: bool, new: Sequence[Violation], now: datetime) -> int:
+            clean: bool, new: Sequence[Violation], now: datetime, backfill: bool = False) -> int:
     """Inside a commit: one row per route that takes some of ``new``; resolved rows when ``clean``.
 
-    ``now`` is the evaluation's clock, which the dispatcher's clock is compared with.
+    ``now`` is the evaluation's clock, which the dispatcher's clock is compared with. A
+    backfill notifies its violations but never touches the live alert state (no resolved
+    messages, no firing flag).
     """
     rows = 0
     for route, accepts in plan.routes.items():
         taken = [v for v in new if accepts(v.severity)]
         kind = "violations" if taken else "resolved" if clean and route in plan.resolved else None
-        if kind == "resolved" and not _firing(connection, rule_id, route):
+        if kind == "resolved" and (backfill or not _firing(connection, rule_id, route)):
             kind = None
         if kind is None:
             continue
         connection.execute(outbox.insert().values(
-            rule_id=rule_id, evaluation_id=evaluation_id, route=route, payload=plan.build(kind, taken),
+            rule_id=rule_id, evaluation_id=evaluation_id, route=route,
+            payload={**plan.build(kind, taken), "backfill": backfill},
             created_at=now, next_attempt_at=now, attempts=0, dead=False))
-        _set_state(connection, rule_id, route, firing=kind == "violations")
+        if not backfill:
+            _set_state(connection, rule_id, route, firing=kind == "violations")
         rows += 1
     return rows
 
@@ -125,7 +134,7 @@ class Outbox:
         """Remove delivered rows and remember when; returns how many were still there."""
         with self.engine.begin() as connection:
             removed = connection.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows]))).rowcount
-            if rows[0].kind == "violations":
+            if rows[0].kind == "violations" and not rows[0].backfill:
                 _set_state(connection, rows[0].rule_id, rows[0].route, last_sent_at=at)
             return int(removed)
 

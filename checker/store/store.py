@@ -9,10 +9,12 @@ so finding a trace again never duplicates it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy import create_engine, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -105,8 +107,21 @@ class _AdvisoryLock:
             self._connection.close()
 
 
+class _FileLock:
+    """For SQLite: an exclusive ``flock`` on a file beside the database, dropped if the holder dies."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+        finally:
+            self._handle.close()
+
+
 class _NoLock:
-    """SQLite serves one daemon; the checkpoint compare-and-set still refuses double commits."""
+    """An in-memory SQLite store has one process by construction."""
 
     def release(self) -> None:
         return None
@@ -199,7 +214,7 @@ class Store:
     def try_lock(self, rule_id: str) -> RuleLock | None:
         """The rule's lock, or None when another worker holds it (any string names a lock)."""
         if self._locks is None:
-            return _NoLock()
+            return self._file_lock(rule_id)
         connection = self._locks.connect().execution_options(isolation_level="AUTOCOMMIT")
         key = lock_key(rule_id)
         try:
@@ -210,6 +225,20 @@ class Store:
             raise
         connection.close()
         return None
+
+    def _file_lock(self, name: str) -> RuleLock | None:
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            return _NoLock()
+        directory = Path(f"{database}.locks")
+        directory.mkdir(exist_ok=True)
+        handle = (directory / f"{lock_key(name) & 0xFFFFFFFFFFFFFFFF:016x}").open("a+b")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return _FileLock(handle)
 
     # ----------------------------------------------------------------- evaluations
 
@@ -252,9 +281,10 @@ class Store:
                 connection.execute(update(evaluations).where(evaluations.c.id == evaluation_id)
                                    .values(new_violations=len(new)))
             ledger.append(connection, evaluation_id)
-            if plan is not None and record.outcome in {"ok", "violations"}:
+            if plan is not None and record.outcome in {"ok", "violations", "incomplete"}:
                 enqueue(connection, plan, rule_id=record.rule.id, evaluation_id=evaluation_id,
-                        clean=record.outcome == "ok", new=new, now=record.started_at)
+                        clean=record.outcome == "ok", new=new, now=record.started_at,
+                        backfill=record.backfill)
             return Committed(evaluation_id, new)
 
     def evaluations(self, rule_id: str | None = None) -> list[dict[str, Any]]:

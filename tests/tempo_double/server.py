@@ -539,10 +539,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(self.server.double._answer(self.path, self.headers.get("Accept", "")))
 
     def do_POST(self) -> None:
-        """Tempo's query API is GET only."""
+        """OTLP/HTTP JSON ingest on /v1/traces (Tempo's distributor, port 4318); queries are GET only."""
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        self._send(_text(405, "method not allowed"))
+        body = self.rfile.read(length)
+        if self.path != "/v1/traces":
+            self._send(_text(405, "method not allowed"))
+            return
+        try:
+            self.server.double.push(json.loads(body))
+        except (ValueError, KeyError, TypeError) as err:
+            self._send(_text(400, f"invalid OTLP/JSON: {err}"))
+            return
+        self._send(_json_response({}))
 
     def log_message(self, *args: Any) -> None:
         """Quiet: the request log is ``TempoDouble.requests``."""

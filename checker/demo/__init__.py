@@ -1,0 +1,1 @@
+"""The bundled demo: example traces, and demo traffic made from them."""
