@@ -208,7 +208,8 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon, or one pass over every due window with ``--once``."""
-    return daemon_command.run(load_settings(args.config), once=args.once)
+    code = daemon_command.run(load_settings(args.config), once=args.once)
+    return EXIT_OK if code == EXIT_FOUND and args.exit_zero else code
 
 
 def cmd_violations(args: argparse.Namespace) -> int:
@@ -402,6 +403,8 @@ def _daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     run.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     run.add_argument("--once", action="store_true",
                      help="evaluate every due window of every rule once, then exit (for CronJobs)")
+    run.add_argument("--exit-zero", action="store_true",
+                     help="with --once: exit 0 when violations are found (they are recorded and notified)")
     run.set_defaults(func=cmd_run)
 
     found = sub.add_parser("violations", help="list the violations the daemon recorded")

@@ -367,3 +367,45 @@ def test_backfill_interrupted_and_resumed(tmp_path: Path) -> None:
             assert ledger.verify(store.engine).ok
         finally:
             store.close()
+
+
+def test_a_backfill_over_evaluated_time_is_not_counted_twice(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        for rule in rules().values():
+            store.record_rule(rule)
+        fill(store)
+        audit = rules()["audit"]
+        store.start_checkpoint("backfill:audit", T0)
+        for hour in range(24):  # day one again, as a backfill
+            start = T0 + hour * HOUR
+            store.commit(WindowRecord(audit, start, start + HOUR, start, 0.5, "ok", scope_size=10,
+                                      backfill=True, checkpoint="backfill:audit"))
+        rule = build(store, Filters(T0, T0 + 2 * 24 * HOUR, rule="audit"), None).controls[0].rules[0]
+        assert 380 == rule.traces_in_scope
+        assert 24 == rule.backfilled_windows
+        assert 240 == rule.days[0].in_scope
+    finally:
+        store.close()
+
+
+def test_rows_from_a_checker_older_than_the_ledger_are_chained_not_forked(tmp_path: Path) -> None:
+    """During a rolling upgrade an old replica writes evaluations without a hash."""
+    store = Store.open(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        fill(store)
+        with store.engine.begin() as connection:
+            connection.execute(text(
+                "insert into evaluations (rule_id, rule_version, window_start, window_end, started_at, "
+                "duration_seconds, outcome, scope_size, candidates, violations, new_violations, plan, "
+                "checker_version, backfill) values ('audit', 'old', '2026-11-05 00:00:00.000000', "
+                "'2026-11-05 01:00:00.000000', '2026-11-05 00:00:00.000000', 0.1, 'ok', 1, 0, 0, 0, 'S1', "
+                "'0.0.9', 0)"))
+        audit = rules()["audit"]
+        store.start_checkpoint("late", T0)
+        store.commit(WindowRecord(audit, T0, T0 + HOUR, T0, 0.1, "ok", checkpoint="late"))
+        verdict = ledger.verify(store.engine)
+        assert verdict.ok
+        assert 43 == verdict.records
+    finally:
+        store.close()

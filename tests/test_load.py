@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
 from checker.errors import RuleSemanticError, RuleSyntaxError
 from checker.rules.load import load_paths, load_text
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def one_error(text: str) -> str:
@@ -166,3 +163,18 @@ rules:
         changed = load_text(self.BETRACE.replace("severity: high", "severity: low"), "a.yaml")
         assert first == again
         assert first != changed.rules[0].version
+
+
+def test_a_kubernetes_configmap_volume_loads_each_rule_once(tmp_path) -> None:
+    """Kubernetes mounts a ConfigMap as symlinks into a hidden ``..<timestamp>`` copy."""
+    rules_d = Path(__file__).resolve().parents[1] / "rules.d"
+    data = tmp_path / "..2026_11_27_06_00_00.123456789"
+    data.mkdir()
+    for source in rules_d.glob("*.yaml"):
+        (data / source.name).write_text(source.read_text())
+    (tmp_path / "..data").symlink_to(data.name)
+    for source in rules_d.glob("*.yaml"):
+        (tmp_path / source.name).symlink_to(f"..data/{source.name}")
+    ruleset = load_paths([tmp_path])
+    assert [] == ruleset.errors
+    assert len(load_paths([rules_d]).rules) == len(ruleset.rules)

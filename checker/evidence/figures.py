@@ -203,8 +203,30 @@ def _clip(start: datetime, end: datetime, filters: Filters) -> tuple[datetime, d
     return max(start, filters.start), min(end, filters.end)
 
 
+def counted(rows: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
+    """The evaluated windows whose figures (scope, daily rates) count.
+
+    Those starting in the period, live before backfill, each not already covered by one
+    counted before (a backfill over time the daemon evaluated is not counted twice).
+    """
+    kept: list[dict[str, Any]] = []
+    spans: list[tuple[datetime, datetime]] = []
+    for row in sorted((r for r in rows if r["outcome"] in EVALUATED), key=lambda r: (r["backfill"], r["id"])):
+        if not filters.start <= row["window_start"] < filters.end:
+            continue
+        if any(s <= row["window_start"] and row["window_end"] <= e for s, e in spans):
+            continue
+        kept.append(row)
+        spans = _merge([*spans, (row["window_start"], row["window_end"])])
+    return kept
+
+
 def _coverage(figures: RuleFigures, rows: list[dict[str, Any]], filters: Filters) -> None:
     covered: list[tuple[datetime, datetime]] = []
+    for row in counted(rows, filters):
+        if figures.traces_in_scope is not None:
+            figures.traces_in_scope = None if row["scope_size"] is None else (
+                figures.traces_in_scope + row["scope_size"])
     for row in rows:
         outcome = row["outcome"]
         if outcome in EVALUATED:
@@ -212,9 +234,6 @@ def _coverage(figures: RuleFigures, rows: list[dict[str, Any]], filters: Filters
             figures.windows_incomplete += outcome == "incomplete"
             figures.backfilled_windows += bool(row["backfill"])
             covered.append(_clip(row["window_start"], row["window_end"], filters))
-            if figures.traces_in_scope is not None:
-                figures.traces_in_scope = None if row["scope_size"] is None else (
-                    figures.traces_in_scope + row["scope_size"])
         elif outcome == "skipped":
             figures.windows_skipped += 1
         elif outcome == "failed":
@@ -256,9 +275,7 @@ def _days(rows: list[dict[str, Any]], filters: Filters) -> list[Day]:
         key = moment.date().isoformat()
         days[key] = Day(key)
         moment += timedelta(days=1)
-    for row in rows:
-        if row["outcome"] not in EVALUATED or not filters.start <= row["window_start"] < filters.end:
-            continue
+    for row in counted(rows, filters):
         day = days[row["window_start"].date().isoformat()]
         day.windows += 1
         day.violations += row["new_violations"]

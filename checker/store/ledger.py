@@ -51,7 +51,20 @@ def lock(connection: Connection) -> None:
 
 
 def append(connection: Connection, evaluation_id: int) -> str:
-    """Chain the just-inserted evaluation (its violations already written); returns its hash."""
+    """Chain the just-inserted evaluation (its violations already written); returns its hash.
+
+    Rows before it that have no hash (written by a checker older than the ledger, during a
+    rolling upgrade) are chained first, in order, so the chain never restarts mid-way.
+    """
+    unchained = list(connection.scalars(select(evaluations.c.id).where(
+        evaluations.c.id < evaluation_id, evaluations.c.hash.is_(None)).order_by(evaluations.c.id)))
+    digest = ""
+    for row_id in [*unchained, evaluation_id]:
+        digest = _link_row(connection, row_id)
+    return digest
+
+
+def _link_row(connection: Connection, evaluation_id: int) -> str:
     prev = connection.scalar(select(evaluations.c.hash).where(evaluations.c.id < evaluation_id)
                              .order_by(evaluations.c.id.desc()).limit(1)) or GENESIS
     found = connection.execute(select(evaluations).where(evaluations.c.id == evaluation_id)).one()

@@ -110,6 +110,7 @@ violations = Table(
     Column("detail", JSON, nullable=False),
     UniqueConstraint("rule_id", "trace_id", name="uq_violations_rule_trace"),
     Index("ix_violations_found_at", "found_at"),
+    Index("ix_violations_evaluation_id", "evaluation_id"),
 )
 
 checkpoints = Table(
