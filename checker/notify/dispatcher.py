@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 
 GroupKey = tuple[str, str, str, bool]  # rule, route, kind, backfill
+PARALLEL_SENDS = 4
 
 
 def _key(row: OutboxRow) -> GroupKey:
@@ -117,11 +118,21 @@ class Dispatcher:
         groups: dict[GroupKey, list[OutboxRow]] = {}
         for row in await asyncio.to_thread(self.store.outbox.due, now):
             groups.setdefault(_key(row), []).append(row)
-        for key in groups:
-            try:
-                await self._deliver(key, now, summary)
-            except Exception:  # one bad group must not stop the others; its rows stay in the outbox
-                log.exception("notify.group_failed", rule=key[0], route=key[1])
+        slots = asyncio.Semaphore(PARALLEL_SENDS)
+        by_pair: dict[tuple[str, str], list[GroupKey]] = {}
+        for key in sorted(groups, key=lambda k: k[2] != "violations"):  # violations before resolved
+            by_pair.setdefault((key[0], key[1]), []).append(key)
+
+        async def deliver(keys: list[GroupKey]) -> None:
+            async with slots:
+                for key in keys:
+                    try:
+                        await self._deliver(key, now, summary)
+                    except Exception:  # one bad group must not stop the others; its rows stay queued
+                        log.exception("notify.group_failed", rule=key[0], route=key[1])
+
+        # Rule and route pairs side by side: a receiver that times out does not hold back the others.
+        await asyncio.gather(*(deliver(keys) for keys in by_pair.values()))
         await self._gauges()
         return summary
 
