@@ -216,11 +216,8 @@ def cmd_violations(args: argparse.Namespace) -> int:
     """Violations recorded by the daemon, newest last."""
     settings = load_settings(args.config)
     since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since)) if args.since else None
-    store = Store.open(settings.store)
-    try:
+    with Store.open(settings.store) as store:
         found = store.violations(rule_id=args.rule, since=since)
-    finally:
-        store.close()
     if args.format == "json":
         write_stored_json_lines(found, sys.stdout)
     elif args.format == "csv":
@@ -248,11 +245,8 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
     """Recompute the ledger; 1 when a record was altered, deleted or reordered."""
-    store = Store.open(load_settings(args.config).store)
-    try:
+    with Store.open(load_settings(args.config).store) as store:
         verdict = ledger.verify(store.engine)
-    finally:
-        store.close()
     if not verdict.ok:
         print(f"ledger BROKEN at record {verdict.broken_at}: {verdict.problem}")
         print(f"{verdict.records - 1} records before it are intact; their head hash is {verdict.head}")
@@ -270,12 +264,9 @@ def cmd_evidence_report(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     start, end = whole_seconds(parse_time(args.start), parse_time(args.end))
     filters = Filters(start, end, framework=args.framework, control=args.control, rule=args.rule)
-    store = Store.open(settings.store)
-    try:
+    with Store.open(settings.store) as store:
         report = build_report(store, filters, settings.trace_url_template,
                               config=str(args.config) if args.config else None)
-    finally:
-        store.close()
     writer = REPORT_WRITERS[args.format]
     if args.out is None or str(args.out) == "-":
         writer(report, sys.stdout)

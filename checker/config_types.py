@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-from checker.rules.fields import DURATION_HINT, duration_ns
+from checker.rules.fields import DURATION_HINT, duration_td
 
 
 def _duration(value: Any) -> Any:
@@ -17,14 +17,12 @@ def _duration(value: Any) -> Any:
         try:
             value = float(text)
         except ValueError:
-            nanos = duration_ns(text)
-            if nanos is None:
+            parsed = duration_td(text)
+            if parsed is None:
                 raise ValueError(f"not a duration: {DURATION_HINT}") from None
-            return timedelta(microseconds=nanos / 1000)
+            return parsed
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return timedelta(seconds=value)
+        return timedelta(seconds=value)  # a negative one is refused by _not_negative
     return value
 
 

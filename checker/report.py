@@ -16,9 +16,8 @@ if TYPE_CHECKING:
     from checker.traceql.plan import QueryPlan
     from checker.violations import Violation
 
+from checker.rules.rule import SEVERITY_RANK
 from checker.traceql.plan import describe
-
-_SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 
 
 def write_json_lines(violations: Iterable[Violation], out: TextIO) -> int:
@@ -61,7 +60,7 @@ def write_table(violations: list[Violation], out: TextIO) -> None:
     """A readable table, most severe first, the reason wrapped to the terminal width."""
     if not violations:
         return
-    rows = sorted(violations, key=lambda v: (_SEVERITY_ORDER.get(v.severity, 9), v.rule_id,
+    rows = sorted(violations, key=lambda v: (SEVERITY_RANK.get(v.severity, 9), v.rule_id,
                                              v.trace_id))
     rule_width = max(len("RULE"), *(len(v.rule_id) for v in rows))
     head = f"{'SEVERITY':<9} {'RULE':<{rule_width}} {'TRACE':<32}  REASON"

@@ -30,11 +30,6 @@ class Reload:
     warnings: list[RuleError] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
 
-    @property
-    def changes(self) -> bool:
-        """Whether the scheduled rules differ from before."""
-        return bool(self.added or self.changed or self.removed)
-
 
 class LiveRules:
     """The enabled rules of one directory, each file's last good version kept."""

@@ -87,6 +87,8 @@ class Daemon:
     def _log(self, result: Reload) -> None:
         for error in result.errors:
             log.error("rules.error", error=str(error))
+        for warning in result.warnings:
+            log.warning("rules.warning", warning=str(warning))
         for path in result.kept:
             log.warning("rules.kept_last_good", file=str(path),
                         detail="the file has errors; its rules keep their last good version")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from checker.rules.fields import duration_ns
+from checker.rules.fields import duration_td
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
@@ -118,5 +118,5 @@ def split(start: datetime, end: datetime, period: timedelta) -> list[Window]:
 
 
 def _duration(text: str | None) -> timedelta | None:
-    nanos = duration_ns(text) if text else None
-    return timedelta(microseconds=nanos / 1000) if nanos else None
+    """A rule's own duration field; absent or zero means "use the schedule's"."""
+    return (duration_td(text) or None) if text else None

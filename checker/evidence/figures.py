@@ -191,11 +191,12 @@ def _rule_figures(store: Store, rule_id: str, versions: list[dict[str, Any]], fi
                    "first_seen_at": v["first_seen_at"]}
                   for v in versions if v["version"] in used or not used],
         expected_seconds=(filters.end - filters.start).total_seconds())
-    _coverage(figures, rows, filters)
+    kept = counted(rows, filters)
+    _coverage(figures, rows, kept, filters)
     figures.violations = [{"trace_id": v["trace_id"], "found_at": v["found_at"], "severity": v["severity"],
                            "reason": v["detail"].get("reason", ""), "evaluation_id": v["evaluation_id"],
                            "trace_url": trace_url(template, v["trace_id"])} for v in found]
-    figures.days = _days(rows, filters)
+    figures.days = _days(kept, filters)
     return figures
 
 
@@ -221,9 +222,10 @@ def counted(rows: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]
     return kept
 
 
-def _coverage(figures: RuleFigures, rows: list[dict[str, Any]], filters: Filters) -> None:
+def _coverage(figures: RuleFigures, rows: list[dict[str, Any]], kept: list[dict[str, Any]],
+              filters: Filters) -> None:
     covered: list[tuple[datetime, datetime]] = []
-    for row in counted(rows, filters):
+    for row in kept:
         if figures.traces_in_scope is not None:
             figures.traces_in_scope = None if row["scope_size"] is None else (
                 figures.traces_in_scope + row["scope_size"])
@@ -268,14 +270,14 @@ def _why(rows: list[dict[str, Any]], start: datetime, end: datetime) -> str:
     return "not evaluated (no record: the rule was not running, or the period is not over yet)"
 
 
-def _days(rows: list[dict[str, Any]], filters: Filters) -> list[Day]:
+def _days(kept: list[dict[str, Any]], filters: Filters) -> list[Day]:
     days: dict[str, Day] = {}
     moment = filters.start.replace(hour=0, minute=0, second=0, microsecond=0)
     while moment < filters.end:
         key = moment.date().isoformat()
         days[key] = Day(key)
         moment += timedelta(days=1)
-    for row in counted(rows, filters):
+    for row in kept:
         day = days[row["window_start"].date().isoformat()]
         day.windows += 1
         day.violations += row["new_violations"]

@@ -143,8 +143,7 @@ class Dispatcher:
             return
         try:
             # Re-read under the lock: another process may have sent some of them meanwhile.
-            pending = [r for r in await asyncio.to_thread(self.store.outbox.undelivered)
-                       if not r.dead and (r.rule_id, r.route) == (rule_id, route)]
+            pending = await asyncio.to_thread(self.store.outbox.pending, rule_id, route)
             rows = [r for r in pending if _key(r) == key and r.next_attempt_at <= now]
             # A retry resends exactly the rows of the failed attempt, under the same Idempotency-Key.
             rows = [r for r in rows if r.attempts] or rows

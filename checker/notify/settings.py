@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from checker.config_types import Duration, Section
-from checker.rules.rule import SEVERITIES, Severity
+from checker.rules.rule import SEVERITIES, SEVERITY_RANK, Severity
 
 
 class Route(Section):
@@ -19,8 +19,7 @@ class Route(Section):
 
     def accepts(self, severity: str) -> bool:
         """Whether a violation of ``severity`` goes to this route."""
-        rank: dict[str, int] = {name: i for i, name in enumerate(SEVERITIES)}
-        return rank.get(severity, len(SEVERITIES)) <= rank[self.min_severity]
+        return SEVERITY_RANK.get(severity, len(SEVERITIES)) <= SEVERITY_RANK[self.min_severity]
 
 
 class SlackRoute(Route):

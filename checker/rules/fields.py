@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import yaml
@@ -38,6 +38,12 @@ def duration_ns(text: str) -> int | None:
     if not parts or "".join(a + u for a, u in parts) != text:
         return None
     return sum(round(float(amount) * _UNITS_NS[unit]) for amount, unit in parts)
+
+
+def duration_td(text: str) -> timedelta | None:
+    """``1m30s`` → a timedelta; None when it is not a duration."""
+    nanos = duration_ns(text)
+    return None if nanos is None else timedelta(microseconds=nanos / 1000)
 
 
 def cron_problem(expression: str) -> str | None:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}  # 0 most severe
 
 
 @dataclass(frozen=True)

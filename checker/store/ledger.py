@@ -56,8 +56,11 @@ def append(connection: Connection, evaluation_id: int) -> str:
     Rows before it that have no hash (written by a checker older than the ledger, during a
     rolling upgrade) are chained first, in order, so the chain never restarts mid-way.
     """
-    unchained = list(connection.scalars(select(evaluations.c.id).where(
-        evaluations.c.id < evaluation_id, evaluations.c.hash.is_(None)).order_by(evaluations.c.id)))
+    before = connection.execute(select(evaluations.c.id, evaluations.c.hash).where(
+        evaluations.c.id < evaluation_id).order_by(evaluations.c.id.desc()).limit(1)).first()
+    unchained = [] if before is None or before.hash is not None else list(connection.scalars(
+        select(evaluations.c.id).where(evaluations.c.id < evaluation_id, evaluations.c.hash.is_(None))
+        .order_by(evaluations.c.id)))
     digest = ""
     for row_id in [*unchained, evaluation_id]:
         digest = _link_row(connection, row_id)

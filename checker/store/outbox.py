@@ -12,9 +12,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from checker.store.schema import alert_state, outbox
+from checker.store.schema import alert_state, outbox, upsert_insert
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -95,9 +94,8 @@ def _firing(connection: Connection, rule_id: str, route: str) -> bool:
 
 
 def _set_state(connection: Connection, rule_id: str, route: str, **values: Any) -> None:
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     row = {"rule_id": rule_id, "route": route, "firing": False, **values}
-    statement = dialect.insert(alert_state).values(row)
+    statement = upsert_insert(connection, alert_state).values(row)
     connection.execute(statement.on_conflict_do_update(index_elements=["rule_id", "route"], set_=values))
 
 
@@ -114,6 +112,11 @@ class Outbox:
     def undelivered(self) -> list[OutboxRow]:
         """Every pending and dead row."""
         return self._rows(None)
+
+    def pending(self, rule_id: str, route: str) -> list[OutboxRow]:
+        """The rows of one rule and route still to send (due or not)."""
+        return self._rows(and_(outbox.c.dead.is_(False), outbox.c.rule_id == rule_id,
+                               outbox.c.route == route))
 
     def _rows(self, condition: Any) -> list[OutboxRow]:
         query = select(outbox).order_by(outbox.c.id)

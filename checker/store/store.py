@@ -14,10 +14,9 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from sqlalchemy import create_engine, event, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -26,7 +25,7 @@ from checker.errors import CheckerError
 from checker.redact import mask_url
 from checker.store import ledger, migrate
 from checker.store.outbox import Outbox, OutboxPlan, enqueue
-from checker.store.schema import checkpoints, evaluations, rules, violations
+from checker.store.schema import checkpoints, evaluations, rules, upsert_insert, violations
 from checker.violations import Violation
 
 if TYPE_CHECKING:
@@ -167,6 +166,12 @@ class Store:
             raise StoreError(f"cannot open store {store.url}: {_reason(err)}",
                              hint="check the `store` setting and that the database is reachable") from None
         return store
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -334,9 +339,8 @@ def _engine(url: str) -> Engine:
 
 def _insert_new(connection: Connection, table: Table, row: dict[str, Any], keys: tuple[str, ...]) -> bool:
     """Insert unless a row with the same keys exists; True when inserted."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = (dialect.insert(table).values(row).on_conflict_do_nothing(index_elements=list(keys))
-                 .returning(table.c[keys[0]]))
+    statement = (upsert_insert(connection, table).values(row)
+                 .on_conflict_do_nothing(index_elements=list(keys)).returning(table.c[keys[0]]))
     return connection.execute(statement).first() is not None
 
 

@@ -11,6 +11,8 @@ miss costs one fetch.
 
 from __future__ import annotations
 
+import functools
+
 from checker.evaluate import count_needs_span
 from checker.rules import model as m
 from checker.rules.printer import condition as condition_text
@@ -21,6 +23,7 @@ from checker.traceql import syntax as q
 Translation = tuple[str | None, str | None]
 
 
+@functools.lru_cache(maxsize=4096)  # pure over a frozen invariant: a daemon compiles each version once
 def compile_rule(inv: m.Invariant) -> p.QueryPlan:
     """The plan: candidates = (scope - clear(always)) | (scope & scope(never))."""
     compiler = _Compiler()
