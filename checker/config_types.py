@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-from checker.rules.fields import DURATION_HINT, duration_td
+from checker.rules.fields import DURATION_HINT, MAX_DURATION_NS, MAX_DURATION_TEXT, duration_td
+
+MAX_SECONDS = MAX_DURATION_NS / 1e9
 
 
 def _duration(value: Any) -> Any:
@@ -22,6 +25,10 @@ def _duration(value: Any) -> Any:
                 raise ValueError(f"not a duration: {DURATION_HINT}") from None
             return parsed
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError("not a finite number of seconds")
+        if abs(value) > MAX_SECONDS:  # beyond any schedule, and soon beyond timedelta
+            raise ValueError(f"{value:g}s is longer than the limit of {MAX_DURATION_TEXT}")
         return timedelta(seconds=value)  # a negative one is refused by _not_negative
     return value
 

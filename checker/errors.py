@@ -5,6 +5,7 @@ Hierarchy::
     CheckerError
      ├── RuleError                 a rule file or rule is wrong (exit code 2)
      │    ├── RuleSyntaxError      the condition does not parse
+     │    │    └── RuleFileRefusedError  the file is refused before its rules are read
      │    └── RuleSemanticError    it parses but means nothing sensible
      ├── UsageError                a command-line or config value that cannot be used (exit code 2)
      │    └── ConfigError          the settings (config file, BETRACE_* environment)
@@ -15,6 +16,7 @@ Hierarchy::
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -73,7 +75,25 @@ class CheckerError(Exception):
             text += "\n" + self.context.rstrip("\n")
         if self.hint:
             text += f"\n  hint: {self.hint}"
-        return text
+        return visible(text)
+
+
+def visible(text: str) -> str:
+    """``text`` with control, format (zero-width, bidi) and surrogate characters escaped.
+
+    Rule names, ids, messages and Tempo's answers can carry them; printed raw they hide or
+    reorder what the reader sees (Trojan Source) or drive the terminal.
+    """
+    return "".join(_escape(c) if c not in "\n\t" and unicodedata.category(c) in _INVISIBLE else c
+                   for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 class RuleError(CheckerError):
@@ -82,6 +102,15 @@ class RuleError(CheckerError):
 
 class RuleSyntaxError(RuleError):
     """A condition that the grammar does not accept."""
+
+
+class RuleFileRefusedError(RuleSyntaxError):
+    """A rule file refused before its rules are read.
+
+    Unreadable, too large, not UTF-8 text, control characters, or beyond the loader's
+    nesting and alias limits. ``validate`` exits 2 for these (input it will not read) and
+    1 for rules it read and found invalid, so a hostile file is never taken for a typo.
+    """
 
 
 class RuleSemanticError(RuleError):

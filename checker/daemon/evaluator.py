@@ -89,6 +89,9 @@ class RuleRunner:
         except (StoreError, SQLAlchemyError) as err:
             summary.failed = f"store: {str(err).splitlines()[0]}"
             log.error("store.error", rule=rule.id, error=summary.failed)  # noqa: TRY400
+        except Exception as err:  # one rule's bug must not stop the others: its checkpoint stays
+            summary.failed = f"internal error: {type(err).__name__}: {err}"
+            log.exception("rule.internal_error", rule=rule.id)
         return summary
 
     async def _run_locked(self, rule: Rule, schedule: RuleSchedule, summary: RunSummary,
@@ -156,11 +159,11 @@ class RuleRunner:
 
     async def _evaluate_bound(self, rule: Rule, start: datetime, end: datetime) -> WindowRecord:
         started, clock = self.clock(), time.monotonic()
-        plan = compile_rule(rule.invariant)
-        plan_text = "\n".join(plan_lines(plan))
+        plan_text = ""
         tempo = self.settings.tempo
         timeout = self.settings.schedule.evaluation_timeout.total_seconds()
         try:
+            plan_text = "\n".join(plan_lines(compile_rule(rule.invariant)))
             result = await asyncio.wait_for(evaluate_window(
                 [rule], self.tempo, int(start.timestamp()), int(end.timestamp()),
                 margin=math.ceil(tempo.trace_margin.total_seconds()),
@@ -175,8 +178,7 @@ class RuleRunner:
             error = f"internal error: {type(err).__name__}: {err}"
         else:
             outcome = result.outcomes[0]
-            unjudged = [f"{t} (not found)" for t in result.missing] + [
-                f"{t} (returned only in part)" for t in result.partial]
+            unjudged = result.unjudged
             name: Outcome = "incomplete" if unjudged else "violations" if outcome.violations else "ok"
             record = WindowRecord(
                 rule, start, end, started, time.monotonic() - clock, name,

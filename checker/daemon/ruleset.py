@@ -1,7 +1,8 @@
 """The rules the daemon runs, reloaded from ``rules_dir`` on change.
 
-A file that fails to load keeps the rules it last loaded with (its errors are reported, not
-fatal); a deleted file's rules stop; a rule whose text changed is a new version.
+A file that fails to load keeps the rules it last loaded without errors (its errors are reported,
+not fatal), and until it has loaded cleanly once its valid rules run; a deleted file's rules
+stop; a rule whose text changed is a new version.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class LiveRules:
         self.directory = directory
         self.rules: dict[str, Rule] = {}
         self.errors: list[RuleError] = []
-        self._good: dict[Path, RuleSet] = {}
+        self._clean: dict[Path, RuleSet] = {}  # each file's last version loaded without errors
 
     def reload(self) -> Reload:
         """Read the directory again and say what changed."""
@@ -49,22 +50,25 @@ class LiveRules:
                                      hint="create it or fix `rules_dir` in the config")]
             return Reload(errors=list(self.errors))
         result = Reload()
-        good: dict[Path, RuleSet] = {}
+        clean: dict[Path, RuleSet] = {}
+        running: list[RuleSet] = []
         for path in files:
             loaded = load_file(path)
             result.errors.extend(loaded.errors)
             result.warnings.extend(loaded.warnings)
             if not loaded.errors:
-                good[path] = loaded
-            elif path in self._good:
-                good[path] = self._good[path]
+                clean[path] = loaded
+            elif path in self._clean:
+                clean[path] = self._clean[path]
                 result.kept.append(path)
-        merged = combine(good.values())
+            # A file never loaded without errors runs the rules in it that are valid.
+            running.append(clean.get(path) or RuleSet(rules=loaded.rules))
+        merged = combine(running)
         result.errors.extend(merged.errors)
         rules = {rule.id: rule for rule in merged.rules if rule.enabled}
         result.added = [rule for rule_id, rule in rules.items() if rule_id not in self.rules]
         result.changed = [rule for rule_id, rule in rules.items()
                           if rule_id in self.rules and self.rules[rule_id].version != rule.version]
         result.removed = sorted(set(self.rules) - set(rules))
-        self._good, self.rules, self.errors = good, rules, result.errors
+        self._clean, self.rules, self.errors = clean, rules, result.errors
         return result

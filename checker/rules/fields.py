@@ -32,11 +32,26 @@ _UNITS_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 8
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d)")
 
 
+# Longer durations only come from typos, and overflow datetime arithmetic (now - lookback).
+MAX_DURATION_NS = 3650 * _UNITS_NS["d"]
+MAX_DURATION_TEXT = "3650d (ten years)"
+
+
+class DurationTooLongError(ValueError):
+    """A duration longer than ``MAX_DURATION_NS``; a ValueError so config validation reports it."""
+
+
 def duration_ns(text: str) -> int | None:
-    """``1m30s`` → nanoseconds; None when it is not a duration."""
+    """``1m30s`` → nanoseconds; None when it is not a duration.
+
+    :raises DurationTooLongError: beyond ten years.
+    """
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(a + u for a, u in parts) != text:
         return None
+    # float first: it saturates to inf instead of overflowing, so the bound is checked safely.
+    if sum(float(amount) * _UNITS_NS[unit] for amount, unit in parts) > MAX_DURATION_NS:
+        raise DurationTooLongError(f"{text} is longer than the limit of {MAX_DURATION_TEXT}")
     return sum(round(float(amount) * _UNITS_NS[unit]) for amount, unit in parts)
 
 
@@ -171,7 +186,14 @@ class FieldReader:
     def duration(self, fields: dict[str, yaml.Node], key: str, rule_id: str | None) -> str | None:
         """A duration such as ``1m``."""
         value = self.string(fields, key, rule_id=rule_id)
-        if value is not None and duration_ns(value) is None:
+        if value is None:
+            return None
+        try:
+            valid = duration_ns(value) is not None
+        except DurationTooLongError as err:
+            self.error(fields[key], f"'{key}': {err}", rule_id, DURATION_HINT)
+            return None
+        if not valid:
             self.error(fields[key], f"'{key}' is not a duration: {value!r}", rule_id, DURATION_HINT)
             return None
         return value

@@ -12,11 +12,19 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import structlog
 import yaml
 
-from checker.errors import RuleError, RuleSemanticError, RuleSyntaxError, SourceLocation
+from checker.errors import (
+    RuleError,
+    RuleFileRefusedError,
+    RuleSemanticError,
+    RuleSyntaxError,
+    SourceLocation,
+)
 from checker.files import files_under
 from checker.rules import model as m
+from checker.rules.bounded_yaml import BoundedYAMLError, compose
 from checker.rules.fields import FieldReader
 from checker.rules.lint import Severity, lint
 from checker.rules.normalise import normalise
@@ -28,8 +36,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
+log = structlog.get_logger(__name__)
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 SUFFIXES = (".yaml", ".yml")
+# 256 KiB holds a hundred rules with examples, and loads in seconds whatever it holds.
+MAX_FILE_BYTES = 2**18
 
 
 @dataclass
@@ -74,11 +85,37 @@ def combine(loaded: Iterable[RuleSet]) -> RuleSet:
 
 
 def load_file(path: Path) -> RuleSet:
-    """Load one file; its problems are returned, never raised."""
+    """Load one file; its problems are returned, never raised.
+
+    A loader bug (an exception the limits should have prevented) costs this file only, never
+    the daemon or the other files; its traceback is logged for a bug report.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        return RuleSet(errors=[RuleError(f"cannot read: {err}", location=SourceLocation(path))])
+        return _load_file(path)
+    except Exception as err:
+        log.exception("rules.load_crashed", file=str(path))
+        return RuleSet(errors=[RuleError(f"internal error while loading: {type(err).__name__}: {err}",
+                                         location=SourceLocation(path),
+                                         hint="please report this, with the file")])
+
+
+def _load_file(path: Path) -> RuleSet:
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        return RuleSet(errors=[RuleFileRefusedError(f"cannot read: {err}", location=SourceLocation(path))])
+    if len(data) > MAX_FILE_BYTES:
+        return RuleSet(errors=[RuleFileRefusedError(
+            f"file larger than {MAX_FILE_BYTES // 2**10} KiB, not loaded", location=SourceLocation(path),
+            hint="rule files are a few KB; split the rules into several files")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line, col = _line_col(data[:err.start].decode("utf-8"), err.start)
+        return RuleSet(errors=[RuleFileRefusedError(
+            f"not UTF-8: byte {data[err.start]:#04x}", location=SourceLocation(path, line, col),
+            hint="save the file as UTF-8")])
     return load_text(text, path)
 
 
@@ -86,25 +123,54 @@ def load_text(text: str, path: Path | str) -> RuleSet:
     """Load rules from YAML text; ``path`` is used in messages only."""
     source = SourceText(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        return RuleSet(errors=[RuleSyntaxError(
-            f"invalid YAML: {err.problem or err.context}",
-            location=SourceLocation(path, line, col),
-            context=source.context(line, col) if line and col else None,
-        )])
+        root, duplicates = compose(text)
+    except yaml.YAMLError as err:
+        return RuleSet(errors=[_yaml_error(err, text, path, source)])
     result = RuleSet()
     if root is None:
         result.warnings.append(RuleError("file holds no rules", location=SourceLocation(path)))
         return result
     reader = FieldReader(path, source, result.errors, result.warnings)
+    for duplicate in duplicates:
+        reader.error(duplicate.key, f"duplicate key {duplicate.key.value!r}, first at line "
+                     f"{duplicate.first.start_mark.line + 1}",
+                     hint="YAML would keep only the last one; remove or merge one of them")
     for node in reader.rule_nodes(root):
         rule = _load_rule(node, reader, text)
-        if rule is not None:
+        if rule is not None and not any(_inside(d.key, node) for d in duplicates):
             result.rules.append(rule)
     return result
+
+
+def _yaml_error(err: yaml.YAMLError, text: str, path: Path | str, source: SourceText) -> RuleError:
+    """PyYAML's error at its place: a mark for syntax errors, a character offset for the reader."""
+    line: int | None = None
+    col: int | None = None
+    if isinstance(err, yaml.MarkedYAMLError):
+        problem = err.problem or err.context
+        if mark := err.problem_mark or err.context_mark:
+            line, col = mark.line + 1, mark.column + 1
+    elif isinstance(err, yaml.reader.ReaderError):  # only for str input: character is a code point
+        problem = f"control character U+{err.character:04X} is not allowed in YAML"
+        line, col = _line_col(text, err.position)
+    else:  # pragma: no cover - PyYAML raises only the two kinds above
+        problem = str(err)
+    refused = isinstance(err, (BoundedYAMLError, yaml.reader.ReaderError))
+    return (RuleFileRefusedError if refused else RuleSyntaxError)(
+        f"invalid YAML: {problem}" if not isinstance(err, BoundedYAMLError) else str(problem),
+        location=SourceLocation(path, line, col),
+        context=source.context(line, col) if line and col else None,
+        hint=err.hint if isinstance(err, BoundedYAMLError) else None,
+    )
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _inside(inner: yaml.Node, outer: yaml.Node) -> bool:
+    return outer.start_mark.index <= inner.start_mark.index < outer.end_mark.index
 
 
 def _load_rule(node: yaml.MappingNode, reader: FieldReader, text: str) -> Rule | None:
@@ -124,14 +190,22 @@ def _load_rule(node: yaml.MappingNode, reader: FieldReader, text: str) -> Rule |
     meta = reader.metadata(fields, rule_id)
     if rule_id is None or invariant is None or len(reader.errors) > errors_before:
         return None
-    data = reader.construct(node)
     version = hashlib.sha256(
-        json.dumps(data, sort_keys=True, default=str).encode()
+        json.dumps(_json_keys(reader.construct(node)), sort_keys=True, default=str).encode()
     ).hexdigest()
     return Rule(
         id=rule_id, condition=condition or "", invariant=invariant, legacy=legacy,
         location=reader.location(node), version=version, **meta,
     )
+
+
+def _json_keys(value: object) -> object:
+    """Keys as text, so that ``true:`` next to ``id:`` (or a date key) can be sorted and dumped."""
+    if isinstance(value, dict):
+        return {str(k): _json_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_keys(v) for v in value]
+    return value
 
 
 def _condition(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import cast
 
 from lark import Lark, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.exceptions import VisitError
 
 from checker.rules import model as m
 from checker.rules.transform import LiteralError, ToAst
@@ -24,6 +24,12 @@ _TERMINAL_WORDS = {
 
 
 KEYWORDS = frozenset({"WHEN", "ALWAYS", "NEVER", "AND", "OR", "NOT", "IN", "MATCHES", "CONTAINS"})
+# Far above any real rule: the rules library nests and/or/not 2 levels deep, with at most 7 terms.
+MAX_NESTING = 64
+MAX_TERMS = 1000
+# Parsing costs about 50 µs a token: this bounds one condition to a few seconds.
+MAX_CONDITION_CHARS = 65_536
+_TERMS = (m.SpanCheck, m.CountCheck, m.Compare, m.InList, m.Matches, m.Contains, m.Truthy)
 
 
 class ConditionError(Exception):
@@ -38,14 +44,18 @@ class ConditionError(Exception):
 
 @lru_cache(maxsize=1)
 def parser() -> Lark:
-    """Build the LALR parser once per process; nothing is cached on disk."""
+    """Build the LALR parser once per process; nothing is cached on disk.
+
+    The AST is built while parsing (no parse tree, no positions on tree nodes): three times
+    faster than transforming a tree afterwards, and no recursion however deep the input.
+    """
     return Lark.open(
         "grammar.lark",
         rel_to=__file__,
         parser="lalr",
         lexer="basic",
-        propagate_positions=True,
         maybe_placeholders=True,
+        transformer=ToAst(),
     )
 
 
@@ -54,16 +64,61 @@ def parse_condition(text: str) -> m.ParsedCondition:
 
     :raises ConditionError: with the position and what was expected there.
     """
+    if len(text) > MAX_CONDITION_CHARS:
+        raise ConditionError(f"condition longer than {MAX_CONDITION_CHARS} characters", m.NO_POS,
+                             "split the rule in several rules")
     try:
-        tree = parser().parse(text)
-        return ToAst().transform(tree)
-    except VisitError as err:
-        orig = err.orig_exc
-        if isinstance(orig, LiteralError):
-            raise ConditionError(str(orig), orig.pos, orig.hint) from None
-        raise
+        parsed = cast("m.ParsedCondition", parser().parse(text))  # built by ToAst while parsing
+    except LiteralError as err:
+        raise ConditionError(str(err), err.pos, err.hint) from None
     except UnexpectedInput as err:
         raise _explain(err, text) from None
+    _check_size(parsed)
+    return parsed
+
+
+def _check_size(parsed: m.ParsedCondition) -> None:
+    """Bound the condition before anything walks it recursively.
+
+    The linter, printer, compiler and evaluator all recurse over the AST, so nesting
+    (``not not ...``, parentheses mixing and/or) must stay far below Python's recursion
+    limit; flat and/or chains add no depth, and the term count bounds the work and the Tempo
+    searches a rule costs per window. Iterative, so the check itself cannot overflow.
+
+    :raises ConditionError: at the first place beyond a limit.
+    """
+    terms = 0
+    stack: list[tuple[object, int]] = [(parsed, 0)]
+    while stack:
+        node, depth = stack.pop()
+        children, nested = _parts(node)
+        depth += nested
+        if depth > MAX_NESTING:
+            raise ConditionError(f"and/or/not nested more than {MAX_NESTING} levels deep",
+                                 getattr(node, "pos", m.NO_POS), "write the condition flatter: "
+                                 "a or b or c needs no parentheses, and not not x is x")
+        terms += isinstance(node, _TERMS)
+        if terms > MAX_TERMS:
+            raise ConditionError(f"more than {MAX_TERMS} checks and comparisons in one condition",
+                                 getattr(node, "pos", m.NO_POS), "split the rule in several rules, "
+                                 "or use attr in [a, b, ...] for many values")
+        stack.extend((child, depth) for child in reversed(children))
+
+
+def _parts(node: object) -> tuple[tuple[object, ...], int]:
+    """A node's children, and whether it is a level of and/or/not nesting."""
+    match node:
+        case m.And() | m.Or():
+            return node.items, 1
+        case m.Not():
+            return (node.item,), 1
+        case m.ClausedRule():
+            return tuple(clause.cond for clause in node.clauses), 0
+        case m.BareRule():
+            return (node.cond,), 0
+        case m.SpanCheck():
+            return node.where, 0
+    return (), 0
 
 
 def _describe(terminals: set[str]) -> str:

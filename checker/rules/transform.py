@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, cast
 
 from lark import Token, Transformer, v_args
 
 from checker.rules import model as m
+from checker.rules.fields import MAX_DURATION_NS, MAX_DURATION_TEXT
 
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9,
                    "m": 60 * 10**9, "h": 3600 * 10**9}
 
+_INT64_MAX = 2**63 - 1
 TestFactory = Callable[[m.Attr, m.Pos], m.Test]
 
 
@@ -58,26 +61,51 @@ def name_of(token: Token) -> str:
     return decode_string(token) if token.type == "STRING" else str(token)
 
 
-def parse_number(text: str) -> int | float:
-    """Numbers may use ``_`` separators; a dot or exponent makes a double."""
-    clean = text.replace("_", "")
+def _short(token: Token) -> str:
+    """A literal as quoted in a message: a 5000-digit number is not worth repeating."""
+    text = str(token)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-10:]} ({len(text)} characters)"
+
+
+def parse_number(token: Token) -> int | float:
+    """Numbers may use ``_`` separators; a dot or exponent makes a double.
+
+    Integers must fit in 64 bits and doubles be finite, as OpenTelemetry attributes are:
+    ``1e309`` would be infinity, which neither TraceQL nor JSON can carry.
+    """
+    clean = str(token).replace("_", "")
     if any(c in clean for c in ".eE"):
-        return float(clean)
-    return int(clean)
+        value = float(clean)
+        if not math.isfinite(value):
+            raise LiteralError(f"number {_short(token)} is too large for a double", pos_of(token),
+                               "doubles go up to about 1.8e308")
+        return value
+    digits = clean.lstrip("-").lstrip("0") or "0"  # int() refuses over 4300 digits: count them first
+    value = (-1 if clean.startswith("-") else 1) * int(digits[:len(str(_INT64_MAX)) + 1])
+    if len(digits) > len(str(_INT64_MAX)) or not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        raise LiteralError(f"number {_short(token)} does not fit in 64 bits", pos_of(token),
+                           f"integers go from {-_INT64_MAX - 1} to {_INT64_MAX}")
+    return value
 
 
-def parse_duration(text: str) -> m.Duration:
-    """``500ms`` → nanoseconds, longest unit suffix first."""
+def parse_duration(token: Token) -> m.Duration:
+    """``500ms`` → nanoseconds, longest unit suffix first; at most ten years, as rule durations."""
+    text = str(token)
     for unit in sorted(_DURATION_UNITS, key=len, reverse=True):
         if text.endswith(unit):
-            amount = float(text[: -len(unit)])
-            return m.Duration(round(amount * _DURATION_UNITS[unit]), text)
+            amount = float(text[: -len(unit)]) * _DURATION_UNITS[unit]
+            if abs(amount) > MAX_DURATION_NS:
+                raise LiteralError(f"duration {_short(token)} is longer than {MAX_DURATION_TEXT}",
+                                   pos_of(token))
+            return m.Duration(round(amount), text)
     raise ValueError(text)  # pragma: no cover - the lexer only admits known units
 
 
-def _flatten(kind: type[Any], left: Any, right: Any, pos: m.Pos) -> Any:
-    items = (*left.items, right) if isinstance(left, kind) else (left, right)
-    return kind(items, pos)
+def _flatten(kind: type[Any], parts: tuple[Any, ...]) -> Any:
+    """One flat and/or over the operands, ``(a or b) or c`` included: one level, however long."""
+    items = tuple(item for part in parts if not isinstance(part, Token)
+                  for item in (part.items if isinstance(part, kind) else (part,)))
+    return kind(items, _node_pos(items[0]))
 
 
 def _node_pos(node: Any) -> m.Pos:
@@ -97,11 +125,11 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
     def clause(self, keyword: Token, cond: m.Condition) -> m.Clause:
         return m.Clause(m.ClauseKind(str(keyword)), cond, pos_of(keyword))
 
-    def or_(self, left: Any, _op: Token, right: Any) -> Any:
-        return _flatten(m.Or, left, right, _node_pos(left))
+    def or_(self, *operands: Any) -> Any:
+        return _flatten(m.Or, operands)
 
-    def and_(self, left: Any, _op: Token, right: Any) -> Any:
-        return _flatten(m.And, left, right, _node_pos(left))
+    def and_(self, *operands: Any) -> Any:
+        return _flatten(m.And, operands)
 
     def not_(self, keyword: Token, item: Any) -> Any:
         return m.Not(item, pos_of(keyword))
@@ -168,7 +196,7 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
     def value(self, token: Token) -> m.Scalar:
         match token.type:
             case "NUMBER":
-                return parse_number(str(token))
+                return parse_number(token)
             case "STRING":
                 return decode_string(token)
             case "TRUE":
@@ -176,6 +204,6 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
             case "FALSE":
                 return False
             case "DURATION":
-                return parse_duration(str(token))
+                return parse_duration(token)
             case _:
                 return str(token)
