@@ -16,8 +16,24 @@ if TYPE_CHECKING:
     from checker.traceql.plan import QueryPlan
     from checker.violations import Violation
 
+from checker.errors import visible
 from checker.rules.rule import SEVERITY_RANK
 from checker.traceql.plan import describe
+
+# Spreadsheets run a cell starting with these as a formula (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value safe to open in a spreadsheet: text that could start a formula gets a ``'``."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def safe_csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Every cell of ``row`` through ``csv_cell``."""
+    return {key: csv_cell(value) for key, value in row.items()}
 
 
 def write_json_lines(violations: Iterable[Violation], out: TextIO) -> int:
@@ -52,23 +68,28 @@ def write_stored_csv(found: Iterable[StoredViolation], out: TextIO) -> None:
     for stored in found:
         row = stored_json(stored)
         undelivered = ";".join(f"{n['route']}={n['state']}" for n in row["notifications"])
-        writer.writerow({**row, "frameworks": ";".join(row["frameworks"]),
-                         "controls": ";".join(row["controls"]), "notifications": undelivered})
+        writer.writerow(safe_csv_row({**row, "frameworks": ";".join(row["frameworks"]),
+                                      "controls": ";".join(row["controls"]),
+                                      "notifications": undelivered}))
+
+
+def listing_order(violation: Violation) -> tuple[int, str, str]:
+    """Most severe first, then by rule and trace: the same output whatever order the source gave."""
+    return SEVERITY_RANK.get(violation.severity, 9), violation.rule_id, violation.trace_id
 
 
 def write_table(violations: list[Violation], out: TextIO) -> None:
     """A readable table, most severe first, the reason wrapped to the terminal width."""
     if not violations:
         return
-    rows = sorted(violations, key=lambda v: (SEVERITY_RANK.get(v.severity, 9), v.rule_id,
-                                             v.trace_id))
+    rows = sorted(violations, key=listing_order)
     rule_width = max(len("RULE"), *(len(v.rule_id) for v in rows))
     head = f"{'SEVERITY':<9} {'RULE':<{rule_width}} {'TRACE':<32}  REASON"
     out.write(head + "\n")
     width = max(60, shutil.get_terminal_size((160, 24)).columns)
     indent = len(head) - len("REASON")
     for v in rows:
-        lines = textwrap.wrap(v.reason, max(30, width - indent)) or [""]
+        lines = textwrap.wrap(visible(v.reason), max(30, width - indent)) or [""]
         out.write(f"{v.severity:<9} {v.rule_id:<{rule_width}} {v.trace_id:<32}  {lines[0]}\n")
         out.writelines(" " * indent + more + "\n" for more in lines[1:])
 

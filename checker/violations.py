@@ -14,6 +14,7 @@ from checker.evaluate import (
 )
 from checker.rules import model as m
 from checker.rules.printer import condition
+from checker.traces.model import span_order
 
 if TYPE_CHECKING:
     from checker.rules.rule import Rule
@@ -75,7 +76,9 @@ class Violation:
 
 
 def _refs(spans: list[Span]) -> tuple[SpanRef, ...]:
-    return tuple(SpanRef(s.name, s.span_id) for s in spans[:MAX_SPANS_LISTED])
+    """The first spans in start order: Tempo and files deliver a trace's spans in different orders."""
+    ordered = sorted(spans, key=span_order)
+    return tuple(SpanRef(s.name, s.span_id) for s in ordered[:MAX_SPANS_LISTED])
 
 
 def _check_spans(check: m.Check, trace: Trace) -> list[Span]:
@@ -95,7 +98,9 @@ def _conjuncts(node: m.Condition) -> tuple[m.Condition, ...]:
 def explain(rule: Rule, compiled: CompiledInvariant, trace: Trace) -> Violation:
     """Why ``trace`` violates ``rule``; only called once the fast path said it does."""
     inv = compiled.invariant
-    triggers = [s for a in _holding(inv.when, trace) for s in _check_spans(a, trace)]
+    # Two checks may hold on one span: each span is listed once, in start order.
+    holding = {s.span_id: s for a in _holding(inv.when, trace) for s in _check_spans(a, trace)}
+    triggers = sorted(holding.values(), key=span_order)
     missing: tuple[str, ...] = ()
     if inv.always is not None and not condition_test(inv.always)(trace):
         missing = tuple(condition(c) for c in _conjuncts(inv.always) if not condition_test(c)(trace))

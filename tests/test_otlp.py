@@ -171,10 +171,11 @@ class TestJsonLines:
         path.write_text(f"\n{first}\n\n   \n{second}\n\n", encoding="utf-8")
         assert {TRACE_A: ["0000000000000001", "0000000000000002"]} == shape(read_all(path))
 
-    def test_an_empty_file_has_no_traces(self, tmp_path: Path) -> None:
+    def test_an_empty_file_is_an_error_not_a_clean_result(self, tmp_path: Path) -> None:
         path = tmp_path / "empty.jsonl"
         path.write_text("", encoding="utf-8")
-        assert [] == read_all(path)
+        with pytest.raises(TraceSourceError, match="the file is empty"):
+            read_all(path)
 
 
 class TestDirectory:

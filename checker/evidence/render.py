@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from html import escape
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import quote
+
+from checker.report import safe_csv_row
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -80,18 +84,17 @@ def write_csv(report: Report, out: TextIO) -> None:
     for control in report.controls:
         for rule in control.rules:
             base = {"control": control.control, "rule_id": rule.rule_id, "rule_name": rule.name}
-            writer.writerow({**base, "day": "", "coverage": rule.coverage,
-                             "covered_seconds": rule.covered_seconds,
-                             "expected_seconds": rule.expected_seconds,
-                             "windows_evaluated": rule.windows_evaluated,
-                             "windows_skipped": rule.windows_skipped,
-                             "failed_attempts": rule.failed_attempts, "gaps": len(rule.gaps),
-                             "traces_in_scope": rule.traces_in_scope, "violations": len(rule.violations),
-                             "compliance_rate": _overall_rate(rule), "ledger_head": report.ledger.head})
+            writer.writerow(safe_csv_row({
+                **base, "day": "", "coverage": rule.coverage, "covered_seconds": rule.covered_seconds,
+                "expected_seconds": rule.expected_seconds, "windows_evaluated": rule.windows_evaluated,
+                "windows_skipped": rule.windows_skipped, "failed_attempts": rule.failed_attempts,
+                "gaps": len(rule.gaps), "traces_in_scope": rule.traces_in_scope,
+                "violations": len(rule.violations), "compliance_rate": _overall_rate(rule),
+                "ledger_head": report.ledger.head}))
             for day in rule.days:
-                writer.writerow({**base, "day": day.day, "windows_evaluated": day.windows,
-                                 "traces_in_scope": day.in_scope, "violations": day.violations,
-                                 "compliance_rate": day.rate})
+                writer.writerow(safe_csv_row({**base, "day": day.day, "windows_evaluated": day.windows,
+                                              "traces_in_scope": day.in_scope,
+                                              "violations": day.violations, "compliance_rate": day.rate}))
 
 
 def _overall_rate(rule: RuleFigures) -> float | None:
@@ -102,19 +105,40 @@ def _overall_rate(rule: RuleFigures) -> float | None:
     return clean / windows if windows else None
 
 
+# Markdown and HTML that text from traces or rules could start; a newline would end a cell.
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*[]|~#"} | {
+    "&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "})
+# Inside a word (max_catchup) an underscore is never emphasis, and stays readable.
+_EMPHASIS_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
+def _md(text: object) -> str:
+    """Text shown as it is in Markdown: span names reach reports through reasons."""
+    return _EMPHASIS_UNDERSCORE.sub(r"\_", str(text).translate(_MARKDOWN))
+
+
+def _md_url(url: str) -> str:
+    """A link target that cannot end the link early."""
+    return quote(url, safe=":/?#[]@!$&'*+,;=%~")
+
+
+def _fence(code: str) -> str:
+    """A code fence longer than any run of backticks in ``code``."""
+    longest = max((len(run) for run in re.findall("`+", code)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def write_markdown(report: Report, out: TextIO) -> None:
     """For a wiki or a ticket."""
     f = report.filters
     out.write(f"# Compliance evidence: {_time(f.start)} to {_time(f.end)}\n\n")
-    out.write(f"Generated {_time(report.generated_at)} by BeTrace Checker {report.checker_version}. "
+    out.write(f"Generated {_time(report.generated_at)} by BeTrace Checker {_md(report.checker_version)}. "
               f"{_ledger_sentence(report)}\n")
     for control in report.controls:
-        out.write(f"\n## {control.control}\n")
+        out.write(f"\n## {_md(control.control)}\n")
         for rule in control.rules:
-            out.write(f"\n### {rule.name} (`{rule.rule_id}`, {rule.severity})\n\n")
-            out.writelines(f"- version `{v['version'][:12]}` from {v['source']}:\n\n  ```\n"
-                           + "".join(f"  {line}\n" for line in v["condition"].strip().splitlines())
-                           + "  ```\n" for v in rule.versions)
+            out.write(f"\n### {_md(rule.name)} ({_md(rule.rule_id)}, {_md(rule.severity)})\n\n")
+            out.writelines(_version_md(v) for v in rule.versions)
             out.write(f"\n| coverage | windows evaluated | skipped | failed attempts | traces in scope | "
                       f"violations | compliance |\n|---|---|---|---|---|---|---|\n"
                       f"| {_pct(rule.coverage)} | {rule.windows_evaluated} | {rule.windows_skipped} | "
@@ -122,11 +146,19 @@ def write_markdown(report: Report, out: TextIO) -> None:
                       f"{_pct(_overall_rate(rule))} |\n")
             if rule.gaps:
                 out.write("\nGaps:\n\n")
-                out.writelines(f"- {_time(g.start)} to {_time(g.end)}: {g.reason}\n" for g in rule.gaps)
+                out.writelines(f"- {_time(g.start)} to {_time(g.end)}: {_md(g.reason)}\n" for g in rule.gaps)
             if rule.violations:
                 out.write("\nViolations:\n\n")
-                out.writelines(f"- [{v['trace_id']}]({v['trace_url']}) {v['reason']}\n" if v["trace_url"]
-                               else f"- `{v['trace_id']}` {v['reason']}\n" for v in rule.violations)
+                out.writelines(f"- [{_md(v['trace_id'])}]({_md_url(v['trace_url'])}) {_md(v['reason'])}\n"
+                               if v["trace_url"] else f"- {_md(v['trace_id'])} {_md(v['reason'])}\n"
+                               for v in rule.violations)
+
+
+def _version_md(version: dict[str, Any]) -> str:
+    condition = version["condition"].strip()
+    fence = _fence(condition)
+    return (f"- version `{version['version'][:12]}` from {_md(version['source'])}:\n\n  {fence}\n"
+            + "".join(f"  {line}\n" for line in condition.splitlines()) + f"  {fence}\n")
 
 
 def _count(value: int | None) -> str:

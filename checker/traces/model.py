@@ -40,14 +40,27 @@ class Span:
         return max(0, self.end_ns - self.start_ns)
 
 
+def span_order(span: Span) -> tuple[int, str]:
+    """Start time, then span ID: the order spans are listed in, whatever order they came in."""
+    return (span.start_ns, span.span_id)
+
+
 class Trace:
-    """All spans of one trace, indexed by name once so that every check is a lookup."""
+    """All spans of one trace, indexed by name once so that every check is a lookup.
+
+    Every trace is assembled here, from files and from Tempo alike, so this is where a span
+    exported more than once (exporters retry) is kept once, the first copy: ``count()``
+    must count spans, not deliveries. Spans keep the order they came in.
+    """
 
     __slots__ = ("by_name", "spans", "trace_id")
 
     def __init__(self, trace_id: str, spans: Iterable[Span]) -> None:
         self.trace_id = trace_id
-        self.spans = list(spans)
+        unique: dict[tuple[str, str], Span] = {}
+        for span in spans:
+            unique.setdefault((span.trace_id, span.span_id), span)
+        self.spans = list(unique.values())
         self.by_name: dict[str, list[Span]] = {}
         for span in self.spans:
             self.by_name.setdefault(span.name, []).append(span)
@@ -58,7 +71,7 @@ class Trace:
         ids = {s.span_id for s in self.spans}
         roots = [s for s in self.spans if s.parent_span_id is None]
         orphans = [s for s in self.spans if s.parent_span_id not in ids]
-        return min(roots or orphans, key=lambda s: s.start_ns, default=None)
+        return min(roots or orphans, key=span_order, default=None)
 
     @property
     def start_ns(self) -> int:
