@@ -1,16 +1,23 @@
 """structlog set-up: human-readable on a terminal, JSON lines otherwise; always to stderr.
 
 Libraries that log through the standard library (APScheduler, Alembic, aiohttp) are
-rendered the same way, so a daemon's stderr is one JSON object per line.
+rendered the same way, so a daemon's stderr is one JSON object per line. Every event passes
+through the process-wide redactor just before it is rendered: a secret of the loaded config
+never reaches the log, even when a component forgot to redact what a remote party echoed.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
+
+from checker.redact import KNOWN
+
+if TYPE_CHECKING:
+    from structlog.typing import EventDict, WrappedLogger
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -23,6 +30,21 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: TextIO) -> None:
         return
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """A structlog processor: every configured secret removed from every value, nested ones too."""
+    return {key: _redacted(value) for key, value in event.items()}
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return KNOWN.redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
@@ -39,7 +61,7 @@ def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
     if as_json:  # tracebacks as text in the JSON object; the console renderer prints them itself
         shared.append(structlog.processors.format_exc_info)
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, redact_secrets, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # Resolve sys.stderr at each call, so that a replaced stream (tests, daemons) is used.
         logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
@@ -47,7 +69,7 @@ def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
     )
     handler = _StderrHandler()
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_secrets, renderer],
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
     ))
     root = logging.getLogger()

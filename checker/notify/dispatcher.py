@@ -5,6 +5,11 @@ between commit and send loses nothing: pending rows are sent after a restart. Ro
 rule and route are merged into one message; while the last message on a route is younger
 than ``realert``, new rows wait and then go out together, counted. Several replicas take
 turns per rule and route through the store's lock.
+
+Each rule and route pair is delivered by a task of its own and each route has its own
+slots, so a receiver that answers slowly (every request has a deadline) holds back only its
+own messages: the daemon's passes go on without waiting for it, and the pass at the end of
+``run --once`` waits at most ``delivery.flush_timeout``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -37,7 +43,8 @@ log = structlog.get_logger(__name__)
 
 
 GroupKey = tuple[str, str, str, bool]  # rule, route, kind, backfill
-PARALLEL_SENDS = 4
+Pair = tuple[str, str]  # rule, route
+PARALLEL_SENDS = 4  # per route
 
 
 def _key(row: OutboxRow) -> GroupKey:
@@ -96,12 +103,14 @@ class Dispatcher:
         self.senders: dict[str, Sender] = {
             name: sender_for(route, template) for name, route in settings.notifiers.items()}
         self.wake = asyncio.Event()
+        self._sending: dict[Pair, asyncio.Task[None]] = {}  # deliveries still under way
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Drain until ``stop``; a failed pass is logged and the next one tries again."""
+        """Pass over the outbox until ``stop``, never waiting for a delivery; then let them finish."""
         while not stop.is_set():
             try:
-                await self.drain()
+                await self._start(DrainSummary())
+                await self._gauges()
             except Exception:  # the outbox keeps the rows: nothing is lost by trying again later
                 log.exception("notify.drain_failed")
             self.wake.clear()
@@ -110,31 +119,62 @@ class Dispatcher:
                                return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
+        # Each is bounded by its route's timeout; the daemon's shutdown_grace bounds them all.
+        await asyncio.gather(*self._sending.values(), return_exceptions=True)
 
     async def drain(self) -> DrainSummary:
-        """One pass: every due row, grouped per rule, route, kind and origin (live or backfill)."""
+        """One pass that waits for its deliveries, at most ``delivery.flush_timeout``.
+
+        Deliveries still under way then are cancelled: their rows stay in the outbox and the
+        next run sends them (a receiver sees them again under the same Idempotency-Key).
+        """
         summary = DrainSummary()
+        started = await self._start(summary)
+        if started:
+            _done, late = await asyncio.wait(started, timeout=self.delivery.flush_timeout.total_seconds())
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+                log.warning("notify.flush_timeout", unfinished=len(late),
+                            timeout=self.delivery.flush_timeout.total_seconds(),
+                            detail="their notifications stay in the outbox for the next run")
+        await self._gauges()
+        return summary
+
+    async def _start(self, summary: DrainSummary) -> list[asyncio.Task[None]]:
+        """A task per rule and route pair with due rows, unless one is still delivering that pair."""
         now = self.clock()
         groups: dict[GroupKey, list[OutboxRow]] = {}
         for row in await asyncio.to_thread(self.store.outbox.due, now):
             groups.setdefault(_key(row), []).append(row)
-        slots = asyncio.Semaphore(PARALLEL_SENDS)
-        by_pair: dict[tuple[str, str], list[GroupKey]] = {}
+        by_pair: dict[Pair, list[GroupKey]] = {}
         for key in sorted(groups, key=lambda k: k[2] != "violations"):  # violations before resolved
             by_pair.setdefault((key[0], key[1]), []).append(key)
+        slots: dict[str, asyncio.Semaphore] = {}
+        started = []
+        for pair, keys in by_pair.items():
+            if pair in self._sending:
+                continue
+            route_slots = slots.setdefault(pair[1], asyncio.Semaphore(PARALLEL_SENDS))
+            task = asyncio.create_task(self._deliver_pair(keys, route_slots, now, summary))
+            self._sending[pair] = task
+            task.add_done_callback(partial(self._finished, pair))
+            started.append(task)
+        return started
 
-        async def deliver(keys: list[GroupKey]) -> None:
-            async with slots:
-                for key in keys:
-                    try:
-                        await self._deliver(key, now, summary)
-                    except Exception:  # one bad group must not stop the others; its rows stay queued
-                        log.exception("notify.group_failed", rule=key[0], route=key[1])
+    def _finished(self, pair: Pair, task: asyncio.Task[None]) -> None:
+        if self._sending.get(pair) is task:
+            del self._sending[pair]
 
-        # Rule and route pairs side by side: a receiver that times out does not hold back the others.
-        await asyncio.gather(*(deliver(keys) for keys in by_pair.values()))
-        await self._gauges()
-        return summary
+    async def _deliver_pair(self, keys: list[GroupKey], slots: asyncio.Semaphore, now: datetime,
+                            summary: DrainSummary) -> None:
+        async with slots:
+            for key in keys:
+                try:
+                    await self._deliver(key, now, summary)
+                except Exception:  # one bad group must not stop the others; its rows stay queued
+                    log.exception("notify.group_failed", rule=key[0], route=key[1])
 
     async def _deliver(self, key: GroupKey, now: datetime, summary: DrainSummary) -> None:
         rule_id, route, kind, _backfill = key

@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from urllib.parse import quote
 
 Kind = Literal["violations", "resolved", "test"]
 HEADER_LIMIT, SECTION_LIMIT, FIELD_LIMIT = 150, 3000, 2000
@@ -69,8 +70,8 @@ def payload(kind: str, rule: dict[str, Any], start: datetime, end: datetime,  # 
 
 
 def trace_url(template: str | None, trace_id: str) -> str | None:
-    """The link to a trace, from ``trace_url_template``."""
-    return template.replace("{trace_id}", trace_id) if template else None
+    """The link to a trace, from ``trace_url_template`` (the id encoded: it came from a trace)."""
+    return template.replace("{trace_id}", quote(trace_id, safe="")) if template else None
 
 
 def webhook_body(alert: Alert, template: str | None) -> bytes:
@@ -87,12 +88,24 @@ def webhook_body(alert: Alert, template: str | None) -> bytes:
 
 
 def _escape(text: str) -> str:
-    """Slack mrkdwn treats &, < and > as control characters."""
+    """Slack reads &, < and > as control characters in every text (``<!channel>`` pings a channel)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _link(url: str, label: str) -> str:
+    """``<url|label>``; a ``|``, ``<`` or ``>`` in the URL would end the link early."""
+    return f"<{url.replace('|', '%7C').replace('<', '%3C').replace('>', '%3E')}|{_escape(label)}>"
+
+
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """At most ``limit`` characters, never ending in half an ``&amp;``."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    amp = head.rfind("&")
+    if amp >= 0 and ";" not in head[amp:] and len(head) - amp < len("&amp;"):
+        head = head[:amp]
+    return head + "…"
 
 
 def _listing(lines: list[str], total: int) -> str:
@@ -110,7 +123,7 @@ def slack_message(alert: Alert, template: str | None) -> tuple[str, list[dict[st
     rule = alert.rule
     mark = SEVERITY_MARK.get(rule["severity"], "") if alert.kind == "violations" else ":white_check_mark:"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(f"{alert.title}", HEADER_LIMIT)}},
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(_escape(alert.title), HEADER_LIMIT)}},
     ]
     summary = f"{mark} Rule `{_escape(rule['id'])}` ({_escape(rule['severity'])})"
     if alert.since:
@@ -127,7 +140,7 @@ def slack_message(alert: Alert, template: str | None) -> tuple[str, list[dict[st
         lines = []
         for violation in alert.violations:
             url = trace_url(template, violation["trace_id"])
-            name = f"<{url}|{violation['trace_id']}>" if url else f"`{violation['trace_id']}`"
+            name = _link(url, violation["trace_id"]) if url else f"`{_escape(violation['trace_id'])}`"
             root = (violation.get("root_service"), violation.get("root_name"))
             where = " ".join(_escape(part) for part in root if part)
             lines.append(f"• {name} {where}".rstrip())
@@ -139,7 +152,7 @@ def slack_message(alert: Alert, template: str | None) -> tuple[str, list[dict[st
     text = alert.title
     if alert.violations:
         text += ": " + ", ".join(v["trace_id"] for v in alert.violations)
-    return _cut(text, SECTION_LIMIT), blocks
+    return _cut(_escape(text), SECTION_LIMIT), blocks
 
 
 def sample_alert() -> Alert:

@@ -2,7 +2,9 @@
 
 Every answer is classified the same way: 2xx is delivered; 429, 5xx, timeouts and
 connection errors are worth retrying (a ``Retry-After`` is kept); any other answer is final.
-What a receiver answered is reported with every secret of the route removed.
+What a receiver answered is reported with every secret of the route removed. Every request
+has one deadline (the route's ``timeout``) for the whole exchange, answer included, and no
+answer is read past a few kilobytes (a megabyte for Slack's).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
@@ -27,9 +28,10 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from checker import __version__
 from checker.notify.message import slack_message, webhook_body
 from checker.notify.settings import LogRoute, SlackRoute, WebhookRoute
+from checker.redact import Redactor, url_parts, url_secrets
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
 
     from checker.notify.message import Alert
     from checker.notify.settings import AnyRoute
@@ -38,6 +40,10 @@ log = structlog.get_logger(__name__)
 # Slack Web API errors that a later attempt may not see.
 SLACK_TRANSIENT = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                              "request_timeout"})
+# Bytes of a webhook's answer read (the rest is never downloaded), and characters of it reported.
+ANSWER_LIMIT, DETAIL_LIMIT = 4096, 300
+# chat.postMessage echoes the message it posted (up to 50 blocks): Slack's answers get more room.
+SLACK_ANSWER_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -72,22 +78,18 @@ class Sender(Protocol):
 
 
 class _Redacting:
-    """Removes the route's secrets from anything reported about it."""
+    """Reports about a route without any of its secrets (a receiver may echo them)."""
 
-    def __init__(self, secrets: list[str]) -> None:
-        parts = set()
-        for secret in filter(None, secrets):
-            parts.add(secret)
-            url = urlsplit(secret)
-            if url.scheme and url.netloc:  # a receiver may echo just the path or the query
-                parts.update(p for p in (url.path, url.query, url.path.rsplit("/", 1)[-1]) if len(p) > 3)
-        self._secrets = sorted(parts, key=len, reverse=True)
+    def __init__(self, secrets: list[str], template: str | None) -> None:
+        self._redactor = Redactor([*secrets, *url_secrets(template)])
 
-    def redact(self, text: str, limit: int = 300) -> str:
-        """The text without any secret, then cut to ``limit`` (cutting first could split a secret)."""
-        for secret in self._secrets:
-            text = text.replace(secret, "<redacted>")
-        return text[:limit]
+    def redact(self, text: str, *, cut_off: bool = False) -> str:
+        """The text without any secret, then cut (cutting first could split a secret)."""
+        return self._redactor.redact(text, DETAIL_LIMIT, cut_off=cut_off)
+
+    def answer(self, status: int, body: bytes, *, cut_off: bool) -> str:
+        """``<status> <body>`` as a detail: decoded leniently, secrets removed."""
+        return self.redact(f"{status} {body.decode('utf-8', 'replace')}", cut_off=cut_off)
 
     def failure(self, err: BaseException) -> Delivery:
         """A timeout or connection error: retried."""
@@ -96,21 +98,55 @@ class _Redacting:
                         detail=self.redact(f"{kind}: {type(err).__name__}: {err}".rstrip(": ")))
 
 
+class _CappedResponse(aiohttp.ClientResponse):
+    """An answer read to ``SLACK_ANSWER_LIMIT`` bytes at most, then the connection dropped.
+
+    slack-sdk reads whole answers; an endless or 1 GB one must not cost more memory than this.
+    """
+
+    async def read(self) -> bytes:
+        """At most ``SLACK_ANSWER_LIMIT`` bytes of the body."""
+        if self._body is None:
+            try:
+                self._body = await self.content.readexactly(SLACK_ANSWER_LIMIT)
+            except asyncio.IncompleteReadError as short:  # the whole answer, shorter than the cap
+                self._body = short.partial
+            self.close()  # anything past the cap stays unread
+        return self._body
+
+
+def _slack_session(timeout: float) -> aiohttp.ClientSession:
+    """What slack-sdk sends through: a deadline for the whole request and a capped answer."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), response_class=_CappedResponse)
+
+
+async def _read_capped(chunks: AsyncIterator[bytes], limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of a streamed body, and whether more was left unread."""
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]), True
+    return bytes(body), False
+
+
 class SlackWebhookSender(_Redacting):
     """An incoming-webhook URL: the URL itself is the secret."""
 
     def __init__(self, route: SlackRoute, template: str | None) -> None:
         assert route.webhook_url is not None  # noqa: S101  (validated by SlackRoute)
         self._url = route.webhook_url.get_secret_value()
-        super().__init__([self._url])
+        super().__init__(route.secrets(), template)
         self._template = template
+        self._timeout = route.timeout.total_seconds()
 
     async def send(self, alert: Alert) -> Delivery:
-        """POST the Block Kit message to the webhook URL."""
+        """POST the Block Kit message to the webhook URL, within the route's timeout."""
         text, blocks = slack_message(alert, self._template)
-        client = AsyncWebhookClient(self._url, timeout=15, retry_handlers=[])
         try:
-            response = await client.send(text=text, blocks=blocks)
+            async with asyncio.timeout(self._timeout), _slack_session(self._timeout) as session:
+                client = AsyncWebhookClient(self._url, session=session, retry_handlers=[])
+                response = await client.send(text=text, blocks=blocks)
         except (aiohttp.ClientError, TimeoutError) as err:
             return self.failure(err)
         return classify(response.status_code, self.redact(f"{response.status_code} {response.body}"),
@@ -124,17 +160,20 @@ class SlackBotSender(_Redacting):
         assert route.token is not None  # noqa: S101  (validated by SlackRoute)
         assert route.channel is not None  # noqa: S101
         self._token = route.token.get_secret_value()
-        super().__init__([self._token])
+        super().__init__(route.secrets(), template)
         self._channel = route.channel
         self._api_url = route.api_url
         self._template = template
+        self._timeout = route.timeout.total_seconds()
 
     async def send(self, alert: Alert) -> Delivery:
-        """``chat.postMessage`` to the channel; Slack's error codes are classified too."""
+        """``chat.postMessage`` within the route's timeout; Slack's error codes are classified too."""
         text, blocks = slack_message(alert, self._template)
-        client = AsyncWebClient(token=self._token, base_url=self._api_url, timeout=15, retry_handlers=[])
         try:
-            response = await client.chat_postMessage(channel=self._channel, text=text, blocks=blocks)
+            async with asyncio.timeout(self._timeout), _slack_session(self._timeout) as session:
+                client = AsyncWebClient(token=self._token, base_url=self._api_url, session=session,
+                                        retry_handlers=[])
+                response = await client.chat_postMessage(channel=self._channel, text=text, blocks=blocks)
         except SlackApiError as err:
             return self._refused(err)
         except (aiohttp.ClientError, TimeoutError) as err:
@@ -168,7 +207,8 @@ class WebhookSender(_Redacting):
     def __init__(self, route: WebhookRoute, template: str | None) -> None:
         self._url = route.url.get_secret_value()
         self._secret = route.secret.get_secret_value() if route.secret else None
-        super().__init__([self._url, self._secret or "", *route.headers.values()])
+        # Every header value, not only auth-looking ones: only this receiver's answers are redacted.
+        super().__init__([*route.secrets(), *url_parts(self._url), *route.headers.values()], template)
         self._headers = dict(route.headers)
         self._timeout = route.timeout.total_seconds()
         self._template = template
@@ -176,18 +216,25 @@ class WebhookSender(_Redacting):
         self._tls = ssl.create_default_context(cafile=certifi.where())
 
     async def send(self, alert: Alert) -> Delivery:
-        """POST the versioned JSON, signed, with the Idempotency-Key."""
+        """POST the versioned JSON, signed, with the Idempotency-Key, within the route's timeout.
+
+        httpx's timeout is per read: a receiver trickling a byte a second would never time
+        out, so the whole request, answer included, runs under one deadline, and at most
+        ``ANSWER_LIMIT`` bytes of the answer are read.
+        """
         body = webhook_body(alert, self._template)
         headers = {"Content-Type": "application/json", "User-Agent": f"betrace-checker/{__version__}",
                    "Idempotency-Key": alert.key, **self._headers}
         if self._secret is not None:
             headers["X-Betrace-Signature"] = sign(self._secret, body, int(time.time()))
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, verify=self._tls) as client:
-                response = await client.post(self._url, content=body, headers=headers)
-        except httpx.TransportError as err:
+            async with (asyncio.timeout(self._timeout),
+                        httpx.AsyncClient(timeout=self._timeout, verify=self._tls) as client,
+                        client.stream("POST", self._url, content=body, headers=headers) as response):
+                answer, more = await _read_capped(response.aiter_bytes(), ANSWER_LIMIT)
+        except (httpx.TransportError, httpx.DecodingError, TimeoutError) as err:
             return self.failure(err)
-        return classify(response.status_code, self.redact(f"{response.status_code} {response.text}"),
+        return classify(response.status_code, self.answer(response.status_code, answer, cut_off=more),
                         response.headers)
 
 

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from checker.config_types import Duration, Section
+from checker.redact import header_secrets, url_parts, url_secrets
 from checker.rules.rule import SEVERITIES, SEVERITY_RANK, Severity
+
+# Plain http is for a local test receiver only: anywhere else the URL (a secret) crosses a network.
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be more than 0s, e.g. 5s")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
 class Route(Section):
@@ -21,6 +35,10 @@ class Route(Section):
         """Whether a violation of ``severity`` goes to this route."""
         return SEVERITY_RANK.get(severity, len(SEVERITIES)) <= SEVERITY_RANK[self.min_severity]
 
+    def secrets(self) -> list[str]:
+        """What must never be logged or stored: registered with the process-wide redactor."""
+        return []
+
 
 class SlackRoute(Route):
     """Slack by incoming webhook (``webhook_url``) or by bot token and channel."""
@@ -30,6 +48,24 @@ class SlackRoute(Route):
     token: SecretStr | None = None
     channel: str | None = None
     api_url: str = "https://slack.com/api/"  # the Web API; tests point it at a local server
+    timeout: PositiveDuration = timedelta(seconds=15)  # for the whole request, answer included
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            url = urlsplit(value.get_secret_value())
+            local = url.scheme == "http" and url.hostname in LOOPBACK
+            if not url.hostname or not (url.scheme == "https" or local):
+                raise ValueError("must be an https:// URL (Slack's incoming webhooks are "
+                                 "https://hooks.slack.com/services/...)")
+        return value
+
+    def secrets(self) -> list[str]:
+        """The bot token, or the webhook URL and its parts (the URL is the credential)."""
+        if self.webhook_url is not None:
+            return url_parts(self.webhook_url.get_secret_value())
+        return [self.token.get_secret_value()] if self.token else []
 
     @model_validator(mode="after")
     def _one_way_in(self) -> Self:
@@ -47,14 +83,21 @@ class WebhookRoute(Route):
     url: SecretStr
     secret: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: Duration = timedelta(seconds=10)
+    timeout: PositiveDuration = timedelta(seconds=10)  # for the whole request, answer included
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+        url = urlsplit(value.get_secret_value())
+        if url.scheme not in {"http", "https"} or not url.hostname:
+            raise ValueError("must be an http:// or https:// URL")
         return value
+
+    def secrets(self) -> list[str]:
+        """The whole URL, its password or token parameters, the signing secret, auth headers."""
+        url = self.url.get_secret_value()
+        return [url, *url_secrets(url), self.secret.get_secret_value() if self.secret else "",
+                *header_secrets(self.headers)]
 
 
 class LogRoute(Route):
@@ -64,6 +107,9 @@ class LogRoute(Route):
 
 
 AnyRoute = Annotated[SlackRoute | WebhookRoute | LogRoute, Field(discriminator="type")]
+# The ``type`` values: pydantic puts the one that matched in an error's location.
+ROUTE_TYPES = frozenset(get_args(route.model_fields["type"].annotation)[0]
+                        for route in (SlackRoute, WebhookRoute, LogRoute))
 
 
 class DeliverySettings(Section):
@@ -72,6 +118,9 @@ class DeliverySettings(Section):
     realert: Duration = timedelta(minutes=15)
     max_age: Duration = timedelta(hours=24)
     max_listed: int = Field(5, ge=1, le=20)
-    poll: Duration = timedelta(seconds=5)
+    poll: PositiveDuration = timedelta(seconds=5)
     backoff: Duration = timedelta(seconds=5)
     max_backoff: Duration = timedelta(minutes=10)
+    # How long run --once and backfill --notify wait for receivers before exiting; what is
+    # not delivered by then stays in the outbox for the next run.
+    flush_timeout: PositiveDuration = timedelta(seconds=60)

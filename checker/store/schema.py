@@ -6,6 +6,7 @@ PostgreSQL; SQLite keeps them as UTC text, read back as UTC.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +31,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from checker.redact import KNOWN
+
 if TYPE_CHECKING:
     from sqlalchemy import Connection
+
+# PostgreSQL text refuses NUL; UTF-8 (both databases) cannot encode a lone surrogate.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
 
 
 def upsert_insert(connection: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -64,6 +71,71 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def storable(text: str) -> str:
+    """Text any database keeps: PostgreSQL refuses NUL and UTF-8 cannot carry a lone surrogate."""
+    return _UNSTORABLE.sub(REPLACEMENT, text) if _UNSTORABLE.search(text) else text
+
+
+def _storable_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(key)): _storable_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable_json(item) for item in value]
+    return value
+
+
+class StorableText(TypeDecorator[str]):
+    """Every text column: what comes from traces, rules or receivers may hold a NUL.
+
+    Cleaned on the way in, in this one place, so the ledger hashes what was stored and a
+    window's record is never lost to a character the database refuses.
+    """
+
+    impl: type[String] = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        """The value as the database can keep it."""
+        del dialect
+        return None if value is None else storable(value)
+
+
+class StorableString(StorableText):
+    """A text key (rule id, route): cleaned the same way, so lookups match what was stored."""
+
+    impl = String
+    cache_ok = True
+
+
+class ErrorText(StorableText):
+    """An error message that may quote a remote answer: also without any configured secret.
+
+    The ledger chains it and can never be scrubbed, so a secret that a component forgot to
+    redact at the source is removed here.
+    """
+
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        """Storable and redacted."""
+        cleaned = super().process_bind_param(value, dialect)
+        return None if cleaned is None else KNOWN.redact(cleaned)
+
+
+class StorableJSON(TypeDecorator[Any]):
+    """A JSON document whose strings (keys too) are cleaned like text."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        """The document as the database can keep it."""
+        del dialect
+        return _storable_json(value)
+
+
 def id_column() -> Column[Any]:
     """A 64-bit surrogate key; SQLite only auto-increments INTEGER PRIMARY KEY."""
     return Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
@@ -73,52 +145,52 @@ metadata = MetaData()
 
 rules = Table(
     "rules", metadata,
-    Column("rule_id", String(200), primary_key=True),
-    Column("version", String(64), primary_key=True),
-    Column("name", Text, nullable=False),
-    Column("source", Text, nullable=False),
-    Column("condition", Text, nullable=False),
-    Column("severity", String(16), nullable=False),
-    Column("frameworks", JSON, nullable=False),
-    Column("controls", JSON, nullable=False),
+    Column("rule_id", StorableString(200), primary_key=True),
+    Column("version", StorableString(64), primary_key=True),
+    Column("name", StorableText, nullable=False),
+    Column("source", StorableText, nullable=False),
+    Column("condition", StorableText, nullable=False),
+    Column("severity", StorableString(16), nullable=False),
+    Column("frameworks", StorableJSON, nullable=False),
+    Column("controls", StorableJSON, nullable=False),
     Column("first_seen_at", UTCDateTime, nullable=False),
 )
 
 evaluations = Table(
     "evaluations", metadata,
     id_column(),
-    Column("rule_id", String(200), nullable=False),
-    Column("rule_version", String(64), nullable=False),
+    Column("rule_id", StorableString(200), nullable=False),
+    Column("rule_version", StorableString(64), nullable=False),
     Column("window_start", UTCDateTime, nullable=False),
     Column("window_end", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("duration_seconds", Float, nullable=False),
-    Column("outcome", String(16), nullable=False),
+    Column("outcome", StorableString(16), nullable=False),
     Column("scope_size", Integer),
     Column("candidates", Integer, nullable=False),
     Column("violations", Integer, nullable=False),  # confirmed in this window
     Column("new_violations", Integer, nullable=False),  # of which first recorded here
-    Column("plan", Text, nullable=False),
-    Column("error", Text),
-    Column("checker_version", String(40), nullable=False),
+    Column("plan", StorableText, nullable=False),
+    Column("error", ErrorText),
+    Column("checker_version", StorableString(40), nullable=False),
     Column("backfill", Boolean, nullable=False, server_default=false()),
-    Column("prev_hash", String(64)),  # the ledger (checker/store/ledger.py)
-    Column("hash", String(64)),
+    Column("prev_hash", StorableString(64)),  # the ledger (checker/store/ledger.py)
+    Column("hash", StorableString(64)),
     Index("ix_evaluations_rule_window", "rule_id", "window_start"),
 )
 
 violations = Table(
     "violations", metadata,
     id_column(),
-    Column("rule_id", String(200), nullable=False),
-    Column("trace_id", String(32), nullable=False),
-    Column("rule_version", String(64), nullable=False),
+    Column("rule_id", StorableString(200), nullable=False),
+    Column("trace_id", StorableString(32), nullable=False),
+    Column("rule_version", StorableString(64), nullable=False),
     Column("evaluation_id", BigInteger().with_variant(Integer, "sqlite"),
            ForeignKey("evaluations.id"), nullable=False),
-    Column("severity", String(16), nullable=False),
+    Column("severity", StorableString(16), nullable=False),
     Column("found_at", UTCDateTime, nullable=False),
     Column("trace_start", UTCDateTime),
-    Column("detail", JSON, nullable=False),
+    Column("detail", StorableJSON, nullable=False),
     UniqueConstraint("rule_id", "trace_id", name="uq_violations_rule_trace"),
     Index("ix_violations_found_at", "found_at"),
     Index("ix_violations_evaluation_id", "evaluation_id"),
@@ -126,7 +198,7 @@ violations = Table(
 
 checkpoints = Table(
     "checkpoints", metadata,
-    Column("rule_id", String(200), primary_key=True),
+    Column("rule_id", StorableString(200), primary_key=True),
     Column("position", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -134,23 +206,23 @@ checkpoints = Table(
 outbox = Table(
     "outbox", metadata,
     id_column(),
-    Column("rule_id", String(200), nullable=False),
+    Column("rule_id", StorableString(200), nullable=False),
     Column("evaluation_id", BigInteger().with_variant(Integer, "sqlite"),
            ForeignKey("evaluations.id"), nullable=False),
-    Column("route", String(200), nullable=False),
-    Column("payload", JSON, nullable=False),
+    Column("route", StorableString(200), nullable=False),
+    Column("payload", StorableJSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("dead", Boolean, nullable=False, default=False),
-    Column("last_error", Text),
+    Column("last_error", ErrorText),
     Index("ix_outbox_due", "dead", "next_attempt_at"),
 )
 
 alert_state = Table(
     "alert_state", metadata,
-    Column("rule_id", String(200), primary_key=True),
-    Column("route", String(200), primary_key=True),
+    Column("rule_id", StorableString(200), primary_key=True),
+    Column("route", StorableString(200), primary_key=True),
     Column("last_sent_at", UTCDateTime),
     Column("firing", Boolean, nullable=False),
 )

@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from checker import __version__
 from checker.errors import CheckerError
-from checker.redact import mask_url
+from checker.redact import Redactor, mask_url, url_secrets
 from checker.store import ledger, migrate
 from checker.store.outbox import Outbox, OutboxPlan, enqueue
 from checker.store.schema import checkpoints, evaluations, rules, upsert_insert, violations
@@ -144,7 +144,9 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.url = engine.url.render_as_string(hide_password=True)
+        full = engine.url.render_as_string(hide_password=False)
+        self.url = mask_url(full)
+        self._redactor = Redactor(url_secrets(full))
         self.outbox = Outbox(engine)
         # A lock holds its connection for a whole run: never take those from the shared pool,
         # which commits need (many rules running at once would exhaust it).
@@ -157,13 +159,13 @@ class Store:
         try:
             store = cls(_engine(engine_url(url)))
         except SQLAlchemyError as err:
-            raise StoreError(f"cannot use store {mask_url(url)}: {_reason(err)}",
+            raise StoreError(f"cannot use store {mask_url(url)}: {_reason(err, Redactor(url_secrets(url)))}",
                              hint="the store is sqlite:///PATH or postgresql://USER@HOST/DB") from None
         try:
             migrate.upgrade(store.engine)
         except SQLAlchemyError as err:
             store.close()
-            raise StoreError(f"cannot open store {store.url}: {_reason(err)}",
+            raise StoreError(f"cannot open store {store.url}: {_reason(err, store._redactor)}",
                              hint="check the `store` setting and that the database is reachable") from None
         return store
 
@@ -185,7 +187,8 @@ class Store:
             with self.engine.connect() as connection:
                 connection.execute(select(1))
         except SQLAlchemyError as err:
-            raise StoreError(f"store {self.url} unreachable: {_reason(err)}") from None
+            raise StoreError(f"store {self.url} unreachable: {_reason(err, self._redactor)}",
+                             hint="check that the database is running and reachable") from None
 
     # ----------------------------------------------------------------- rules, checkpoints
 
@@ -348,7 +351,11 @@ def _from_unix_nano(nanos: int) -> datetime | None:
     return datetime.fromtimestamp(nanos / 1e9, UTC) if nanos else None
 
 
-def _reason(err: SQLAlchemyError) -> str:
-    """The driver's message, first line only: SQLAlchemy's full text repeats the URL."""
+def _reason(err: SQLAlchemyError, redactor: Redactor) -> str:
+    """The driver's message, first line only (SQLAlchemy's full text repeats the URL).
+
+    A driver may quote its connection string back; the URL's password is removed.
+    """
     origin = getattr(err, "orig", None) or err
-    return str(origin).strip().splitlines()[0] if str(origin).strip() else type(origin).__name__
+    text = str(origin).strip()
+    return redactor.redact(text.splitlines()[0]) if text else type(origin).__name__
