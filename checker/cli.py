@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from checker import __version__
-from checker.config import load_settings
+from checker.config import TempoSettings, load_settings
 from checker.daemon import command as daemon_command
 from checker.daemon.backfill import backfill, whole_seconds
 from checker.demo.traffic import Sent, demo_file, endpoint, send
@@ -27,8 +29,10 @@ from checker.errors import (
     EXIT_OK,
     EXIT_SOURCE,
     CheckerError,
+    RuleFileRefusedError,
     TraceSourceError,
     UsageError,
+    visible,
 )
 from checker.evidence import render as evidence_render
 from checker.evidence.figures import Filters
@@ -37,7 +41,9 @@ from checker.examples import run_examples
 from checker.log import configure
 from checker.notify.message import sample_alert
 from checker.notify.senders import sender_for
+from checker.redact import KNOWN, mask_url
 from checker.report import (
+    listing_order,
     plan_lines,
     write_json_lines,
     write_problems,
@@ -50,7 +56,6 @@ from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violated_by
 from checker.scan import Scanner
 from checker.store import Store, StoreError, ledger
-from checker.tempo.client import TempoConfig
 from checker.tempo.run import scan_window
 from checker.timeparse import parse_duration, parse_time, window
 from checker.traceql import compile_rule
@@ -59,7 +64,10 @@ from checker.traces.otlp import read_traces
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from pydantic_core import ErrorDetails
+
     from checker.rules.rule import Rule
+    from checker.tempo.client import TempoConfig
     from checker.violations import Violation
 
 DEFAULT_RULES = Path("rules.d")
@@ -78,11 +86,17 @@ def _load(paths: Sequence[Path]) -> RuleSet:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check rule files; every error is printed, not just the first."""
+    """Check rule files; every error is printed, not just the first.
+
+    Exit 1 when rules were read and some are invalid, 2 when a file was refused unread
+    (hostile or not a rule file at all).
+    """
     ruleset = load_paths(args.paths)
     write_problems(ruleset.errors, ruleset.warnings, sys.stdout)
     print(f"{len(ruleset.rules)} valid rules, {len(ruleset.errors)} errors, "
           f"{len(ruleset.warnings)} warnings")
+    if any(isinstance(error, RuleFileRefusedError) for error in ruleset.errors):
+        return EXIT_INVALID
     return EXIT_FOUND if ruleset.errors else EXIT_OK
 
 
@@ -94,20 +108,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"error: no rule {args.rule!r} in {args.path}", file=sys.stderr)
         return EXIT_INVALID
     for rule in rules:
-        print(f"{rule.id}  ({rule.location})")
-        print(f"  name:     {rule.name}")
-        print(f"  severity: {rule.severity}")
-        if rule.controls or rule.frameworks:
-            print(f"  controls: {', '.join(rule.controls or rule.frameworks)}")
-        print(f"  reading:  {print_invariant(rule.invariant)}")
-        if rule.legacy:
-            print(f"  (legacy condition without when: {rule.condition.strip()})")
-        print(f"  violated by {violated_by(rule.invariant)}")
-        print("  TraceQL plan:")
-        for line in plan_lines(compile_rule(rule.invariant)):
-            print(f"    {line}")
-        print()
+        print(visible(_explanation(rule)))
     return EXIT_INVALID if ruleset.errors else EXIT_OK
+
+
+def _explanation(rule: Rule) -> str:
+    lines = [f"{rule.id}  ({rule.location})", f"  name:     {rule.name}", f"  severity: {rule.severity}"]
+    if rule.controls or rule.frameworks:
+        lines.append(f"  controls: {', '.join(rule.controls or rule.frameworks)}")
+    lines.append(f"  reading:  {print_invariant(rule.invariant)}")
+    if rule.legacy:
+        lines.append(f"  (legacy condition without when: {rule.condition.strip()})")
+    lines += [f"  violated by {violated_by(rule.invariant)}", "  TraceQL plan:"]
+    lines += [f"    {line}" for line in plan_lines(compile_rule(rule.invariant))]
+    return "\n".join(lines) + "\n"
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -142,45 +156,73 @@ def cmd_scan(args: argparse.Namespace) -> int:
     ruleset = _load([args.rules])
     if ruleset.errors:
         return EXIT_INVALID
-    violations = _scan_tempo(args, ruleset.rules) if args.tempo else _scan_files(args, ruleset.rules)
-    if args.format == "json":
-        write_json_lines(violations, sys.stdout)
-    else:
-        write_table(violations, sys.stdout)
-    return EXIT_FOUND if violations and not args.exit_zero else EXIT_OK
+    judged: list[Violation] = []
+    try:
+        (_scan_tempo if args.tempo else _scan_files)(args, ruleset.rules, judged)
+    finally:
+        # Also when the source fails part-way (exit 3): what was judged is never lost.
+        if args.format == "json":
+            write_json_lines(sorted(judged, key=listing_order), sys.stdout)
+        else:
+            write_table(judged, sys.stdout)
+    return EXIT_FOUND if judged and not args.exit_zero else EXIT_OK
 
 
-def _scan_files(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
+def _scan_files(args: argparse.Namespace, rules: list[Rule], judged: list[Violation]) -> None:
     sources = args.traces or [demo_traces()]
     if not args.traces:
         print(f"no --traces given: scanning the bundled demo traces ({sources[0]})", file=sys.stderr)
     scanner = Scanner(rules)
-    violations = list(scanner.scan(read_traces(sources)))
+    judged.extend(scanner.scan(read_traces(sources)))  # keeps what came before an error
     stats = scanner.stats
     print(f"scanned {stats.traces} traces with {len(scanner.rules)} rules: "
           f"{stats.in_scope} in scope, {stats.violations} violations", file=sys.stderr)
-    return violations
+
+
+# Where a Tempo setting comes from on the command line, when not --<its name>.
+TEMPO_OPTIONS = {"url": "--tempo", "headers": "--header", "username": "BETRACE_TEMPO__USERNAME",
+                 "password": "BETRACE_TEMPO__PASSWORD", "bearer_token": "BETRACE_TEMPO__BEARER_TOKEN"}
 
 
 def tempo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> TempoConfig:
-    """Connection settings from options; secrets only from the environment, never argv."""
+    """Connection settings from options, checked as the config file's are.
+
+    Unchecked, ``--search-limit 0`` would search forever. Secrets come only from the
+    environment, never argv.
+    """
     headers = {}
     for header in args.header or []:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
             raise UsageError(f"--header {header!r} is not 'Name: value'")
         headers[name.strip()] = value.strip()
-    return TempoConfig(
-        url=args.tempo, tenant=args.tenant, search_limit=args.search_limit,
-        timeout=parse_duration(args.timeout), retries=args.retries, headers=headers,
-        username=environ.get("BETRACE_TEMPO__USERNAME") or None,
-        password=environ.get("BETRACE_TEMPO__PASSWORD") or None,
-        bearer_token=environ.get("BETRACE_TEMPO__BEARER_TOKEN") or None,
-        verify=False if args.insecure else (args.ca_bundle or True),
-    )
+    values = {"url": args.tempo, "tenant": args.tenant, "search_limit": args.search_limit,
+              "timeout": args.timeout, "retries": args.retries, "headers": headers,
+              "max_search_bytes": args.max_search_bytes, "max_trace_bytes": args.max_trace_bytes,
+              "username": environ.get("BETRACE_TEMPO__USERNAME") or None,
+              "password": environ.get("BETRACE_TEMPO__PASSWORD") or None,
+              "bearer_token": environ.get("BETRACE_TEMPO__BEARER_TOKEN") or None,
+              "ca_bundle": args.ca_bundle, "insecure": args.insecure}
+    try:
+        settings = TempoSettings(**{key: value for key, value in values.items() if value is not None})
+    except ValidationError as err:
+        raise UsageError("invalid Tempo option:" + "".join(
+            f"\n  {_option_problem(e)}" for e in err.errors())) from None
+    KNOWN.add(settings.secrets())  # the log's last line of defence, as for a config file
+    return settings.client_config()
 
 
-def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
+def _option_problem(error: ErrorDetails) -> str:
+    """``--search-limit 0: Input should be greater than 0``; secrets are never echoed."""
+    key = str(error["loc"][0]) if error["loc"] else "tempo"
+    option = TEMPO_OPTIONS.get(key, "--" + key.replace("_", "-"))
+    secret = key in {"password", "bearer_token", "headers"}
+    shown = "" if secret or isinstance(error["input"], dict) else f" {mask_url(str(error['input']))}"
+    return f"{option}{shown}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: list[Violation]) -> None:
+    config = tempo_config(args, os.environ)
     now, cutoff = time.time(), parse_duration(args.query_end_cutoff)
     start, end, clamped = window(now, cutoff, since=args.since, start=args.start, end=args.end)
     if clamped:
@@ -190,20 +232,20 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule]) -> list[Violation]:
         print(f"note: --query-end-cutoff {args.query_end_cutoff} is below Tempo's default 30s; "
               "Tempo must be configured with it, or it silently moves recent windows",
               file=sys.stderr)
-    result, stats = scan_window(rules, tempo_config(args, os.environ), start, end,
+    result, stats = scan_window(rules, config, start, end,
                                 margin=math.ceil(parse_duration(args.trace_margin)),
                                 latest=math.floor(now - cutoff), progress=sys.stderr.isatty())
-    print(f"evaluated {len(result.outcomes)} rules over {start}..{end} on {args.tempo}: "
+    print(f"evaluated {len(result.outcomes)} rules over {start}..{end} on {mask_url(args.tempo)}: "
           f"{stats.searches} searches, {stats.fetches} traces fetched, "
           f"{len(result.violations)} violations", file=sys.stderr)
-    unjudged = [f"{t} (not found)" for t in result.missing] + [
-        f"{t} (returned only in part)" for t in result.partial]
+    judged.extend(result.violations)
+    unjudged = result.unjudged
     if unjudged:
         raise TraceSourceError(f"{len(unjudged)} candidate traces could not be judged: "
                                + ", ".join(unjudged[:5]),
                                hint="a trace may have left retention or exceed Tempo's "
-                               "max_bytes_per_trace; scan again or raise that limit")
-    return result.violations
+                               "max_bytes_per_trace or --max-trace-bytes; scan again or raise "
+                               "that limit")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -358,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "(longest trace plus ingestion delay; default 10m)")
     scan.add_argument("--retries", type=int, default=5, metavar="N",
                       help="retries of a failing Tempo request, with exponential backoff (default 5)")
+    scan.add_argument("--max-search-bytes", metavar="SIZE",
+                      help="largest search answer read from Tempo (default 64MiB); a larger one "
+                      "is an error")
+    scan.add_argument("--max-trace-bytes", metavar="SIZE",
+                      help="largest trace read from Tempo (default 50MiB); a larger trace is "
+                      "reported as not judged")
     scan.add_argument("--header", action="append", metavar="'NAME: VALUE'",
                       help="extra HTTP header for Tempo (repeatable); credentials come from "
                       "BETRACE_TEMPO__USERNAME/__PASSWORD or BETRACE_TEMPO__BEARER_TOKEN")

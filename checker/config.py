@@ -12,18 +12,20 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import httpx
 import yaml
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import ByteSize, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from checker.config_types import Duration, Section
 from checker.errors import SourceLocation, UsageError
-from checker.notify.settings import AnyRoute, DeliverySettings
-from checker.redact import mask_url
-from checker.tempo.client import TempoConfig
+from checker.notify.settings import ROUTE_TYPES, AnyRoute, DeliverySettings
+from checker.redact import KNOWN, basic_auth_token, header_secrets, mask_url, url_secrets
+from checker.tempo.client import MAX_SEARCH_LIMIT, MIB, TempoConfig
 
 DEFAULT_CONFIG = Path("betrace.yaml")
 ENV_PREFIX = "BETRACE_"
@@ -44,8 +46,10 @@ class TempoSettings(Section):
 
     url: str = "http://localhost:3200"
     tenant: str | None = None
-    search_limit: int = Field(1000, gt=0)
+    search_limit: int = Field(1000, gt=0, le=MAX_SEARCH_LIMIT)
     timeout: Duration = timedelta(seconds=30)
+    max_search_bytes: ByteSize = Field(ByteSize(64 * MIB), gt=0)
+    max_trace_bytes: ByteSize = Field(ByteSize(50 * MIB), gt=0)
     retries: int = Field(5, ge=0)
     concurrency: int = Field(8, gt=0)
     query_end_cutoff: Duration = timedelta(seconds=30)
@@ -62,13 +66,37 @@ class TempoSettings(Section):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as err:
+            raise ValueError(f"is not a URL ({err}), e.g. http://localhost:3200") from None
+        if not url.host or "%" in url.host or not 0 < (url.port or 80) < 65536:
+            raise ValueError("needs a host and a port from 1 to 65535, e.g. http://localhost:3200")
+        if url.query or url.fragment:
+            raise ValueError("must not have a query (?...) or fragment (#...): paths are added to it")
         return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _some_time(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be more than 0s")
+        return value
+
+    def secrets(self) -> list[str]:
+        """Credentials sent to Tempo, also in the base64 form a Basic header carries."""
+        password = self.password.get_secret_value() if self.password else None
+        token = self.bearer_token.get_secret_value() if self.bearer_token else None
+        basic = basic_auth_token(self.username, password or "") if self.username and password else None
+        found = [password, token, basic, *url_secrets(self.url), *header_secrets(self.headers)]
+        return [secret for secret in found if secret]
 
     def client_config(self) -> TempoConfig:
         """The Tempo client's settings; secrets are unwrapped only here."""
         return TempoConfig(
             url=self.url, tenant=self.tenant, search_limit=self.search_limit,
             timeout=self.timeout.total_seconds(), retries=self.retries, concurrency=self.concurrency,
+            max_search_bytes=int(self.max_search_bytes), max_trace_bytes=int(self.max_trace_bytes),
             username=self.username,
             password=self.password.get_secret_value() if self.password else None,
             bearer_token=self.bearer_token.get_secret_value() if self.bearer_token else None,
@@ -146,10 +174,13 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgres://")):
             raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST/DB")
         try:
-            make_url(value).port  # noqa: B018  (reading the port checks it is a number)
+            url = make_url(value)
+            url.port  # noqa: B018  (reading the port checks it is a number)
         except (ArgumentError, ValueError):
             raise ValueError("is not a database URL: sqlite:///PATH or postgresql://USER@HOST:5432/DB"
                              ) from None
+        if "@" in (url.host or ""):
+            raise ValueError("has an '@' in its password: percent-encode it (@ is %40)")
         return value
 
     @field_validator("trace_url_template")
@@ -157,7 +188,15 @@ class Settings(BaseSettings):
     def _has_trace_id(cls, value: str | None) -> str | None:
         if value is not None and "{trace_id}" not in value:
             raise ValueError("must contain {trace_id}, e.g. https://grafana.example.com/explore?...{trace_id}")
+        # Messages and reports turn it into a link: a javascript: or data: URL would run when clicked.
+        if value is not None and (urlsplit(value).scheme not in {"http", "https"} or value != value.strip()):
+            raise ValueError("must be an http:// or https:// URL")
         return value
+
+    def secrets(self) -> list[str]:
+        """Every secret of the config: the log and the store never show them (checker.redact.KNOWN)."""
+        return [*url_secrets(self.store), *self.tempo.secrets(), *url_secrets(self.trace_url_template),
+                *(secret for route in self.notifiers.values() for secret in route.secrets())]
 
     @field_validator("default_notifiers")
     @classmethod
@@ -190,7 +229,7 @@ def load_settings(path: Path | None) -> Settings:
     if explicit or path.exists():
         values = _read_file(path)
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except SettingsError as err:  # an environment value that is not the JSON a mapping needs
         raise ConfigError("invalid setting in the BETRACE_* environment:", [_env_problem(err)]) from None
     except ValidationError as err:
@@ -199,6 +238,8 @@ def load_settings(path: Path | None) -> Settings:
                           "environment):",
                           [_problem(e) for e in err.errors()],
                           location=SourceLocation(path) if values else None) from None
+    KNOWN.add(settings.secrets())
+    return settings
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -233,12 +274,22 @@ def _problem(error: Any) -> str:
     """``tempo.search_limit = -1: Input should be greater than 0 (env BETRACE_TEMPO__SEARCH_LIMIT)``."""
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc) or "(top level)"
-    env = ENV_PREFIX + "__".join(loc).upper()
+    env = ENV_PREFIX + "__".join(_env_path(loc)).upper()
     value = error.get("input")
     hidden = error["type"] == "missing" or isinstance(value, dict)
     shown = "" if hidden else f" = {_shown(loc, value, error['type'])}"
     why = str(error["msg"]).removeprefix("Value error, ")
     return f"{key}{shown}: {why} (env {env})"
+
+
+def _env_path(loc: list[str]) -> list[str]:
+    """The variable's path: an error's location has a route's ``type`` in it, the variable does not.
+
+    ``notifiers.s1.slack.token`` is set by ``BETRACE_NOTIFIERS__S1__TOKEN``.
+    """
+    if len(loc) > 2 and loc[0] == "notifiers" and loc[2] in ROUTE_TYPES:
+        return [*loc[:2], *loc[3:]]
+    return loc
 
 
 SECRET_KEYS = frozenset({"password", "bearer_token", "secret", "token", "webhook_url", "headers"})

@@ -6,13 +6,17 @@ import math
 from datetime import UTC, datetime
 
 from checker.errors import UsageError
-from checker.rules.fields import DURATION_HINT, duration_ns
+from checker.rules.fields import DURATION_HINT, DurationTooLongError, duration_ns
+
+# Tempo reads start/end as uint32 seconds: a larger number is another unit, or no time at all.
+MAX_UNIX_SECONDS = 2**32
+_FINER_UNITS = (("milliseconds", 10**3), ("microseconds", 10**6), ("nanoseconds", 10**9))
 
 
 def parse_time(text: str) -> float:
     """Unix seconds from ``1795729000``, ``1795729000.5`` or ``2026-11-27T10:00:00Z``."""
     try:
-        return float(text)
+        return _unix_seconds(text, float(text))
     except ValueError:
         pass
     try:
@@ -25,9 +29,23 @@ def parse_time(text: str) -> float:
     return moment.timestamp()
 
 
+def _unix_seconds(text: str, value: float) -> float:
+    """``value`` when it can be unix seconds; a number in ms or ns is named as such."""
+    if math.isfinite(value) and 0 <= value < MAX_UNIX_SECONDS:
+        return value
+    for unit, per_second in _FINER_UNITS:
+        if 0 <= value < MAX_UNIX_SECONDS * per_second:
+            raise UsageError(f"{text} looks like unix {unit}, not seconds",
+                             hint=f"give unix seconds ({value / per_second:.0f}) or RFC 3339")
+    raise UsageError(f"{text} is not a time: use RFC 3339 (2026-11-27T10:00:00Z) or unix seconds")
+
+
 def parse_duration(text: str) -> float:
     """Seconds from ``15m``, ``1h30m``, ``30s``."""
-    nanos = duration_ns(text)
+    try:
+        nanos = duration_ns(text)
+    except DurationTooLongError as err:
+        raise UsageError(str(err), hint=DURATION_HINT) from None
     if nanos is None:
         raise UsageError(f"{text!r} is not a duration: {DURATION_HINT}")
     return nanos / 1e9

@@ -74,6 +74,17 @@ class TestStarterRules:
         assert 1 == code
         assert "searches" in out.err
 
+    def test_json_is_byte_identical_to_a_scan_of_the_same_traces_on_disk(
+            self, tempo: TempoDouble, capsys: pytest.CaptureFixture[str]) -> None:
+        assert RECORDINGS is not None
+        main(scan(tempo.url))
+        remote = capsys.readouterr().out
+        main(["scan", "--rules", str(RULES_D), "--traces", str(RECORDINGS / "dataset.otlp.json"),
+              "--format", "json"])
+        local = capsys.readouterr().out
+        assert remote.count("\n") > 3
+        assert local == remote
+
     def test_fetches_only_candidates(self, tempo: TempoDouble, capsys: pytest.CaptureFixture[str]) -> None:
         main(scan(tempo.url))
         fetched = {r.path.rsplit("/", 1)[-1] for r in tempo.requests if "/traces/" in r.path}

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 CHECK_TIMEOUT = 5.0
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,16 @@ class Check:
 
 
 async def _outcome(check: Check) -> str:
+    """``ok``, or the first line of why not; a check that breaks is not ready, never a 500."""
     try:
         await asyncio.wait_for(check.run(), CHECK_TIMEOUT)
     except TimeoutError:
         return f"no answer within {CHECK_TIMEOUT:g}s"
     except CheckerError as err:
         return str(err).splitlines()[0]
+    except Exception as err:  # noqa: BLE001 - readiness reports every failure, whatever its kind
+        log.warning("readiness.check_failed", check=check.name, error=type(err).__name__)
+        return f"check failed: {type(err).__name__}"
     return "ok"
 
 

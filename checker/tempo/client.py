@@ -4,6 +4,11 @@ What Tempo does that a client must undo (shared/tempo.md): search returns at mos
 ``limit`` traces, an arbitrary subset when more match, so a full page is never trusted and
 the window is split; trace IDs lose their leading zeros; ``start``/``end`` are whole
 seconds; windows are capped (168h); the newest ``query_end_cutoff`` is silently clamped.
+
+What anything in front of Tempo may do, and the client refuses: answer 200 with something
+that is not Tempo's answer (``answers``), trickle bytes forever (each request has a total
+deadline, not one per read), send gigabytes (bodies are capped), or echo the credentials
+it was sent (every remote text is redacted before it becomes an error).
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import asyncio
 import itertools
 import json
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -22,7 +26,9 @@ import structlog
 
 from checker import __version__
 from checker.errors import TraceSourceError
-from checker.redact import mask_url
+from checker.redact import Redactor, basic_auth_token, mask_url, url_secrets
+from checker.tempo.answers import UnprovenAnswerError, search_page, trace_v1, trace_v2
+from checker.traceql.split import QueryTooLongError, split_query
 from checker.traces.otlp import DecodeError, decode_request, group_traces
 
 if TYPE_CHECKING:
@@ -35,8 +41,16 @@ log = structlog.get_logger(__name__)
 MAX_WINDOW_SECONDS = 168 * 3600
 MAX_SEARCH_LIMIT = 262_144  # Tempo's default max_result_limit
 SPLIT_WAYS = 4
-HEX_ID = re.compile(r"[0-9a-fA-F]{1,32}")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MIB = 1024 * 1024
+ERROR_BODY_BYTES = 4096  # what is read of a refusal: Tempo's errors are one line of text
+SHOWN_CHARS = 500  # of a refusal, in the error message
+# The URL-encoded query must fit the 8 KiB request line proxies allow (httpx refuses 64 KiB,
+# Tempo 128 KiB of TraceQL); longer queries are split into several searches.
+MAX_QUERY_BYTES = 6 * 1024
+ECHO = "/api/echo"
+PORT_HINT = ("point --tempo (tempo.url) at Tempo's HTTP query port, 3200 by default; "
+             "4317/4318 are its OTLP receivers")
 
 
 class TempoError(TraceSourceError):
@@ -68,11 +82,18 @@ class TempoConfig:
     backoff: float = 0.5
     max_backoff: float = 10.0
     concurrency: int = 8
+    max_search_bytes: int = 64 * MIB
+    max_trace_bytes: int = 50 * MIB
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     bearer_token: str | None = field(default=None, repr=False)
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     verify: bool | str = True
+
+    def secrets(self) -> list[str | None]:
+        """Everything sent that a remote party could echo back, in every form it is sent."""
+        basic = basic_auth_token(self.username, self.password or "") if self.username else None
+        return [self.bearer_token, self.password, basic, *url_secrets(self.url), *self.headers.values()]
 
 
 @dataclass(frozen=True)
@@ -81,7 +102,7 @@ class FetchedTrace:
 
     trace_id: str
     trace: Trace | None
-    partial: str | None = None  # Tempo's message when it returned only part of the trace
+    partial: str | None = None  # why only part, or none, of the trace could be judged
 
 
 @dataclass
@@ -94,6 +115,14 @@ class ClientStats:
     retries: int = 0
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """An HTTP answer whose status was expected; ``body`` None when it was over the size cap."""
+
+    status: int
+    body: bytes | None
+
+
 class TempoClient:
     """One connection pool per process; use ``async with TempoClient(config) as tempo``."""
 
@@ -104,7 +133,12 @@ class TempoClient:
         self.stats = ClientStats()
         # Called with (route, status or error kind) for every request: the daemon's metrics.
         self._observer = observer
-        self.last_answer: float | None = None  # time.time() of Tempo's last HTTP answer
+        # time.time() of Tempo's last proven answer; None after a failure, so that
+        # readiness asks again instead of trusting an old success.
+        self.last_answer: float | None = None
+        # The last refusal (401/403) of a real request: Tempo may answer /api/echo without
+        # credentials while refusing every search, and readiness must still say so.
+        self._refusal: TempoError | None = None
         headers = {"Accept": "application/json", "User-Agent": f"betrace-checker/{__version__}",
                    **config.headers}
         if config.tenant:
@@ -114,12 +148,15 @@ class TempoClient:
         auth = (config.username, config.password or "") if config.username else None
         self._base_url = config.url.rstrip("/")
         self._shown_url = mask_url(self._base_url)  # for messages: never a password
+        self._redactor = Redactor(config.secrets())
         self._http = httpx.AsyncClient(
             base_url=self._base_url, headers=headers, auth=auth, timeout=config.timeout,
             verify=config.verify, transport=transport,
             limits=httpx.Limits(max_connections=config.concurrency * 2),
         )
         self._fetch_slots = asyncio.Semaphore(config.concurrency)
+        # A request's deadline starts once it has a connection, not while it queues for one.
+        self._request_slots = asyncio.Semaphore(config.concurrency * 2)
         self._v2_missing = False
 
     async def __aenter__(self) -> Self:
@@ -134,70 +171,134 @@ class TempoClient:
 
     # ----------------------------------------------------------------- requests
 
-    async def _get_json(self, path: str, params: dict[str, Any] | None = None,
-                        *, ok: frozenset[int] = frozenset({200})) -> tuple[int, Any]:
-        """GET a JSON answer, retrying 429, 5xx, timeouts, connection errors and garbage.
+    async def _request(self, path: str, params: dict[str, Any] | None,
+                       parse: Callable[[_Answer, str], T], *, cap: int,
+                       ok: frozenset[int] = frozenset({200}), retries: int | None = None) -> T:
+        """GET ``path`` and ``parse`` the answer, retrying what ``TempoError.retryable`` says.
 
-        Garbage (a 200 that is not JSON) is retried like a 5xx, since proxies truncate
-        bodies; other 4xx are final. Returns the status and the body (None when empty).
+        429, 5xx, timeouts, broken connections and answers that are not Tempo's are
+        retried with backoff; other 4xx are final.
         """
         url = f"{self._shown_url}{path}"
+        retries = self.config.retries if retries is None else retries
         attempt = 0
         while True:
             try:
-                return await self._attempt(path, params, ok, url)
+                result = parse(await self._get(path, params, url, ok=ok, cap=cap), url)
             except TempoError as error:
-                if not error.retryable or attempt >= self.config.retries:
+                self.last_answer = None
+                if error.status in {401, 403} and path != ECHO:
+                    self._refusal = error
+                if not error.retryable or attempt >= retries:
                     raise
                 delay = self._backoff(attempt, error)
-                status = error.status
+                status, reason = error.status, str(error).splitlines()[0]
+            else:
+                self.last_answer = time.time()
+                if path != ECHO:
+                    self._refusal = None
+                return result
             attempt += 1
             self.stats.retries += 1
             log.warning("tempo.retry", url=url, status=status, attempt=attempt,
-                        delay=round(delay, 3))
+                        delay=round(delay, 3), error=reason)
             await asyncio.sleep(delay)
 
-    async def _attempt(self, path: str, params: dict[str, Any] | None, ok: frozenset[int],
-                       url: str) -> tuple[int, Any]:
-        response = await self._get(path, params, url)
-        self.stats.bytes_read += len(response.content)
-        if response.status_code not in ok:
-            raise _status_error(response, url, params)
-        if response.status_code != 200 or not response.content:
-            return response.status_code, None
-        try:
-            return response.status_code, json.loads(response.content)
-        except ValueError:
-            raise TempoError("answered with something that is not JSON", url=url,
-                             status=response.status_code, retryable=True) from None
-
-    async def _get(self, path: str, params: dict[str, Any] | None, url: str) -> httpx.Response:
-        """One GET, observed; transport failures become retryable ``TempoError``."""
+    async def _get(self, path: str, params: dict[str, Any] | None, url: str, *,
+                   ok: frozenset[int], cap: int) -> _Answer:
+        """One GET, answer and body within ``timeout`` in total; failures become ``TempoError``."""
         route = _route(path)
+        async with self._request_slots:
+            try:
+                async with asyncio.timeout(self.config.timeout):
+                    return await self._exchange(path, params, url, ok=ok, cap=cap)
+            except (TimeoutError, httpx.TimeoutException):
+                self._observe(route, "timeout")
+                raise TempoError(f"no answer within {self.config.timeout:g}s (the whole answer, body "
+                                 "included)", url=url, retryable=True,
+                                 hint="raise the Tempo timeout (--timeout, tempo.timeout)") from None
+            except httpx.InvalidURL:
+                self._observe(route, "invalid_url")
+                raise TempoError("the request cannot be sent: its URL is invalid or too long", url=url,
+                                 hint="check the Tempo URL; shorten the rule's value lists") from None
+            except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+                self._observe(route, "invalid_request")
+                raise TempoError(f"the request cannot be sent: {self._shown(str(exc))}", url=url,
+                                 hint="check the Tempo URL and headers") from None
+            except httpx.HTTPError as exc:  # refused, reset, cut short, a body that does not decode
+                self._observe(route, "connection_error")
+                what = "cannot connect" if isinstance(exc, httpx.ConnectError) else "the answer broke off"
+                raise TempoError(f"{what}: {type(exc).__name__}", url=url, retryable=True,
+                                 hint="check the Tempo URL and that Tempo is running") from None
+
+    async def _exchange(self, path: str, params: dict[str, Any] | None, url: str, *,
+                        ok: frozenset[int], cap: int) -> _Answer:
+        async with self._http.stream("GET", path, params=params) as response:
+            self._observe(_route(path), str(response.status_code))
+            if response.status_code not in ok:
+                prefix = await self._read(response, ERROR_BODY_BYTES, truncate=True) or b""
+                text = self._shown(prefix.decode("utf-8", "replace"), cut_off=len(prefix) == ERROR_BODY_BYTES)
+                raise self._status_error(response, text, url, params)
+            return _Answer(response.status_code, await self._read(response, cap))
+
+    async def _read(self, response: httpx.Response, cap: int, *, truncate: bool = False) -> bytes | None:
+        """The body, streamed; past ``cap`` bytes: None, or the first ``cap`` when ``truncate``."""
+        declared = response.headers.get("Content-Length", "")
+        if not truncate and declared.isdigit() and int(declared) > cap:
+            return None
+        enough = cap if truncate else cap + 1  # one byte past the cap proves it is over
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= enough:
+                break
+        self.stats.bytes_read += size
+        if size > cap and not truncate:
+            return None
+        return b"".join(chunks)[:cap]
+
+    def _json(self, answer: _Answer, url: str) -> Any:
+        """The JSON of an answer; anything else is retried like a 5xx, since proxies cut bodies."""
+        if not answer.body:
+            raise TempoError("answered with an empty body", url=url, status=answer.status, retryable=True)
         try:
-            response = await self._http.get(path, params=params)
-        except httpx.TimeoutException:
-            self._observe(route, "timeout")
-            raise TempoError(f"no answer within {self.config.timeout:g}s", url=url,
-                             retryable=True, hint="raise the Tempo timeout") from None
-        except httpx.TransportError as exc:
-            self._observe(route, "connection_error")
-            raise TempoError(f"cannot connect: {type(exc).__name__}", url=url, retryable=True,
-                             hint="check the Tempo URL and that Tempo is running") from None
-        self.last_answer = time.time()
-        self._observe(route, str(response.status_code))
-        return response
+            return json.loads(answer.body)
+        except (ValueError, RecursionError):
+            raise TempoError("answered with something that is not JSON", url=url,
+                             status=answer.status, retryable=True) from None
+
+    def _unproven(self, error: UnprovenAnswerError, url: str) -> TempoError:
+        return TempoError(self._shown(str(error)), url=url, status=200, retryable=True,
+                          hint="is a proxy answering instead of Tempo? " + PORT_HINT)
+
+    def _shown(self, text: str, *, cut_off: bool = False) -> str:
+        """Remote text as it may be shown: every configured secret removed, then cut.
+
+        ``cut_off``: only the start of the text was read, so a secret may end it half-way.
+        """
+        return self._redactor.redact(text.strip(), SHOWN_CHARS, cut_off=cut_off)
 
     def _observe(self, route: str, status: str) -> None:
         if self._observer is not None:
             self._observer(route, status)
 
     async def ping(self) -> None:
-        """Ask Tempo's ``/api/echo`` once, without retries; ``TempoError`` unless it answers 200."""
-        url = f"{self._shown_url}/api/echo"
-        response = await self._get("/api/echo", None, url)
-        if response.status_code != 200:
-            raise _status_error(response, url, None)
+        """Ask Tempo's ``/api/echo`` once, for readiness.
+
+        ``TempoError`` unless Tempo itself answers "echo" and the last search or fetch was
+        not refused.
+        """
+
+        def parse(answer: _Answer, url: str) -> None:
+            if not (answer.body or b"").startswith(b"echo"):
+                raise TempoError("answered 200, but not Tempo's echo", url=url, status=200,
+                                 hint=PORT_HINT)
+            if self._refusal is not None:
+                raise self._refusal
+
+        await self._request(ECHO, None, parse, cap=ERROR_BODY_BYTES, retries=0)
 
     def _backoff(self, attempt: int, error: TempoError) -> float:
         """Exponential backoff with full jitter; a 429's Retry-After wins when longer."""
@@ -207,44 +308,84 @@ class TempoClient:
             return max(delay, min(error.retry_after, self.config.max_backoff))
         return delay
 
+    def _status_error(self, response: httpx.Response, text: str, url: str,
+                      params: dict[str, Any] | None) -> TempoError:
+        """A refusal, with Tempo's words (already redacted) and what to do about it."""
+        status = response.status_code
+        if status in RETRY_STATUSES:
+            retry_after = response.headers.get("Retry-After", "")
+            return TempoError(text or "server error", url=url, status=status, retryable=True,
+                              retry_after=float(retry_after) if retry_after.isdigit() else None)
+        hint = None
+        if status == 400 and params and "q" in params:
+            hint = f"query was: {params['q']}"
+        elif status == 401:
+            hint = "set the tenant (X-Scope-OrgID) or credentials"
+        elif status == 403:
+            hint = "the credentials were refused"
+        elif status == 404:
+            hint = PORT_HINT
+        return TempoError(text or "request refused", url=url, status=status, hint=hint)
+
     # ------------------------------------------------------------------- search
 
-    async def search(self, query: str, start: int, end: int, limit: int) -> tuple[set[str], bool]:
-        """One search page: padded trace IDs, and whether Tempo ran every job."""
+    async def search(self, query: str, start: int, end: int, limit: int) -> frozenset[str]:
+        """One search page: padded trace IDs; a full page may be an arbitrary subset.
+
+        Tempo stops its jobs once it has ``limit`` traces, so a full page may be unfinished.
+        A page with fewer traces that is unfinished is not something Tempo sends (a failed
+        job fails the whole request): it is retried with backoff, then an error, and never
+        split, which once turned one unfinished answer into thousands of searches.
+        """
         self.stats.searches += 1
         params = {"q": query, "start": start, "end": end, "limit": limit, "spss": 1}
-        _, body = await self._get_json("/api/search", params)
-        url = f"{self._shown_url}/api/search"
-        if not isinstance(body, dict) or not isinstance(body.get("traces", []), list):
-            raise TempoError("search answer is not Tempo's JSON", url=url, retryable=True)
-        ids = set()
-        for item in body.get("traces", []):
-            raw = item.get("traceID") if isinstance(item, dict) else None
-            if not isinstance(raw, str) or not HEX_ID.fullmatch(raw):
-                raise TempoError(f"search answer has a bad traceID {raw!r}", url=url)
-            ids.add(raw.lower().zfill(32))
-        metrics = body.get("metrics") or {}
-        complete = metrics.get("completedJobs", 0) == metrics.get("totalJobs", 0)
-        return ids, complete
+
+        def parse(answer: _Answer, url: str) -> frozenset[str]:
+            if answer.body is None:
+                raise TempoError(f"search answer larger than tempo.max_search_bytes "
+                                 f"({self.config.max_search_bytes} bytes)", url=url, status=answer.status,
+                                 hint="raise tempo.max_search_bytes (--max-search-bytes) or lower "
+                                 "tempo.search_limit (--search-limit)")
+            try:
+                page = search_page(self._json(answer, url))
+            except UnprovenAnswerError as err:
+                raise self._unproven(err, url) from None
+            if len(page.ids) < limit and not page.complete:
+                raise TempoError(f"search answer is unfinished (completedJobs < totalJobs) with "
+                                 f"{len(page.ids)} of at most {limit} traces", url=url, status=200,
+                                 retryable=True, hint="Tempo or a proxy cut the search short")
+            return page.ids
+
+        return await self._request("/api/search", params, parse, cap=self.config.max_search_bytes)
 
     async def search_all(self, query: str, start: int, end: int) -> set[str]:
         """Every trace matching ``query`` whose time range overlaps [start, end] (seconds).
 
-        A page that reaches the limit, or that Tempo did not finish, is never trusted:
-        the window is cut in four and each part searched, down to one second, where the
-        limit is raised instead.
+        A page that reaches the limit is never trusted: the window is cut in four and each
+        part searched, down to one second, where the limit is raised instead. A query too
+        long for one request is searched in parts whose union is the same set.
         """
-        found: set[str] = set()
-        for chunk_start in range(start, end, MAX_WINDOW_SECONDS):
-            chunk_end = min(end, chunk_start + MAX_WINDOW_SECONDS)
-            found |= await self._enumerate(query, chunk_start, chunk_end)
-        return found
+        parts = self._query_parts(query)
+        chunks = [(s, min(end, s + MAX_WINDOW_SECONDS)) for s in range(start, end, MAX_WINDOW_SECONDS)]
+        found = await gather_strict(*(self._enumerate(part, a, b) for part in parts for a, b in chunks))
+        return set().union(*found)
+
+    def _query_parts(self, query: str) -> list[str]:
+        try:
+            parts = split_query(query, _fits_url)
+        except QueryTooLongError as err:
+            raise TempoError(f"the TraceQL query ({len(query)} characters) is too long for one request "
+                             f"and cannot be split: {err}", url=f"{self._shown_url}/api/search",
+                             hint="shorten the rule's value lists (in [...]) or split the rule") from None
+        if len(parts) > 1:
+            log.info("tempo.query_split", characters=len(query), searches=len(parts))
+        return parts
 
     async def _enumerate(self, query: str, start: int, end: int) -> set[str]:
         limit = self.config.search_limit
-        ids, complete = await self.search(query, start, end, limit)
-        if len(ids) < limit and complete:
-            return ids
+        ids = await self.search(query, start, end, limit)
+        if len(ids) < limit:
+            return set(ids)
         if end - start <= 1:
             return await self._dense_second(query, start, end, limit)
         # Four parts, not two: a window holding exactly twice the limit would fill both halves.
@@ -257,12 +398,12 @@ class TempoClient:
         """Seconds cannot be split further: raise the limit until the page is not full."""
         while limit < MAX_SEARCH_LIMIT:
             limit = min(MAX_SEARCH_LIMIT, limit * 4)
-            ids, complete = await self.search(query, start, end, limit)
-            if len(ids) < limit and complete:
-                return ids
+            ids = await self.search(query, start, end, limit)
+            if len(ids) < limit:
+                return set(ids)
         url = f"{self._shown_url}/api/search"
-        raise TempoError(f"more than {MAX_SEARCH_LIMIT} traces, or no complete answer, in the "
-                         f"1-second window {start}..{end} for {query}", url=url, retryable=True)
+        raise TempoError(f"more than {MAX_SEARCH_LIMIT} traces in the 1-second window {start}..{end} "
+                         f"for {query}", url=url, retryable=True)
 
     # -------------------------------------------------------------------- fetch
 
@@ -271,32 +412,53 @@ class TempoClient:
         async with self._fetch_slots:
             self.stats.fetches += 1
             if not self._v2_missing:
-                status, body = await self._get_json(f"/api/v2/traces/{trace_id}",
-                                                    ok=frozenset({200, 404}))
-                if status == 200:
-                    return self._decode(trace_id, body, f"/api/v2/traces/{trace_id}")
+                fetched = await self._fetch(trace_id, 2)
+                if fetched is not None:
+                    return fetched
                 self._v2_missing = True
                 log.info("tempo.v1_fallback", reason="v2 trace API answered 404")
-            status, body = await self._get_json(f"/api/traces/{trace_id}", ok=frozenset({200, 404}))
-            if status == 404:
-                return FetchedTrace(trace_id, None)
-            return self._decode(trace_id, body, f"/api/traces/{trace_id}")
+            return await self._fetch(trace_id, 1) or FetchedTrace(trace_id, None)
 
-    def _decode(self, trace_id: str, body: Any, path: str) -> FetchedTrace:
-        url = f"{self._shown_url}{path}"
-        if not isinstance(body, dict):
-            raise TempoError("trace answer is not a JSON object", url=url)
-        container = body.get("trace", body)
-        partial = str(body.get("message") or "partial") if body.get("status") == "PARTIAL" else None
-        if not isinstance(container, dict) or not (container.get("resourceSpans")
-                                                   or container.get("batches")):
-            return FetchedTrace(trace_id, None, partial)
-        try:
-            spans = [s for s in decode_request(container) if s.trace_id == trace_id]
-        except DecodeError as err:
-            raise TempoError(f"trace is not valid OTLP: {err}", url=url) from None
-        traces = list(group_traces(spans))
-        return FetchedTrace(trace_id, traces[0] if traces else None, partial)
+    async def _fetch(self, trace_id: str, version: int) -> FetchedTrace | None:
+        """None on 404: for v2 the API is missing (v2 answers 200 for a missing trace), for v1 the trace."""
+        path = f"/api/v2/traces/{trace_id}" if version == 2 else f"/api/traces/{trace_id}"
+
+        def parse(answer: _Answer, url: str) -> FetchedTrace | None:
+            if answer.status == 404:
+                return None
+            if answer.body is None:
+                return self._too_large(trace_id)
+            body = self._json(answer, url)
+            try:
+                container, partial = trace_v2(body) if version == 2 else (trace_v1(body), None)
+            except UnprovenAnswerError as err:
+                raise self._unproven(err, url) from None
+            partial = None if partial is None else f"returned only in part: {self._shown(partial)}"
+            return FetchedTrace(trace_id, _decode(trace_id, container, url), partial)
+
+        return await self._request(path, None, parse, cap=self.config.max_trace_bytes,
+                                   ok=frozenset({200, 404}))
+
+    def _too_large(self, trace_id: str) -> FetchedTrace:
+        limit = self.config.max_trace_bytes
+        log.warning("tempo.trace_too_large", trace_id=trace_id, max_trace_bytes=limit,
+                    detail="not judged; raise tempo.max_trace_bytes (--max-trace-bytes) to judge it")
+        return FetchedTrace(trace_id, None, f"larger than tempo.max_trace_bytes ({limit} bytes)")
+
+
+def _decode(trace_id: str, container: dict[str, Any] | None, url: str) -> Trace | None:
+    if container is None:
+        return None
+    try:
+        spans = [s for s in decode_request(container) if s.trace_id == trace_id]
+    except DecodeError as err:
+        raise TempoError(f"trace is not valid OTLP: {str(err)[:SHOWN_CHARS]}", url=url) from None
+    traces = list(group_traces(spans))
+    return traces[0] if traces else None
+
+
+def _fits_url(query: str) -> bool:
+    return len(str(httpx.QueryParams({"q": query}))) <= MAX_QUERY_BYTES  # as httpx will encode it
 
 
 async def gather_strict(*awaitables: Awaitable[T]) -> list[T]:
@@ -325,18 +487,3 @@ def _route(path: str) -> str:
     if path.startswith("/api/traces/"):
         return "trace"
     return path.removeprefix("/api/").strip("/") or "root"
-
-
-def _status_error(response: httpx.Response, url: str, params: dict[str, Any] | None) -> TempoError:
-    status = response.status_code
-    text = response.text.strip()[:500]
-    if status in RETRY_STATUSES:
-        retry_after = response.headers.get("Retry-After", "")
-        return TempoError(text or "server error", url=url, status=status, retryable=True,
-                          retry_after=float(retry_after) if retry_after.isdigit() else None)
-    hint = None
-    if status == 400 and params and "q" in params:
-        hint = f"query was: {params['q']}"
-    elif status == 401:
-        hint = "set the tenant (X-Scope-OrgID) or credentials"
-    return TempoError(text or "request refused", url=url, status=status, hint=hint)

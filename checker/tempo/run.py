@@ -56,11 +56,18 @@ class WindowResult:
     outcomes: list[RuleOutcome]
     missing: list[str] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # why each of ``partial`` was not judged
 
     @property
     def violations(self) -> list[Violation]:
         """Every violation, rule by rule."""
         return [v for o in self.outcomes for v in o.violations]
+
+    @property
+    def unjudged(self) -> list[str]:
+        """Each candidate that could not be judged, and why: a window is never quietly clean."""
+        return [f"{t} (not found)" for t in self.missing] + [
+            f"{t} ({self.reasons.get(t, 'returned only in part')})" for t in self.partial]
 
 
 async def evaluate_window(
@@ -94,6 +101,7 @@ async def evaluate_window(
     result = WindowResult(start, end, outcomes)
     result.missing = [t for t in wanted if traces[t].trace is None and not traces[t].partial]
     result.partial = [t for t in wanted if traces[t].partial]
+    result.reasons = {t: reason for t in result.partial if (reason := traces[t].partial)}
     for outcome in outcomes:
         _confirm(outcome, {t: f.trace for t, f in traces.items() if not f.partial})
     return result

@@ -1,0 +1,123 @@
+"""What an answer must hold to be believed as Tempo's: search pages and traces by ID.
+
+A proxy, a load balancer or a half-started Tempo can answer 200 with ``{}``,
+``{"error": "..."}`` or a page of HTML. Read with defaults, any of them looks like "no
+traces, every job done", and a window holding a violation would be recorded as clean. So
+an answer must show the keys Tempo always sends (tempo-recordings/samples): every search
+answer carries a ``metrics`` object, which Tempo's combiner creates before any job runs.
+Tempo's JSON omits zero numbers and empty lists, so ``traces``, ``completedJobs`` and
+``totalJobs`` may be absent, but only when they are empty or zero: a window without any
+block to search (a quiet hour in the past) answers ``{"traces": [], "metrics": {}}``.
+"""
+
+from __future__ import annotations
+
+import re
+import reprlib
+from dataclasses import dataclass
+from typing import Any
+
+HEX_ID = re.compile(r"[0-9a-fA-F]{1,32}")
+UINT32 = 2**32
+SHOWN = 200  # characters of a remote value quoted in a message
+
+
+class UnprovenAnswerError(ValueError):
+    """A 200 answer that is not what Tempo sends: retried, then reported."""
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One search answer: trace IDs padded to 32 hex, and whether Tempo ran every job."""
+
+    ids: frozenset[str]
+    complete: bool
+
+
+def search_page(body: Any) -> SearchPage:
+    """The page ``body`` proves to be, or ``UnprovenAnswerError`` saying what is missing."""
+    if not isinstance(body, dict):
+        raise UnprovenAnswerError(f"search answer is not a JSON object{_quoted(body)}")
+    metrics = body.get("metrics")
+    if not isinstance(metrics, dict):
+        raise UnprovenAnswerError(f"search answer has no metrics object, so it is not Tempo's{_said(body)}")
+    traces = body.get("traces", [])
+    if not isinstance(traces, list):
+        raise UnprovenAnswerError(f"search answer's traces is not a list{_said(body)}")
+    completed, total = _count(metrics, "completedJobs"), _count(metrics, "totalJobs")
+    if completed > total:
+        raise UnprovenAnswerError(f"search answer reports {completed} of {total} jobs completed")
+    if traces and total == 0:
+        raise UnprovenAnswerError("search answer lists traces but reports no jobs (totalJobs)")
+    return SearchPage(frozenset(_trace_id(item) for item in traces), completed == total)
+
+
+def trace_v2(body: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The trace of a v2 answer (None when Tempo does not have it) and its PARTIAL message.
+
+    Tempo's v2 never answers 404: a missing trace is ``{"trace": {}, "metrics": {}}``.
+    """
+    trace = body.get("trace") if isinstance(body, dict) else None
+    if not isinstance(trace, dict):
+        raise UnprovenAnswerError(f"trace answer has no trace object, so it is not Tempo's{_said(body)}")
+    status = body.get("status")
+    if status not in (None, "COMPLETE", "PARTIAL"):
+        raise UnprovenAnswerError(f"trace answer has an unknown status{_quoted(status)}")
+    partial = str(body.get("message") or "partial")[:SHOWN] if status == "PARTIAL" else None
+    return _resource_spans(trace, "resourceSpans"), partial
+
+
+def trace_v1(body: Any) -> dict[str, Any]:
+    """The trace of a v1 answer; v1 answers a missing trace with 404, never with 200 and no spans."""
+    if not isinstance(body, dict):
+        raise UnprovenAnswerError(f"trace answer is not a JSON object{_quoted(body)}")
+    key = "batches" if "batches" in body else "resourceSpans"
+    container = _resource_spans(body, key)
+    if container is None:
+        raise UnprovenAnswerError(f"trace answer has no batches, so it is not Tempo's{_said(body)}")
+    return container
+
+
+def _resource_spans(container: dict[str, Any], key: str) -> dict[str, Any] | None:
+    spans = container.get(key, [])
+    if not isinstance(spans, list):
+        raise UnprovenAnswerError(f"trace answer's {key} is not a list")
+    return {"resourceSpans": spans} if spans else None
+
+
+def _count(metrics: dict[str, Any], key: str) -> int:
+    value = metrics.get(key, 0)  # omitted when zero
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < UINT32:
+        raise UnprovenAnswerError(f"search answer's metrics.{key} is not a job count{_quoted(value)}")
+    return value
+
+
+def _trace_id(item: Any) -> str:
+    raw = item.get("traceID") if isinstance(item, dict) else None
+    if not isinstance(raw, str) or not HEX_ID.fullmatch(raw):
+        raise UnprovenAnswerError(f"search answer has a bad traceID{_quoted(raw)}")
+    return raw.lower().zfill(32)
+
+
+def _said(body: Any) -> str:
+    """What a JSON error object said, e.g. ``{"error": "..."}`` from a proxy."""
+    if isinstance(body, dict):
+        for key in ("error", "message", "status"):
+            if isinstance(body.get(key), str):
+                return f": it says {body[key][:SHOWN]!r}"
+    return ""
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxstring = short.maxother = SHOWN
+    short.maxlevel = 2
+    return short
+
+
+_SHORT = _short_repr()
+
+
+def _quoted(value: Any) -> str:
+    """A short form of a remote value, however large or deep it is."""
+    return f": {_SHORT.repr(value)}"
