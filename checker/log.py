@@ -58,8 +58,9 @@ def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if as_json:  # tracebacks as text in the JSON object; the console renderer prints them itself
-        shared.append(structlog.processors.format_exc_info)
+    # Tracebacks as text before redaction, on the console too: an exception's message may
+    # quote what a remote party echoed.
+    shared.append(structlog.processors.format_exc_info)
     structlog.configure(
         processors=[*shared, redact_secrets, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -127,7 +127,11 @@ def _credentials(url: str, scheme: str) -> tuple[list[str | None], list[tuple[st
     if scheme.lower() in _HTTP:
         parts = urlsplit(url)
         _check_parse(url, parts.port, parts.path)
-        return [parts.password], parse_qsl(f"{parts.query}&{parts.fragment}")
+        # httpx sends a URL's user:password as Basic auth, which a refusal may echo.
+        basic = ([basic_auth_token(unquote(parts.username or ""), unquote(parts.password)),
+                  basic_auth_token(parts.username or "", parts.password)] if parts.password else [])
+        return [parts.password, unquote(parts.password or ""), *basic], parse_qsl(
+            f"{parts.query}&{parts.fragment}")
     parsed = make_url(url)
     _check_parse(url, parsed.port, parsed.host or "")
     # SQLAlchemy decodes the password; a driver's message may quote it as written.

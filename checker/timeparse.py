@@ -13,6 +13,21 @@ MAX_UNIX_SECONDS = 2**32
 _FINER_UNITS = (("milliseconds", 10**3), ("microseconds", 10**6), ("nanoseconds", 10**9))
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """An HTTP ``Retry-After`` in seconds; None for a date, garbage (a superscript two) or a negative value.
+
+    A peer's header is input like any other: it must never raise.
+    """
+    text = (value or "").strip()
+    if not text.isascii():
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
 def parse_time(text: str) -> float:
     """Unix seconds from ``1795729000``, ``1795729000.5`` or ``2026-11-27T10:00:00Z``."""
     try:

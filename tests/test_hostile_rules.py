@@ -142,6 +142,11 @@ class TestYamlLimits:
         path.write_bytes(b"rules:\n  - id: a\n    name: caf\xe9\n    condition: never { x }\n")
         assert str(load_paths([path]).errors[0]).startswith(f"{path}:3:14: not UTF-8: byte 0xe9")
 
+    def test_the_column_counts_characters_not_bytes(self, tmp_path: Path) -> None:
+        path = tmp_path / "mixed.yaml"
+        path.write_bytes("rules:\n  - id: a\n    name: café ".encode() + b"\xe9\n")
+        assert str(load_paths([path]).errors[0]).startswith(f"{path}:3:16: not UTF-8: byte 0xe9")
+
     @pytest.mark.parametrize(("extra", "message"), [
         ("    labels: !!python/object:os.system {}\n", "could not determine a constructor"),
         ("    labels: !custom {}\n", "could not determine a constructor for the tag '!custom'"),
@@ -175,12 +180,15 @@ class TestDuplicateKeys:
         assert messages == ["r.yaml:4:23: duplicate key 'team', first at line 4",
                             "r.yaml:5:1: duplicate key 'rules', first at line 1"]
 
-    def test_merge_keys_may_be_overridden(self) -> None:
-        text = ("base: &base {severity: low, every: 5m}\nrules:\n"
-                "  - <<: *base\n    id: a\n    severity: high\n    condition: never { x }\n")
+    def test_merge_keys_keep_their_old_reading_an_ignored_key(self) -> None:
+        text = ("base: &base {severity: low, enabled: false}\nrules:\n"
+                "  - <<: *base\n    <<: {every: 5m}\n    id: a\n    severity: high\n"
+                "    condition: never { x }\n")
         result = loaded(text)
         assert not result.errors
-        assert (result.rules[0].severity, result.rules[0].every) == ("high", "5m")
+        rule = result.rules[0]
+        assert (rule.severity, rule.enabled, rule.every) == ("high", True, None)
+        assert any("'<<'" in str(w) for w in result.warnings)
 
 
 # -------------------------------------------------------------- the condition layer

@@ -29,7 +29,7 @@ from tempo_double import Fault, TempoDouble
 from checker.cli import main
 from checker.config import ConfigError, load_settings
 from checker.daemon.metrics import Metrics
-from checker.log import redact_secrets
+from checker.log import configure, redact_secrets
 from checker.notify.dispatcher import Dispatcher, outbox_plan
 from checker.notify.message import Alert, slack_message
 from checker.notify.senders import WebhookSender, sender_for
@@ -211,6 +211,10 @@ class TestMasking:
         assert "t0k3nv4lue" not in error
 
 
+def fail_with(message: str) -> None:
+    raise RuntimeError(message)
+
+
 class TestLogRedaction:
     def test_every_configured_secret_is_removed_from_every_log_event(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -231,6 +235,19 @@ class TestLogRedaction:
         for secret in ("b34r3r-t0k3n-log", "b4s1c-p4ss-log", basic, "whsec-sign-log", "k3y-v4lue",
                        "t3mpl4te"):
             assert secret not in err
+
+    @pytest.mark.parametrize("as_json", [True, False], ids=["json", "console"])
+    def test_a_traceback_quoting_a_secret_is_redacted_in_both_renderers(
+            self, as_json: bool, capsys: pytest.CaptureFixture[str]) -> None:
+        KNOWN.add(["tr4c3b4ck-s3cr3t"])
+        configure(json=as_json)
+        try:
+            fail_with("failed with tr4c3b4ck-s3cr3t")
+        except RuntimeError:
+            structlog.get_logger("test").exception("window.internal_error")
+        err = capsys.readouterr().err
+        assert "RuntimeError" in err
+        assert "tr4c3b4ck-s3cr3t" not in err
 
     def test_the_processor_walks_nested_values(self) -> None:
         KNOWN.add(["n3st3d-s3cr3t"])

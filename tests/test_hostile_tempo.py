@@ -64,6 +64,7 @@ class Reply:
     content_type: str = "application/json"
     repeat: int = 1
     trickle: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def page(ids: list[str], completed: int = 3, total: int = 3) -> Reply:
@@ -126,6 +127,8 @@ class FakeTempo:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", reply.content_type)
                     self.send_header("Content-Length", str(len(reply.body) * reply.repeat))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     fake.write(self.wfile, reply)
                 except (BrokenPipeError, ConnectionResetError):
@@ -216,6 +219,7 @@ def with_client(url: str, work: Callable[[TempoClient], Awaitable[Any]], *, limi
 UNPROVEN_SEARCHES = [
     pytest.param({}, id="empty-object"),
     pytest.param({"error": "upstream connect error"}, id="error-object"),
+    pytest.param({"error": "quota", "traces": [], "metrics": {}}, id="error-with-empty-metrics"),
     pytest.param({"traces": []}, id="traces-without-metrics"),
     pytest.param({"traces": [{"traceID": "abcd"}], "metrics": {}}, id="traces-without-jobs"),
     pytest.param({"traces": [], "metrics": {"completedJobs": "3", "totalJobs": "3"}}, id="jobs-as-text"),
@@ -239,8 +243,7 @@ class TestUnprovenAnswers:
                                        capsys: pytest.CaptureFixture[str]) -> None:
         fake.routes["/api/search"] = json_reply({"error": "upstream connect error"})
         assert 3 == main(scan(fake.url, rules))
-        assert "no metrics object, so it is not Tempo's: it says 'upstream connect error'" in (
-            capsys.readouterr().err)
+        assert "search answer carries an error: it says 'upstream connect error'" in capsys.readouterr().err
 
     def test_empty_result_without_jobs_is_tempo(self, fake: FakeTempo, rules: Path) -> None:
         # A window with no block to search: Tempo omits zero counts and may omit empty traces.
@@ -281,6 +284,29 @@ class TestUnprovenAnswers:
 # ========================================================== echoed credentials
 
 
+class TestOddValues:
+    """Values no real Tempo sends still end as a result or a ``TempoError``, never a traceback."""
+
+    def test_a_double_too_large_for_a_float(self, fake: FakeTempo, rules: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+        trace = otlp_trace(TRACE, "pii.access")
+        huge = "1" + "0" * 400
+        body = json.dumps({"trace": trace}).replace(
+            '"attributes": []', f'"attributes": [{{"key": "x", "value": {{"doubleValue": {huge}}}}}]', 1)
+        fake.routes["/api/search"] = candidate
+        fake.routes["/api/v2/traces/"] = Reply(body=body.encode())
+        assert 3 == main(scan(fake.url, rules))
+        assert "does not fit a double" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("header", ["\xb2", "-5", "nan", "Wed, 21 Oct 2026 07:28:00 GMT", "1e999"])
+    def test_a_retry_after_header_of_any_shape(self, fake: FakeTempo, rules: Path, header: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+        fake.routes["/api/search"] = Reply(503, b"busy", "text/plain", headers={"Retry-After": header})
+        assert 3 == main(scan(fake.url, rules))
+        assert "answered 503: busy" in capsys.readouterr().err
+        assert fake.count("/api/search") >= 2  # retried, with no hint from the header
+
+
 class TestEchoedCredentials:
     """A refusal that echoes what was sent never shows it: not in errors, logs or the store."""
 
@@ -318,6 +344,17 @@ class TestEchoedCredentials:
         assert 3 == main(scan(fake.url, rules))
         err = capsys.readouterr().err
         assert "bad credentials" in err
+        assert PASSWORD not in err
+        assert basic not in err
+
+    def test_credentials_written_in_the_url_and_their_basic_auth_form(
+            self, fake: FakeTempo, rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        basic = base64.b64encode(f"bob:{PASSWORD}".encode()).decode()
+        fake.routes["/api/search"] = self.echo_headers(401)
+        url = fake.url.replace("http://", f"http://bob:{PASSWORD}@")
+        assert 3 == main(scan(url, rules))
+        err = capsys.readouterr().err
+        assert "denied, you sent" in err
         assert PASSWORD not in err
         assert basic not in err
 
@@ -404,6 +441,16 @@ class TestStorms:
         assert 3 == main(scan(fake.url, rules, "--retries", "2"))
         assert fake.count("/api/search") <= 2 * 3  # two queries at most, three attempts each
         assert "unfinished (completedJobs < totalJobs)" in capsys.readouterr().err
+
+    def test_a_proxy_ignoring_the_window_costs_a_few_searches_not_thousands(
+            self, fake: FakeTempo, rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        ids = [f"{i:032x}" for i in range(1, 11)]
+        fake.routes["/api/search"] = page(ids)  # the same full page, whatever start, end and limit
+        fake.routes["/api/v2/traces/"] = json_reply({"trace": {}, "metrics": {}})
+        main(scan(fake.url, rules, "--search-limit", "10", "--start", str(END - 3600)))
+        capsys.readouterr()
+        # Per query: the window, its four parts, then each part's raised limit.
+        assert fake.count("/api/search") <= 2 * (1 + 4 + 4)
 
 
 # ================================================================ CLI values

@@ -56,7 +56,7 @@ class TestSearch:
         def handler(request: httpx.Request) -> httpx.Response:
             start, end = int(request.url.params["start"]), int(request.url.params["end"])
             ids = [f"{t + 1:032x}" for t in range(start, end + 1)]  # one trace per second
-            return httpx.Response(200, json=search_body(ids[:3]))
+            return httpx.Response(200, json=search_body(ids[:int(request.url.params["limit"])]))
 
         ids = run(handler, lambda c: c.search_all("{ }", 0, 16), search_limit=3)
         assert {f"{t + 1:032x}" for t in range(17)} == ids
@@ -76,8 +76,9 @@ class TestSearch:
         def handler(request: httpx.Request) -> httpx.Response:
             start, end = int(request.url.params["start"]), int(request.url.params["end"])
             ids = [f"{t + 1:032x}" for t in range(start, end + 1)]
-            full = len(ids) >= 3  # Tempo stops its jobs once it has the limit
-            return httpx.Response(200, json=search_body(ids[:3], 2 if full else 3, 3))
+            limit = int(request.url.params["limit"])
+            full = len(ids) >= limit  # Tempo stops its jobs once it has the limit
+            return httpx.Response(200, json=search_body(ids[:limit], 2 if full else 3, 3))
 
         ids = run(handler, lambda c: c.search_all("{ }", 0, 8), search_limit=3)
         assert {f"{t + 1:032x}" for t in range(9)} == ids

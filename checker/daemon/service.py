@@ -195,6 +195,8 @@ class Daemon:
         _done, unfinished = await asyncio.wait({dispatching}, timeout=grace)
         for task in unfinished:
             task.cancel()
+        # Let the cancelled deliveries unwind (release their locks) before the store closes.
+        await asyncio.gather(*unfinished, return_exceptions=True)
         if self.http is not None:
             await self.http.stop()
         log.info("daemon.stopped")

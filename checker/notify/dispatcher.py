@@ -104,6 +104,8 @@ class Dispatcher:
             name: sender_for(route, template) for name, route in settings.notifiers.items()}
         self.wake = asyncio.Event()
         self._sending: dict[Pair, asyncio.Task[None]] = {}  # deliveries still under way
+        # Per route, kept across passes: deliveries still under way from an earlier pass count.
+        self._slots: dict[str, asyncio.Semaphore] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass over the outbox until ``stop``, never waiting for a delivery; then let them finish."""
@@ -151,12 +153,11 @@ class Dispatcher:
         by_pair: dict[Pair, list[GroupKey]] = {}
         for key in sorted(groups, key=lambda k: k[2] != "violations"):  # violations before resolved
             by_pair.setdefault((key[0], key[1]), []).append(key)
-        slots: dict[str, asyncio.Semaphore] = {}
         started = []
         for pair, keys in by_pair.items():
             if pair in self._sending:
                 continue
-            route_slots = slots.setdefault(pair[1], asyncio.Semaphore(PARALLEL_SENDS))
+            route_slots = self._slots.setdefault(pair[1], asyncio.Semaphore(PARALLEL_SENDS))
             task = asyncio.create_task(self._deliver_pair(keys, route_slots, now, summary))
             self._sending[pair] = task
             task.add_done_callback(partial(self._finished, pair))

@@ -29,6 +29,7 @@ from checker import __version__
 from checker.notify.message import slack_message, webhook_body
 from checker.notify.settings import LogRoute, SlackRoute, WebhookRoute
 from checker.redact import Redactor, url_parts, url_secrets
+from checker.timeparse import retry_after_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -60,14 +61,9 @@ def classify(status: int, detail: str, headers: Mapping[str, str] | None = None)
     """2xx delivered; 429 and 5xx retried (honouring Retry-After); anything else final."""
     if 200 <= status < 300:
         return Delivery(ok=True, detail=detail)
-    retry_after = None
-    if headers and (value := headers.get("Retry-After") or headers.get("retry-after")):
-        try:
-            retry_after = float(value)
-        except ValueError:
-            retry_after = None
+    value = (headers.get("Retry-After") or headers.get("retry-after")) if headers else None
     return Delivery(ok=False, detail=detail, retryable=status == 429 or status >= 500,
-                    retry_after=retry_after)
+                    retry_after=retry_after_seconds(value))
 
 
 class Sender(Protocol):

@@ -10,6 +10,7 @@ its place in the file, and only records duplicate keys so that the other rules s
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 MAX_DEPTH = 100  # YAML nesting levels; an example trace 40 spans deep needs 85
 MAX_ALIAS_NODES = 100_000  # nodes that aliases add when expanded; real files share a few dozen
+MERGE_TAG = "tag:yaml.org,2002:merge"  # ``<<``, which YAML allows more than once
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -97,7 +99,7 @@ class BoundedLoader(yaml.SafeLoader):
         node = super().compose_mapping_node(anchor)
         seen: dict[tuple[str, str], yaml.ScalarNode] = {}
         for key, _value in node.value:
-            if not isinstance(key, yaml.ScalarNode):
+            if not isinstance(key, yaml.ScalarNode) or key.tag == MERGE_TAG:
                 continue
             first = seen.get((key.tag, key.value))
             if first is None:
@@ -135,10 +137,12 @@ def _construct(loader: BoundedLoader, root: yaml.Node) -> None:
 
     Unknown tags fail here with their place; a value PyYAML's resolver accepts but Python
     refuses (a 5000-digit integer, 2026-02-30) fails with a plain ValueError, so its place
-    is found by building each scalar alone. This also applies ``<<`` merge keys to the nodes.
+    is found by building each scalar alone. A copy is built: PyYAML applies ``<<`` merge keys
+    to the nodes it builds, and rules read the nodes as written (``<<`` is an unknown key
+    there, as it always was, never a silent change of a rule's meaning).
     """
     try:
-        loader.construct_document(root)
+        loader.construct_document(copy.deepcopy(root))
     except (ValueError, ArithmeticError) as err:
         raise BoundedYAMLError(f"cannot read this value: {str(err).split(';')[0]}", _unreadable(root),
                                "quote it to keep it as text") from None

@@ -112,7 +112,8 @@ def _load_file(path: Path) -> RuleSet:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line, col = _line_col(data[:err.start].decode("utf-8"), err.start)
+        before = data[:err.start].decode("utf-8")
+        line, col = _line_col(before, len(before))
         return RuleSet(errors=[RuleFileRefusedError(
             f"not UTF-8: byte {data[err.start]:#04x}", location=SourceLocation(path, line, col),
             hint="save the file as UTF-8")])

@@ -38,6 +38,8 @@ def search_page(body: Any) -> SearchPage:
     """The page ``body`` proves to be, or ``UnprovenAnswerError`` saying what is missing."""
     if not isinstance(body, dict):
         raise UnprovenAnswerError(f"search answer is not a JSON object{_quoted(body)}")
+    if "error" in body:  # never in Tempo's search answers; a gateway's {"error": ..., "metrics": {}}
+        raise UnprovenAnswerError(f"search answer carries an error{_said(body)}")
     metrics = body.get("metrics")
     if not isinstance(metrics, dict):
         raise UnprovenAnswerError(f"search answer has no metrics object, so it is not Tempo's{_said(body)}")

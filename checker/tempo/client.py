@@ -28,6 +28,7 @@ from checker import __version__
 from checker.errors import TraceSourceError
 from checker.redact import Redactor, basic_auth_token, mask_url, url_secrets
 from checker.tempo.answers import UnprovenAnswerError, search_page, trace_v1, trace_v2
+from checker.timeparse import retry_after_seconds
 from checker.traceql.split import QueryTooLongError, split_query
 from checker.traces.otlp import DecodeError, decode_request, group_traces
 
@@ -313,9 +314,9 @@ class TempoClient:
         """A refusal, with Tempo's words (already redacted) and what to do about it."""
         status = response.status_code
         if status in RETRY_STATUSES:
-            retry_after = response.headers.get("Retry-After", "")
+            retry_after = response.headers.get("Retry-After")
             return TempoError(text or "server error", url=url, status=status, retryable=True,
-                              retry_after=float(retry_after) if retry_after.isdigit() else None)
+                              retry_after=retry_after_seconds(retry_after))
         hint = None
         if status == 400 and params and "q" in params:
             hint = f"query was: {params['q']}"
@@ -381,28 +382,35 @@ class TempoClient:
             log.info("tempo.query_split", characters=len(query), searches=len(parts))
         return parts
 
-    async def _enumerate(self, query: str, start: int, end: int) -> set[str]:
+    async def _enumerate(self, query: str, start: int, end: int,
+                         parent: frozenset[str] | None = None) -> set[str]:
+        """The window's traces; ``parent`` is the full page of the window this one was cut from.
+
+        A part that answers exactly its parent's full page gains nothing from more cuts (traces
+        spanning the whole window, or a proxy that ignores start/end): its limit is raised
+        instead, which keeps the number of searches logarithmic, never exponential.
+        """
         limit = self.config.search_limit
         ids = await self.search(query, start, end, limit)
         if len(ids) < limit:
             return set(ids)
-        if end - start <= 1:
-            return await self._dense_second(query, start, end, limit)
+        if end - start <= 1 or ids == parent:
+            return await self._raise_limit(query, start, end, limit)
         # Four parts, not two: a window holding exactly twice the limit would fill both halves.
         edges = sorted({start + (end - start) * i // SPLIT_WAYS for i in range(SPLIT_WAYS + 1)})
-        parts = await gather_strict(*(self._enumerate(query, a, b)
+        parts = await gather_strict(*(self._enumerate(query, a, b, ids)
                                       for a, b in itertools.pairwise(edges)))
         return set().union(*parts)
 
-    async def _dense_second(self, query: str, start: int, end: int, limit: int) -> set[str]:
-        """Seconds cannot be split further: raise the limit until the page is not full."""
+    async def _raise_limit(self, query: str, start: int, end: int, limit: int) -> set[str]:
+        """A window that cuts cannot thin out: raise the limit until the page is not full."""
         while limit < MAX_SEARCH_LIMIT:
             limit = min(MAX_SEARCH_LIMIT, limit * 4)
             ids = await self.search(query, start, end, limit)
             if len(ids) < limit:
                 return set(ids)
         url = f"{self._shown_url}/api/search"
-        raise TempoError(f"more than {MAX_SEARCH_LIMIT} traces in the 1-second window {start}..{end} "
+        raise TempoError(f"more than {MAX_SEARCH_LIMIT} traces in the window {start}..{end} "
                          f"for {query}", url=url, retryable=True)
 
     # -------------------------------------------------------------------- fetch

@@ -119,6 +119,14 @@ def integer(raw: object, what: str, bounds: tuple[int, int]) -> int:
     return value
 
 
+def _double(raw: Any) -> float:
+    """A ``doubleValue``; an integer too large for a double is an error, not an OverflowError."""
+    try:
+        return float(raw)
+    except OverflowError:
+        raise DecodeError(f"doubleValue {str(raw)[:40]}... does not fit a double") from None
+
+
 def any_value(value: dict[str, Any], nesting: int = 0) -> AttrValue | None:
     """An OTLP AnyValue as a Python value; kvlist and empty values are not comparable."""
     if "stringValue" in value:
@@ -128,7 +136,7 @@ def any_value(value: dict[str, Any], nesting: int = 0) -> AttrValue | None:
     if "intValue" in value:
         return integer(value["intValue"], "intValue", INT64)
     if "doubleValue" in value:
-        return float(value["doubleValue"])
+        return _double(value["doubleValue"])
     if "arrayValue" in value:
         if nesting >= MAX_VALUE_NESTING:
             raise DecodeError(f"arrayValue nested more than {MAX_VALUE_NESTING} deep")
