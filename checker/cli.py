@@ -53,11 +53,11 @@ from checker.report import (
 )
 from checker.rules.load import RuleSet, load_paths
 from checker.rules.printer import invariant as print_invariant
-from checker.rules.printer import violated_by
+from checker.rules.printer import violation_summary
 from checker.scan import Scanner
 from checker.store import Store, StoreError, ledger
 from checker.tempo.run import scan_window
-from checker.timeparse import parse_duration, parse_time, window
+from checker.timeparse import duration_seconds, parse_time, window
 from checker.traceql import compile_rule
 from checker.traces.otlp import read_traces
 
@@ -119,7 +119,7 @@ def _explanation(rule: Rule) -> str:
     lines.append(f"  reading:  {print_invariant(rule.invariant)}")
     if rule.legacy:
         lines.append(f"  (legacy condition without when: {rule.condition.strip()})")
-    lines += [f"  violated by {violated_by(rule.invariant)}", "  TraceQL plan:"]
+    lines += [f"  violated by {violation_summary(rule.invariant)}", "  TraceQL plan:"]
     lines += [f"    {line}" for line in plan_lines(compile_rule(rule.invariant))]
     return "\n".join(lines) + "\n"
 
@@ -223,7 +223,7 @@ def _option_problem(error: ErrorDetails) -> str:
 
 def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: list[Violation]) -> None:
     config = tempo_config(args, os.environ)
-    now, cutoff = time.time(), parse_duration(args.query_end_cutoff)
+    now, cutoff = time.time(), duration_seconds(args.query_end_cutoff)
     start, end, clamped = window(now, cutoff, since=args.since, start=args.start, end=args.end)
     if clamped:
         print(f"note: Tempo hides the newest {args.query_end_cutoff} (query_end_cutoff): "
@@ -233,7 +233,7 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: list[Violat
               "Tempo must be configured with it, or it silently moves recent windows",
               file=sys.stderr)
     result, stats = scan_window(rules, config, start, end,
-                                margin=math.ceil(parse_duration(args.trace_margin)),
+                                margin=math.ceil(duration_seconds(args.trace_margin)),
                                 latest=math.floor(now - cutoff), progress=sys.stderr.isatty())
     print(f"evaluated {len(result.outcomes)} rules over {start}..{end} on {mask_url(args.tempo)}: "
           f"{stats.searches} searches, {stats.fetches} traces fetched, "
@@ -257,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_violations(args: argparse.Namespace) -> int:
     """Violations recorded by the daemon, newest last."""
     settings = load_settings(args.config)
-    since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since)) if args.since else None
+    since = datetime.now(UTC) - timedelta(seconds=duration_seconds(args.since)) if args.since else None
     with Store.open(settings.store) as store:
         found = store.violations(rule_id=args.rule, since=since)
     if args.format == "json":

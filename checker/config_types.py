@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-from checker.rules.fields import DURATION_HINT, MAX_DURATION_NS, MAX_DURATION_TEXT, duration_td
+from checker.rules.durations import DURATION_HINT, MAX_DURATION_NS, MAX_DURATION_TEXT, parse_timedelta
 
 MAX_SECONDS = MAX_DURATION_NS / 1e9
 
@@ -20,7 +20,7 @@ def _duration(value: Any) -> Any:
         try:
             value = float(text)
         except ValueError:
-            parsed = duration_td(text)
+            parsed = parse_timedelta(text)
             if parsed is None:
                 raise ValueError(f"not a duration: {DURATION_HINT}") from None
             return parsed

@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime
 
 from checker.errors import UsageError
-from checker.rules.fields import DURATION_HINT, DurationTooLongError, duration_ns
+from checker.rules.durations import DURATION_HINT, DurationTooLongError, parse_ns
 
 # Tempo reads start/end as uint32 seconds: a larger number is another unit, or no time at all.
 MAX_UNIX_SECONDS = 2**32
@@ -55,10 +55,10 @@ def _unix_seconds(text: str, value: float) -> float:
     raise UsageError(f"{text} is not a time: use RFC 3339 (2026-11-27T10:00:00Z) or unix seconds")
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from ``15m``, ``1h30m``, ``30s``."""
+def duration_seconds(text: str) -> float:
+    """Seconds from ``15m``, ``1h30m``, ``30s``: a command-line duration, refused as a usage error."""
     try:
-        nanos = duration_ns(text)
+        nanos = parse_ns(text)
     except DurationTooLongError as err:
         raise UsageError(str(err), hint=DURATION_HINT) from None
     if nanos is None:
@@ -75,7 +75,7 @@ def window(now: float, cutoff: float, *, since: str | None, start: str | None,
     """
     latest = math.floor(now - cutoff)
     if since is not None:
-        length = math.ceil(parse_duration(since))
+        length = math.ceil(duration_seconds(since))
         if length <= 0:
             raise UsageError(f"--since {since} is an empty window")
         return latest - length, latest, False

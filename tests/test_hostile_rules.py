@@ -34,7 +34,7 @@ from checker.rules.load import MAX_FILE_BYTES, RuleSet, load_paths, load_text
 from checker.rules.parse import MAX_CONDITION_CHARS, MAX_NESTING, MAX_TERMS
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.rule import Example, ExampleSpan, Rule
-from checker.timeparse import parse_duration
+from checker.timeparse import duration_seconds
 from checker.traceql import compile_rule
 
 if TYPE_CHECKING:
@@ -301,7 +301,7 @@ class TestSchedules:
 
     def test_cli_durations_share_the_bound(self) -> None:
         with pytest.raises(UsageError, match="longer than the limit"):
-            parse_duration("99999999999999d")
+            duration_seconds("99999999999999d")
 
 
 class TestUnicode:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from checker.rules.fields import duration_td
+from checker.rules.durations import parse_timedelta
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
@@ -119,4 +119,4 @@ def split(start: datetime, end: datetime, period: timedelta) -> list[Window]:
 
 def _duration(text: str | None) -> timedelta | None:
     """A rule's own duration field; absent or zero means "use the schedule's"."""
-    return (duration_td(text) or None) if text else None
+    return (parse_timedelta(text) or None) if text else None

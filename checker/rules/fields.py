@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, timedelta
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import yaml
 from apscheduler.triggers.cron import CronTrigger
 
 from checker.errors import RuleError, RuleSemanticError, SourceLocation
+from checker.rules.durations import DURATION_HINT, DurationTooLongError, parse_ns
 from checker.rules.rule import SEVERITIES, Example, ExampleSpan
+from checker.rules.vocabulary import SPAN_KINDS, SPAN_STATUSES
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,43 +23,7 @@ KNOWN_KEYS = frozenset({
     "every", "cron", "evaluation_delay", "enabled", "labels", "notify", "examples",
     "example_violation",
 })
-DURATION = re.compile(r"(\d+(\.\d+)?(ms|s|m|h|d))+")
-DURATION_HINT = "write a duration such as 30s, 1m, 2h or 1h30m"
 SPAN_KEYS = frozenset({"span", "service", "attributes", "status", "kind", "duration", "children"})
-STATUSES = frozenset({"ok", "error", "unset"})
-KINDS = frozenset({"internal", "server", "client", "producer", "consumer", "unspecified"})
-_UNITS_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
-             "us": 10**3, "ns": 1}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d)")
-
-
-# Longer durations only come from typos, and overflow datetime arithmetic (now - lookback).
-MAX_DURATION_NS = 3650 * _UNITS_NS["d"]
-MAX_DURATION_TEXT = "3650d (ten years)"
-
-
-class DurationTooLongError(ValueError):
-    """A duration longer than ``MAX_DURATION_NS``; a ValueError so config validation reports it."""
-
-
-def duration_ns(text: str) -> int | None:
-    """``1m30s`` → nanoseconds; None when it is not a duration.
-
-    :raises DurationTooLongError: beyond ten years.
-    """
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(a + u for a, u in parts) != text:
-        return None
-    # float first: it saturates to inf instead of overflowing, so the bound is checked safely.
-    if sum(float(amount) * _UNITS_NS[unit] for amount, unit in parts) > MAX_DURATION_NS:
-        raise DurationTooLongError(f"{text} is longer than the limit of {MAX_DURATION_TEXT}")
-    return sum(round(float(amount) * _UNITS_NS[unit]) for amount, unit in parts)
-
-
-def duration_td(text: str) -> timedelta | None:
-    """``1m30s`` → a timedelta; None when it is not a duration."""
-    nanos = duration_ns(text)
-    return None if nanos is None else timedelta(microseconds=nanos / 1000)
 
 
 def cron_problem(expression: str) -> str | None:
@@ -189,7 +154,7 @@ class FieldReader:
         if value is None:
             return None
         try:
-            valid = duration_ns(value) is not None
+            valid = parse_ns(value) is not None
         except DurationTooLongError as err:
             self.error(fields[key], f"'{key}': {err}", rule_id, DURATION_HINT)
             return None
@@ -291,7 +256,7 @@ class FieldReader:
         status = (self.string(fields, "status", rule_id=rule_id) or "unset").lower()
         kind = (self.string(fields, "kind", rule_id=rule_id) or "internal").lower()
         problems = [(k, v, allowed) for k, v, allowed in
-                    (("status", status, STATUSES), ("kind", kind, KINDS)) if v not in allowed]
+                    (("status", status, SPAN_STATUSES), ("kind", kind, SPAN_KINDS)) if v not in allowed]
         for field_name, bad, allowed in problems:
             self.error(fields[field_name], f"unknown {field_name} {bad!r}", rule_id,
                        f"{field_name} is one of " + ", ".join(sorted(allowed)))
@@ -308,6 +273,6 @@ class FieldReader:
         return ExampleSpan(
             name=name, service=self.string(fields, "service", rule_id=rule_id),
             attributes={str(k): v for k, v in attributes.items()}, status=status, kind=kind,
-            duration_ns=duration_ns(duration) or 0 if duration else 0,
+            duration_ns=parse_ns(duration) or 0 if duration else 0,
             children=tuple(c for c in children if c is not None),
         )

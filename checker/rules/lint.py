@@ -13,26 +13,19 @@ from typing import TYPE_CHECKING
 import re2
 
 from checker.rules import model as m
+from checker.rules.vocabulary import Intrinsic, ValueType
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-STATUS_VALUES = frozenset({"ok", "error", "unset"})
-KIND_VALUES = frozenset({"server", "client", "producer", "consumer", "internal", "unspecified"})
-# Intrinsic name → the kind of literal it compares with.
-INTRINSICS = {
-    "span:name": "string",
-    "span:statusMessage": "string",
-    "resource:service": "string",
-    "span:duration": "duration",
-    "span:status": "status",
-    "span:kind": "kind",
-}
 _ORDERING = frozenset({">", ">=", "<", "<="})
 
 
-class Severity(Enum):
-    """Errors stop a rule from loading; warnings are printed and the rule runs."""
+class IssueLevel(Enum):
+    """Errors stop a rule from loading; warnings are printed and the rule runs.
+
+    Not a rule's ``Severity`` (critical .. info), which says how bad a violation is.
+    """
 
     ERROR = "error"
     WARNING = "warning"
@@ -42,7 +35,7 @@ class Severity(Enum):
 class Issue:
     """One finding, at a position inside the condition text."""
 
-    severity: Severity
+    level: IssueLevel
     message: str
     pos: m.Pos
     hint: str | None = None
@@ -80,14 +73,14 @@ def walk(node: object) -> Iterator[object]:
 
 def _regex(node: object) -> Iterator[Issue]:
     if isinstance(node, m.Matches) and (why := regex_error(node.pattern)):
-        yield Issue(Severity.ERROR, f"invalid regular expression {node.pattern!r}: {why}",
+        yield Issue(IssueLevel.ERROR, f"invalid regular expression {node.pattern!r}: {why}",
                     node.pos, "matches takes an RE2 expression (no lookaround, no backreferences)")
 
 
 def _empty_list(node: object) -> Iterator[Issue]:
     if isinstance(node, m.InList) and not node.values:
         op = "not in" if node.negated else "in"
-        yield Issue(Severity.ERROR, f"'{op} []' with an empty list", node.pos,
+        yield Issue(IssueLevel.ERROR, f"'{op} []' with an empty list", node.pos,
                     "list at least one value: x in [a, b]")
 
 
@@ -96,10 +89,10 @@ def _count_operand(node: object) -> Iterator[Issue]:
         return
     right = node.right
     if isinstance(right, bool) or not isinstance(right, int | float):
-        yield Issue(Severity.ERROR, f"count({node.left.name}) compared with {right!r}",
+        yield Issue(IssueLevel.ERROR, f"count({node.left.name}) compared with {right!r}",
                     node.pos, "a count compares with a number or another count(...)")
     elif right < 0:
-        yield Issue(Severity.WARNING, f"count({node.left.name}) compared with a negative number",
+        yield Issue(IssueLevel.WARNING, f"count({node.left.name}) compared with a negative number",
                     node.pos, "a count is never negative")
 
 
@@ -107,10 +100,12 @@ def _typed_value(node: object) -> Iterator[Issue]:
     if not isinstance(node, m.Compare):
         return
     if isinstance(node.value, bool) and node.op in _ORDERING:
-        yield Issue(Severity.ERROR, f"'{node.op}' on a boolean", node.pos,
+        yield Issue(IssueLevel.ERROR, f"'{node.op}' on a boolean", node.pos,
                     "booleans compare with == or != only")
-    if isinstance(node.value, m.Duration) and INTRINSICS.get(node.attr.name) != "duration":
-        yield Issue(Severity.ERROR, f"duration {node.value.text} compared with {node.attr.name}",
+    intrinsic = Intrinsic.named(node.attr.name)
+    if isinstance(node.value, m.DurationLiteral) and (
+            intrinsic is None or intrinsic.value_type is not ValueType.DURATION):
+        yield Issue(IssueLevel.ERROR, f"duration {node.value.text} compared with {node.attr.name}",
                     node.pos, "durations compare with span:duration")
 
 
@@ -118,35 +113,35 @@ def _intrinsic(node: object) -> Iterator[Issue]:
     attr = getattr(node, "attr", None)
     if not isinstance(attr, m.Attr) or not attr.intrinsic:
         return
-    kind = INTRINSICS.get(attr.name)
+    intrinsic = Intrinsic.named(attr.name)
     pos: m.Pos = getattr(node, "pos", m.NO_POS)
-    if kind is None:
-        yield Issue(Severity.ERROR, f"unknown intrinsic {attr.name}", pos,
-                    "known intrinsics: " + ", ".join(sorted(INTRINSICS)))
+    if intrinsic is None:
+        yield Issue(IssueLevel.ERROR, f"unknown intrinsic {attr.name}", pos,
+                    "known intrinsics: " + ", ".join(sorted(i.written for i in Intrinsic)))
         return
     values: tuple[m.Scalar, ...] = ()
     if isinstance(node, m.Compare):
         values = (node.value,)
-        if kind in {"status", "kind"} and node.op in _ORDERING:
-            yield Issue(Severity.ERROR, f"'{node.op}' on {attr.name}", pos,
+        if intrinsic.is_enum and node.op in _ORDERING:
+            yield Issue(IssueLevel.ERROR, f"'{node.op}' on {attr.name}", pos,
                         f"{attr.name} compares with == or !=")
     elif isinstance(node, m.InList):
         values = node.values
-    yield from _intrinsic_values(attr.name, kind, values, pos)
+    yield from _intrinsic_values(intrinsic, values, pos)
 
 
-def _intrinsic_values(name: str, kind: str, values: tuple[m.Scalar, ...],
+def _intrinsic_values(intrinsic: Intrinsic, values: tuple[m.Scalar, ...],
                       pos: m.Pos) -> Iterator[Issue]:
-    allowed = {"status": STATUS_VALUES, "kind": KIND_VALUES}.get(kind)
+    name, kind, allowed = intrinsic.written, intrinsic.value_type, intrinsic.value_type.allowed
     for value in values:
-        if kind == "duration" and not isinstance(value, m.Duration):
-            yield Issue(Severity.ERROR, f"{name} compared with {value!r}", pos,
+        if kind is ValueType.DURATION and not isinstance(value, m.DurationLiteral):
+            yield Issue(IssueLevel.ERROR, f"{name} compared with {value!r}", pos,
                         "write a duration such as 500ms or 2s")
         elif allowed is not None and value not in allowed:
-            yield Issue(Severity.ERROR, f"{name} compared with {value!r}", pos,
+            yield Issue(IssueLevel.ERROR, f"{name} compared with {value!r}", pos,
                         f"{name} is one of: {', '.join(sorted(allowed))}")
-        elif kind == "string" and not isinstance(value, str):
-            yield Issue(Severity.ERROR, f"{name} compared with {value!r}", pos,
+        elif kind is ValueType.STRING and not isinstance(value, str):
+            yield Issue(IssueLevel.ERROR, f"{name} compared with {value!r}", pos,
                         f"{name} is a string")
 
 

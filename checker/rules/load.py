@@ -26,7 +26,7 @@ from checker.files import files_under
 from checker.rules import model as m
 from checker.rules.bounded_yaml import BoundedYAMLError, compose
 from checker.rules.fields import FieldReader
-from checker.rules.lint import Severity, lint
+from checker.rules.lint import IssueLevel, lint
 from checker.rules.normalise import normalise
 from checker.rules.parse import ConditionError, parse_condition
 from checker.rules.rule import Rule
@@ -227,7 +227,7 @@ def _condition(
     failed = False
     for issue in lint(parsed):
         error = problem(RuleSemanticError, issue.message, issue.pos, issue.hint)
-        if issue.severity is Severity.ERROR:
+        if issue.level is IssueLevel.ERROR:
             reader.errors.append(error)
             failed = True
         else:

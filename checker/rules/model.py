@@ -23,14 +23,14 @@ NO_POS = Pos(1, 1)
 
 
 @dataclass(frozen=True)
-class Duration:
+class DurationLiteral:
     """A duration literal such as ``500ms``, kept in nanoseconds."""
 
     nanos: int
     text: str
 
 
-Scalar: TypeAlias = str | bool | int | float | Duration
+Scalar: TypeAlias = str | bool | int | float | DurationLiteral
 CompareOp: TypeAlias = Literal["==", "!=", ">", ">=", "<", "<="]
 
 N = TypeVar("N")

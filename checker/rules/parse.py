@@ -6,9 +6,12 @@ from functools import lru_cache
 from typing import cast
 
 from lark import Lark, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.lexer import PatternRE, TerminalDef
 
 from checker.rules import model as m
+from checker.rules.durations import UNIT_PATTERN
 from checker.rules.transform import LiteralError, ToAst
+from checker.rules.vocabulary import CLAUSE_KEYWORDS, INTRINSIC_SCOPES, OPERATOR_KEYWORDS
 
 # How each terminal is described in "expected ..." messages.
 _TERMINAL_WORDS = {
@@ -23,12 +26,19 @@ _TERMINAL_WORDS = {
 }
 
 
-KEYWORDS = frozenset({"WHEN", "ALWAYS", "NEVER", "AND", "OR", "NOT", "IN", "MATCHES", "CONTAINS"})
+# Terminals to hint "quote it" for when one stands where a name belongs; true/false are values.
+_WORD_TERMINALS = frozenset(word.upper() for word in CLAUSE_KEYWORDS + OPERATOR_KEYWORDS)
 # Far above any real rule: the rules library nests and/or/not 2 levels deep, with at most 7 terms.
 MAX_NESTING = 64
 MAX_TERMS = 1000
 # Parsing costs about 50 µs a token: this bounds one condition to a few seconds.
 MAX_CONDITION_CHARS = 65_536
+# The terminals whose words the vocabulary owns (grammar.lark holds placeholders for them).
+# A bare number followed by a letter is not a duration: `5min` is an error, not 5m and `in`.
+_VOCABULARY_PATTERNS = {
+    "INTRINSIC": rf"({'|'.join(INTRINSIC_SCOPES)}):[A-Za-z_]+",
+    "DURATION": rf"-?\d+(\.\d+)?({UNIT_PATTERN})(?![A-Za-z0-9_])",
+}
 _TERMS = (m.SpanCheck, m.CountCheck, m.Compare, m.InList, m.Matches, m.Contains, m.Truthy)
 
 
@@ -56,7 +66,15 @@ def parser() -> Lark:
         lexer="basic",
         maybe_placeholders=True,
         transformer=ToAst(),
+        edit_terminals=_from_vocabulary,
     )
+
+
+def _from_vocabulary(terminal: TerminalDef) -> None:
+    """Give INTRINSIC and DURATION the patterns spelled by ``vocabulary`` and ``durations``."""
+    pattern = _VOCABULARY_PATTERNS.get(terminal.name)
+    if pattern is not None:
+        terminal.pattern = PatternRE(pattern)
 
 
 def parse_condition(text: str) -> m.ParsedCondition:
@@ -157,7 +175,7 @@ def _explain(err: UnexpectedInput, text: str) -> ConditionError:
         hint = None
         if "RBRACE" in err.expected:
             hint = "a { ... } block is not closed before this point"
-        elif token.type in KEYWORDS and {"DOTTED_NAME", "STRING"} & set(err.expected):
+        elif token.type in _WORD_TERMINALS and {"DOTTED_NAME", "STRING"} & set(err.expected):
             hint = f'{token} is a keyword; quote it to use it as a name or value: "{token}"'
         elif token.type in {"WHEN", "ALWAYS", "NEVER"}:
             hint = "write when { A } always { B } never { C }, each block at most once"

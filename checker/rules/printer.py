@@ -9,14 +9,13 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from checker.rules import model as m
+from checker.rules.vocabulary import CALL_WORDS, KEYWORDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-KEYWORDS = frozenset({
-    "when", "always", "never", "and", "or", "not", "in", "matches", "contains", "where", "count",
-    "true", "false",
-})
+# A bare name must not read back as a keyword or a call.
+_RESERVED = frozenset(KEYWORDS + CALL_WORDS)
 _BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 
 
@@ -29,9 +28,8 @@ def name(text: str) -> str:
     """A span or attribute name, bare when that reads back the same, quoted otherwise."""
     bare = (
         _BARE_NAME.fullmatch(text)
-        and text not in KEYWORDS
+        and text not in _RESERVED
         and ".where" not in text
-        and text not in {"count", "trace.has", "trace.count"}
     )
     return text if bare else quote(text)
 
@@ -43,7 +41,7 @@ def scalar(value: m.Scalar) -> str:
             return "true" if value else "false"
         case int() | float():
             return repr(value)
-        case m.Duration():
+        case m.DurationLiteral():
             return value.text
         case str():
             return quote(value)
@@ -59,7 +57,7 @@ def invariant(inv: m.Invariant) -> str:
     return " ".join(parts)
 
 
-def violated_by(inv: m.Invariant) -> str:
+def violation_summary(inv: m.Invariant) -> str:
     """The reading as a sentence: which traces violate the invariant."""
     scope = f"a trace with {condition(inv.when)}" if inv.when is not None else "any trace"
     parts = []

@@ -9,10 +9,7 @@ from typing import Any, cast
 from lark import Token, Transformer, v_args
 
 from checker.rules import model as m
-from checker.rules.fields import MAX_DURATION_NS, MAX_DURATION_TEXT
-
-_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9,
-                   "m": 60 * 10**9, "h": 3600 * 10**9}
+from checker.rules.durations import MAX_DURATION_TEXT, DurationTooLongError, parse_ns
 
 _INT64_MAX = 2**63 - 1
 TestFactory = Callable[[m.Attr, m.Pos], m.Test]
@@ -88,17 +85,17 @@ def parse_number(token: Token) -> int | float:
     return value
 
 
-def parse_duration(token: Token) -> m.Duration:
-    """``500ms`` → nanoseconds, longest unit suffix first; at most ten years, as rule durations."""
+def duration_literal(token: Token) -> m.DurationLiteral:
+    """``500ms`` or ``-2s`` → nanoseconds, keeping the text; at most ten years, as rule durations."""
     text = str(token)
-    for unit in sorted(_DURATION_UNITS, key=len, reverse=True):
-        if text.endswith(unit):
-            amount = float(text[: -len(unit)]) * _DURATION_UNITS[unit]
-            if abs(amount) > MAX_DURATION_NS:
-                raise LiteralError(f"duration {_short(token)} is longer than {MAX_DURATION_TEXT}",
-                                   pos_of(token))
-            return m.Duration(round(amount), text)
-    raise ValueError(text)  # pragma: no cover - the lexer only admits known units
+    try:
+        nanos = parse_ns(text.removeprefix("-"))
+    except DurationTooLongError:
+        raise LiteralError(f"duration {_short(token)} is longer than {MAX_DURATION_TEXT}",
+                           pos_of(token)) from None
+    if nanos is None:  # pragma: no cover - the lexer only admits one number and a known unit
+        raise ValueError(text)
+    return m.DurationLiteral(-nanos if text.startswith("-") else nanos, text)
 
 
 def _flatten(kind: type[Any], parts: tuple[Any, ...]) -> Any:
@@ -204,6 +201,6 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
             case "FALSE":
                 return False
             case "DURATION":
-                return parse_duration(token)
+                return duration_literal(token)
             case _:
                 return str(token)

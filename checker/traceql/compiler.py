@@ -16,6 +16,7 @@ import functools
 from checker.evaluate import count_needs_span
 from checker.rules import model as m
 from checker.rules.printer import condition as condition_text
+from checker.rules.vocabulary import Intrinsic
 from checker.traceql import plan as p
 from checker.traceql import syntax as q
 
@@ -159,15 +160,16 @@ def translate(pred: m.Predicate) -> Translation:
             return _leaf(pred)
 
 
-def _refs(attr: m.Attr) -> list[str]:
-    if attr.intrinsic:
-        return [q.INTRINSICS[attr.name]]
+def _refs(attr: m.Attr, intrinsic: Intrinsic | None) -> list[str]:
+    if intrinsic is not None:
+        return [intrinsic.traceql]
     return [q.attribute(scope, attr.name) for scope in q.SCOPES]
 
 
 def _leaf(node: m.Test | m.Truthy) -> Translation:
-    refs = _refs(node.attr)
-    enum = node.attr.name in q.ENUM_INTRINSICS and node.attr.intrinsic
+    intrinsic = Intrinsic.named(node.attr.name) if node.attr.intrinsic else None
+    refs = _refs(node.attr, intrinsic)
+    enum = intrinsic is not None and intrinsic.is_enum
     match node:
         case m.Compare(op="!=") if not node.attr.intrinsic:
             # Tempo documents != on arrays as "no element equals" but was seen to match when

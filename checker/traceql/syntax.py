@@ -1,7 +1,8 @@
 """All TraceQL spelling in one place: quoting, escaping, literals and operators.
 
 Nothing else in the checker writes TraceQL text, so no rule text can break out of a query
-except through these functions.
+except through these functions; the one exception is how Tempo spells each intrinsic, which
+``Intrinsic.traceql`` (``rules/vocabulary.py``) holds next to everything else about it.
 """
 
 from __future__ import annotations
@@ -18,16 +19,6 @@ SCOPES = ("span", "resource")
 COUNT_PIPELINE = "{} | count() {} {}"
 OPS = {"==": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 MATCH = "=~"
-# Intrinsics of the rule language → TraceQL; resource:service is a resource attribute.
-INTRINSICS = {
-    "span:name": "name",
-    "span:status": "status",
-    "span:kind": "kind",
-    "span:duration": "duration",
-    "span:statusMessage": "statusMessage",
-    "resource:service": 'resource."service.name"',
-}
-ENUM_INTRINSICS = frozenset({"span:status", "span:kind"})
 INT64 = 2**63
 _REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 
@@ -113,7 +104,7 @@ def literal(value: m.Scalar) -> str:
     match value:
         case bool():
             return "true" if value else "false"
-        case m.Duration():
+        case m.DurationLiteral():
             return f"{value.nanos}ns"
         case str():
             return string(value)

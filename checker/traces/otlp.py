@@ -27,13 +27,12 @@ import ijson
 
 from checker.errors import SourceLocation, TraceSourceError
 from checker.files import files_under
+from checker.rules.vocabulary import SPAN_KINDS, SPAN_STATUSES
 from checker.traces.model import Attributes, AttrValue, Span, Trace
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
-_STATUSES = ("unset", "ok", "error")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 SUFFIXES = (".json", ".jsonl", ".ndjson")
@@ -177,9 +176,9 @@ def decode_span(raw: dict[str, Any], resource: Attributes) -> Span:
         resource=resource,
         start_ns=integer(raw.get("startTimeUnixNano") or 0, "startTimeUnixNano", UINT64),
         end_ns=integer(raw.get("endTimeUnixNano") or 0, "endTimeUnixNano", UINT64),
-        status=_enum(status.get("code", 0), _STATUSES, "status_code_"),
+        status=_enum(status.get("code", 0), SPAN_STATUSES, "status_code_"),
         status_message=clean_text(status.get("message", "")),
-        kind=_enum(raw.get("kind", 0), _KINDS, "span_kind_"),
+        kind=_enum(raw.get("kind", 0), SPAN_KINDS, "span_kind_"),
     )
 
 
