@@ -118,10 +118,7 @@ def intrinsic_getter(intrinsic: Intrinsic) -> Callable[[Span], AttrValue | None]
 def attribute_test(attr: m.Attr, test: ValueTest) -> SpanTest:
     """Apply ``test`` to the span attribute, else to the resource attribute of that name."""
     if attr.intrinsic:
-        known = Intrinsic.named(attr.name)
-        if known is None:  # pragma: no cover - lint refuses a rule with an unknown intrinsic
-            raise ValueError(f"unknown intrinsic {attr.name}")
-        getter = intrinsic_getter(known)
+        getter = intrinsic_getter(Intrinsic.of(attr.name))
 
         def intrinsic(span: Span) -> bool:
             value = getter(span)

@@ -13,11 +13,10 @@ from checker.rules.durations import UNIT_PATTERN
 from checker.rules.transform import LiteralError, ToAst
 from checker.rules.vocabulary import CLAUSE_KEYWORDS, INTRINSIC_SCOPES, OPERATOR_KEYWORDS
 
-# How each terminal is described in "expected ..." messages.
+# How each terminal is described in "expected ..." messages; a keyword terminal (WHEN, ...) is
+# named after its word in vocabulary.KEYWORDS, and described by its lowercase name.
 _TERMINAL_WORDS = {
-    "WHEN": "when", "ALWAYS": "always", "NEVER": "never", "AND": "and", "OR": "or",
-    "NOT": "not", "IN": "in", "MATCHES": "matches", "CONTAINS": "contains",
-    "TRUE": "true", "FALSE": "false", "LBRACE": "{", "RBRACE": "}", "LPAR": "(",
+    "LBRACE": "{", "RBRACE": "}", "LPAR": "(",
     "RPAR": ")", "LSQB": "[", "RSQB": "]", "COMMA": ",", "WHERE": ".where(",
     "TRACE_HAS": "trace.has(", "TRACE_COUNT": "trace.count(", "COUNT": "count(",
     "DOTTED_NAME": "a name", "STRING": "a quoted string", "NUMBER": "a number",
@@ -26,8 +25,9 @@ _TERMINAL_WORDS = {
 }
 
 
+_CLAUSE_TERMINALS = frozenset(word.upper() for word in CLAUSE_KEYWORDS)
 # Terminals to hint "quote it" for when one stands where a name belongs; true/false are values.
-_WORD_TERMINALS = frozenset(word.upper() for word in CLAUSE_KEYWORDS + OPERATOR_KEYWORDS)
+_WORD_TERMINALS = _CLAUSE_TERMINALS | {word.upper() for word in OPERATOR_KEYWORDS}
 # Far above any real rule: the rules library nests and/or/not 2 levels deep, with at most 7 terms.
 MAX_NESTING = 64
 MAX_TERMS = 1000
@@ -177,7 +177,7 @@ def _explain(err: UnexpectedInput, text: str) -> ConditionError:
             hint = "a { ... } block is not closed before this point"
         elif token.type in _WORD_TERMINALS and {"DOTTED_NAME", "STRING"} & set(err.expected):
             hint = f'{token} is a keyword; quote it to use it as a name or value: "{token}"'
-        elif token.type in {"WHEN", "ALWAYS", "NEVER"}:
+        elif token.type in _CLAUSE_TERMINALS:
             hint = "write when { A } always { B } never { C }, each block at most once"
         return ConditionError(f"unexpected {str(token)!r}, expected {expected}", pos, hint)
     return ConditionError(str(err), m.Pos(err.line, err.column))  # pragma: no cover

@@ -62,6 +62,14 @@ class Intrinsic(Enum):
         """The intrinsic spelled ``written``, or None for one the language does not know."""
         return _BY_SPELLING.get(written)
 
+    @classmethod
+    def of(cls, written: str) -> Intrinsic:
+        """The intrinsic spelled ``written``, for the stages after lint, which refuses unknown ones.
+
+        :raises KeyError: for an intrinsic the language does not know.
+        """
+        return _BY_SPELLING[written]
+
     @property
     def is_enum(self) -> bool:
         """Compared with bare words (``status = error``), never with strings or by order."""

@@ -167,7 +167,7 @@ def _refs(attr: m.Attr, intrinsic: Intrinsic | None) -> list[str]:
 
 
 def _leaf(node: m.Test | m.Truthy) -> Translation:
-    intrinsic = Intrinsic.named(node.attr.name) if node.attr.intrinsic else None
+    intrinsic = Intrinsic.of(node.attr.name) if node.attr.intrinsic else None
     refs = _refs(node.attr, intrinsic)
     enum = intrinsic is not None and intrinsic.is_enum
     match node:
