@@ -24,7 +24,7 @@ with atheris.instrument_imports():
     from checker.errors import RuleError, SourceLocation
     from checker.evaluate import CompiledInvariant
     from checker.examples import example_trace
-    from checker.report import plan_lines
+    from checker.output import plan_lines
     from checker.rules.load import load_text
     from checker.rules.printer import invariant as print_invariant
     from checker.rules.rule import Example, ExampleSpan

@@ -41,8 +41,7 @@ from checker.examples import run_examples
 from checker.log import configure
 from checker.notify.message import sample_alert
 from checker.notify.senders import sender_for
-from checker.redact import KNOWN, mask_url
-from checker.report import (
+from checker.output import (
     listing_order,
     plan_lines,
     write_json_lines,
@@ -51,6 +50,7 @@ from checker.report import (
     write_stored_json_lines,
     write_table,
 )
+from checker.redact import KNOWN, mask_url
 from checker.rules.load import RuleSet, load_paths
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violation_summary

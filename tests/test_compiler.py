@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from checker.report import plan_lines
+from checker.output import plan_lines
 from checker.rules.normalise import normalise
 from checker.rules.parse import ConditionError, parse_condition
 from checker.traceql import compile_rule

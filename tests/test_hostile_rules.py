@@ -28,7 +28,7 @@ from checker.daemon.service import Daemon
 from checker.errors import RuleError, UsageError, visible
 from checker.evaluate import CompiledInvariant
 from checker.examples import example_trace, run_examples
-from checker.report import plan_lines
+from checker.output import plan_lines
 from checker.rules.bounded_yaml import MAX_ALIAS_NODES, MAX_DEPTH
 from checker.rules.load import MAX_FILE_BYTES, RuleSet, load_paths, load_text
 from checker.rules.parse import MAX_CONDITION_CHARS, MAX_NESTING, MAX_TERMS

@@ -25,7 +25,7 @@ from checker.cli import main
 from checker.errors import TraceSourceError
 from checker.evidence import render
 from checker.evidence.figures import ControlFigures, Filters, Gap, Report, RuleFigures
-from checker.report import write_stored_csv, write_table
+from checker.output import write_stored_csv, write_table
 from checker.store import StoredViolation
 from checker.store.ledger import Verdict
 from checker.traces import otlp

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from checker.daemon.windows import due_windows, floor_second, utcnow
 from checker.errors import TraceSourceError
 from checker.notify.dispatcher import outbox_plan
-from checker.report import plan_lines
+from checker.output import plan_lines
 from checker.store import CheckpointMoved, StoreError, WindowRecord
 from checker.tempo.run import evaluate_window
 from checker.traceql import compile_rule

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
-from checker.report import safe_csv_row
+from checker.output import safe_csv_row
 
 if TYPE_CHECKING:
     from datetime import datetime

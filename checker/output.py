@@ -1,4 +1,7 @@
-"""Render violations and rule problems for people (text) and for programs (JSON Lines)."""
+"""What the CLI prints: violations, plans and rule problems as text, JSON Lines or CSV.
+
+Not the evidence report (``checker/evidence``), which the ``evidence`` command builds from the store.
+"""
 
 from __future__ import annotations
 
