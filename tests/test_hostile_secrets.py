@@ -29,8 +29,8 @@ from tempo_double import Fault, TempoDouble
 from checker.cli import main
 from checker.config import ConfigError, load_settings
 from checker.daemon.metrics import Metrics
+from checker.daemon.notifying import build_dispatcher, notify_policy
 from checker.log import configure, redact_secrets
-from checker.notify.dispatcher import Dispatcher, outbox_plan
 from checker.notify.message import Alert, slack_message
 from checker.notify.senders import WebhookSender, sender_for
 from checker.notify.settings import WebhookRoute
@@ -147,7 +147,7 @@ def commit(store: Store, settings: Settings, rules: list[Rule]) -> None:
         store.start_checkpoint(each.id, T0)
         store.commit(WindowRecord(each, T0, T0 + MINUTE, T0, 0.1, "violations",
                                   violations=(violation(index, each.id),)),
-                     outbox_plan(each, (T0, T0 + MINUTE), settings))
+                     notify_policy(settings).notice(each, (T0, T0 + MINUTE)))
 
 
 def config_error(tmp_path: Path, **overrides: Any) -> str:
@@ -343,7 +343,7 @@ class TestSlowReceivers:
             "fast": {"type": "webhook", "url": receivers.url + "/fast"}}, flush_timeout="30s")
         store = Store.open(settings.store)
         commit(store, settings, [rule(f"r{i}") for i in range(6)])  # more pairs than a route's 4 slots
-        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=lambda: T0 + MINUTE)
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=lambda: T0 + MINUTE)
         started = time.monotonic()
         summary = asyncio.run(asyncio.wait_for(dispatcher.drain(), 25))
         assert 6 == len(receivers.fast_at)
@@ -360,7 +360,7 @@ class TestSlowReceivers:
 
         async def scenario() -> float:
             stop = asyncio.Event()
-            dispatcher = Dispatcher(store, settings, Metrics(dict), clock=lambda: T0 + MINUTE)
+            dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=lambda: T0 + MINUTE)
             running = asyncio.create_task(dispatcher.run(stop))
             while len(receivers.fast_at) < 1:  # noqa: ASYNC110  (the receiver runs in another thread)
                 await asyncio.sleep(0.05)
@@ -383,7 +383,7 @@ class TestSlowReceivers:
         store = Store.open(settings.store)
         commit(store, settings, [rule("r0"), rule("r1")])
         started = time.monotonic()
-        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=lambda: T0 + MINUTE)
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=lambda: T0 + MINUTE)
         asyncio.run(asyncio.wait_for(dispatcher.drain(), 20))
         assert time.monotonic() - started < 4
         assert 2 == len([row for row in store.outbox.undelivered() if not row.dead])

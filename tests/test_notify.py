@@ -20,8 +20,8 @@ from tempo_double import TempoDouble
 from checker.cli import main
 from checker.config import load_settings
 from checker.daemon.metrics import Metrics
+from checker.daemon.notifying import build_dispatcher, notify_policy
 from checker.daemon.service import Daemon
-from checker.notify.dispatcher import Dispatcher, outbox_plan
 from checker.notify.message import Alert, slack_message, webhook_body
 from checker.notify.senders import sign
 from checker.rules.load import load_text
@@ -86,7 +86,8 @@ def commit_window(store: Store, rule: Rule, settings: Settings, index: int,
     start = T0 + index * MINUTE
     store.start_checkpoint(rule.id, T0)
     store.commit(WindowRecord(rule, start, start + MINUTE, start, 0.1, "violations" if violations else "ok",
-                              violations=violations), outbox_plan(rule, (start, start + MINUTE), settings))
+                              violations=violations),
+                 notify_policy(settings).notice(rule, (start, start + MINUTE)))
 
 
 class TestMessages:
@@ -135,7 +136,8 @@ class TestDelivery:
         store = Store.open(settings.store)
         rule = noisy_rule()
         commit_window(store, rule, settings, 0, tuple(violation(i) for i in range(12)))
-        summary = asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=Clock(T0 + MINUTE)).drain())
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=Clock(T0 + MINUTE))
+        summary = asyncio.run(dispatcher.drain())
         assert 4 == summary.sent
         assert 1 == len(receiver.accepted(WEBHOOK_PATH))
         [bot] = receiver.accepted("/api/chat.postMessage")
@@ -155,7 +157,7 @@ class TestDelivery:
         store = Store.open(settings.store)
         rule = noisy_rule()
         clock = Clock(T0 + MINUTE)
-        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=clock)
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=clock)
         commit_window(store, rule, settings, 0, (violation(1),))
         receiver.stop()  # connection refused
         for _ in range(3):
@@ -183,12 +185,12 @@ class TestDelivery:
         commit_window(store, noisy_rule(), settings, 0, (violation(1),))
         receiver.fail_with(429, times=1, retry_after="120")
         clock = Clock(T0 + MINUTE)
-        assert 1 == asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=clock).drain()).retry
+        assert 1 == asyncio.run(build_dispatcher(settings, store, Metrics(dict), clock=clock).drain()).retry
         [row] = store.outbox.undelivered()
         assert row.next_attempt_at >= clock.now + timedelta(seconds=120)
         assert 1 == row.attempts
         clock.advance(seconds=121)
-        assert 1 == asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=clock).drain()).sent
+        assert 1 == asyncio.run(build_dispatcher(settings, store, Metrics(dict), clock=clock).drain()).sent
 
     def test_a_permanent_4xx_is_dead_lettered_not_retried(self, receiver: Receiver, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -197,7 +199,7 @@ class TestDelivery:
         commit_window(store, noisy_rule(), settings, 0, (violation(1),))
         receiver.fail_with(400, times=1)  # refused for good
         clock = Clock(T0 + MINUTE)
-        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=clock)
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=clock)
         assert 1 == asyncio.run(dispatcher.drain()).dead
         requests = len(receiver.received)
         for _ in range(5):
@@ -221,7 +223,7 @@ class TestDelivery:
         commit_window(store, noisy_rule(), settings, 0, (violation(1),))
         receiver.fail_with(503, times=100)
         clock = Clock(T0 + timedelta(seconds=1))
-        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=clock)
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=clock)
         outcomes = []
         for _ in range(10):
             summary = asyncio.run(dispatcher.drain())
@@ -238,7 +240,7 @@ class TestDelivery:
         store = Store.open(settings.store)
         rule = noisy_rule()
         clock = Clock(T0)
-        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=clock)
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=clock)
         total = 0
         for index in range(60):  # an hour of one-minute windows, each with 3 new violations
             commit_window(store, rule, settings, index, tuple(violation(index * 3 + k) for k in range(3)))
@@ -260,7 +262,7 @@ class TestDelivery:
         settings = notify_settings(tmp_path, receiver, notifiers={"ops-hook": hook}, realert="0s")
         store = Store.open(settings.store)
         rule = noisy_rule()
-        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=Clock(T0 + timedelta(hours=1)))
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=Clock(T0 + timedelta(hours=1)))
         commit_window(store, rule, settings, 0, (violation(1),))
         commit_window(store, rule, settings, 1, ())
         commit_window(store, rule, settings, 2, ())
@@ -280,9 +282,9 @@ class TestDelivery:
         store = Store.open(settings.store)
         commit_window(store, noisy_rule(), settings, 0, (violation(1),))
         receiver.fail_with(500, times=3)
-        asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=Clock(T0 + MINUTE)).drain())
+        asyncio.run(build_dispatcher(settings, store, Metrics(dict), clock=Clock(T0 + MINUTE)).drain())
         receiver.stop()
-        asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=Clock(T0 + MINUTE * 60)).drain())
+        asyncio.run(build_dispatcher(settings, store, Metrics(dict), clock=Clock(T0 + MINUTE * 60)).drain())
         logs = capsys.readouterr().err
         errors = " ".join(r.last_error or "" for r in store.outbox.undelivered())
         assert "notification.retry" in logs
@@ -405,7 +407,7 @@ class TestEdgeCases:
         store.start_checkpoint(rule.id, T0)
         record = WindowRecord(rule, T0, T0 + MINUTE, T0, 0.1, "incomplete", violations=(violation(1),),
                               error="1 candidates not judged")
-        store.commit(record, outbox_plan(rule, (T0, T0 + MINUTE), settings))
+        store.commit(record, notify_policy(settings).notice(rule, (T0, T0 + MINUTE)))
         assert 1 == len(store.outbox.undelivered())
 
     def test_a_slack_answer_that_is_not_json_is_retried_and_blocks_nothing(
@@ -414,7 +416,8 @@ class TestEdgeCases:
         store = Store.open(settings.store)
         commit_window(store, noisy_rule(), settings, 0, (violation(1),))
         receiver.fail_with(503, times=3, text="upstream connect error")  # a proxy in front of every route
-        summary = asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=Clock(T0 + MINUTE)).drain())
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=Clock(T0 + MINUTE))
+        summary = asyncio.run(dispatcher.drain())
         assert (1, 3) == (summary.sent, summary.retry)  # the log route; the three others retried
         assert all(r.attempts == 1 and not r.dead for r in store.outbox.undelivered())
         receiver.fail_with(200, times=1, text="<html>not json</html>")
@@ -430,7 +433,7 @@ class TestEdgeCases:
         commit_window(store, rule, settings, 0, (violation(1),))  # created at T0
         receiver.fail_with(503, times=100)
         clock = Clock(T0 + MINUTE)
-        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=clock)
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=clock)
         asyncio.run(dispatcher.drain())
         commit_window(store, rule, settings, 1, (violation(2),))  # created at T0 + 1m
         clock.now = T0 + timedelta(minutes=10, seconds=30)
@@ -445,7 +448,7 @@ class TestEdgeCases:
         store = Store.open(settings.store)
         rule = noisy_rule()
         clock = Clock(T0 + MINUTE)
-        dispatcher = Dispatcher(store, settings, Metrics(dict), clock=clock)
+        dispatcher = build_dispatcher(settings, store, Metrics(dict), clock=clock)
         commit_window(store, rule, settings, 0, (violation(1),))
         asyncio.run(dispatcher.drain())  # sent at T0+1m
         commit_window(store, rule, settings, 1, (violation(2),))  # held by realert until T0+16m
@@ -465,7 +468,7 @@ class TestEdgeCases:
         commit_window(store, rule, settings, 0, (violation(1),))  # live: firing
         store.start_checkpoint("backfill:x", T0)
         clean = WindowRecord(rule, T0, T0 + MINUTE, T0, 0.1, "ok", backfill=True, checkpoint="backfill:x")
-        store.commit(clean, outbox_plan(rule, (T0, T0 + MINUTE), settings))
+        store.commit(clean, notify_policy(settings).notice(rule, (T0, T0 + MINUTE)))
         assert ["violations"] == [r.kind for r in store.outbox.undelivered()]
 
     def test_a_huge_retry_after_is_capped(self, receiver: Receiver, tmp_path: Path) -> None:
@@ -474,7 +477,7 @@ class TestEdgeCases:
         commit_window(store, noisy_rule(), settings, 0, (violation(1),))
         receiver.fail_with(429, times=1, retry_after="1e12")
         clock = Clock(T0 + MINUTE)
-        assert 1 == asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=clock).drain()).retry
+        assert 1 == asyncio.run(build_dispatcher(settings, store, Metrics(dict), clock=clock).drain()).retry
         [row] = store.outbox.undelivered()
         assert row.next_attempt_at <= clock.now + timedelta(hours=24)
 
@@ -485,7 +488,7 @@ class TestEdgeCases:
         store = Store.open(settings.store)
         commit_window(store, noisy_rule(), settings, 0, (violation(1),))
         receiver.fail_with(404, text=f"Cannot POST {WEBHOOK_PATH}")
-        asyncio.run(Dispatcher(store, settings, Metrics(dict), clock=Clock(T0 + MINUTE)).drain())
+        asyncio.run(build_dispatcher(settings, store, Metrics(dict), clock=Clock(T0 + MINUTE)).drain())
         [row] = store.outbox.undelivered()
         secret = WEBHOOK_PATH.rsplit("/", 1)[-1]
         assert row.dead

@@ -19,7 +19,6 @@ from tqdm import tqdm
 from checker.daemon.service import Daemon
 from checker.daemon.windows import split
 from checker.errors import UsageError
-from checker.notify.dispatcher import outbox_plan
 
 if TYPE_CHECKING:
     from checker.config import Settings
@@ -62,8 +61,8 @@ async def backfill(settings: Settings, rule_id: str, start: datetime, end: datet
                   file=sys.stderr) as bar:
             for window in windows:
                 record = replace(await daemon.runner.evaluate(rule, window), backfill=True, checkpoint=key)
-                plan = outbox_plan(rule, window, settings) if notify else None
-                committed = await asyncio.to_thread(daemon.store.commit, record, plan)
+                notice = daemon.runner.policy.notice(rule, window) if notify else None
+                committed = await asyncio.to_thread(daemon.store.commit, record, notice)
                 if record.outcome == "failed":
                     summary.failed = record.error
                     break

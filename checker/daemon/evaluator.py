@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from checker.daemon.notifying import notify_policy
 from checker.daemon.windows import due_windows, floor_second, utcnow
 from checker.errors import TraceSourceError
-from checker.notify.dispatcher import outbox_plan
 from checker.output import plan_lines
 from checker.store import CheckpointMoved, StoreError, WindowRecord
 from checker.tempo.run import evaluate_window
@@ -62,6 +62,7 @@ class RuleRunner:
         self.metrics = metrics
         self.clock = clock
         self.on_notify = on_notify  # called when a commit added notifications to the outbox
+        self.policy = notify_policy(settings)
         self.checkpoints: dict[str, datetime] = {}
         self._recorded: set[tuple[str, str]] = set()
         self.stopping = False  # set on shutdown: finish the current window, start no other
@@ -115,9 +116,9 @@ class RuleRunner:
             rule = latest
             await self.record_version(rule)
             record = await self.evaluate(rule, window)
-            plan = outbox_plan(rule, window, self.settings)
-            committed = await asyncio.to_thread(self.store.commit, record, plan)
-            if plan is not None:
+            notice = self.policy.notice(rule, window)
+            committed = await asyncio.to_thread(self.store.commit, record, notice)
+            if notice is not None:
                 self.on_notify()
             self.metrics.evaluations.labels(rule.id, record.outcome).inc()
             self.metrics.evaluation_seconds.labels(rule.id).observe(record.duration)

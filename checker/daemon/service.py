@@ -15,10 +15,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from checker.daemon.evaluator import RuleRunner, RunSummary
 from checker.daemon.http import Check, HttpServer, application
 from checker.daemon.metrics import Metrics
+from checker.daemon.notifying import build_dispatcher
 from checker.daemon.ruleset import LiveRules, Reload
 from checker.daemon.windows import RuleSchedule, schedule_of, utcnow
 from checker.errors import CheckerError, UsageError
-from checker.notify.dispatcher import Dispatcher, routes_of
 from checker.redact import mask_url
 from checker.store import Store
 from checker.tempo.client import TempoClient
@@ -42,7 +42,7 @@ class Daemon:
         self.schedules: dict[str, RuleSchedule] = {}
         self.metrics = Metrics(lambda: self.runner.checkpoints)
         self.tempo = TempoClient(settings.tempo.client_config(), observer=self.metrics.tempo_request)
-        self.dispatcher = Dispatcher(store, settings, self.metrics, clock=clock)
+        self.dispatcher = build_dispatcher(settings, store, self.metrics, clock=clock)
         self.runner = RuleRunner(store, self.tempo, settings, self.metrics, clock=clock,
                                  on_notify=self.dispatcher.wake.set)
         self.scheduler: AsyncIOScheduler | None = None
@@ -95,7 +95,8 @@ class Daemon:
         for rule in [*result.added, *result.changed]:
             log.info("rule.added" if rule in result.added else "rule.changed", rule=rule.id,
                      version=rule.version[:12], source=str(rule.location))
-            unknown = [name for name in routes_of(rule, self.settings) if name not in self.settings.notifiers]
+            routes = self.runner.policy.routes_of(rule)
+            unknown = [name for name in routes if name not in self.settings.notifiers]
             if unknown:
                 log.error("rule.unknown_notifiers", rule=rule.id, routes=unknown,
                           detail="not in the config's notifiers; these routes are skipped")

@@ -20,24 +20,21 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from checker.daemon.windows import utcnow
-from checker.notify.message import Alert, payload
-from checker.notify.senders import Delivery, Sender, sender_for
-from checker.store import OutboxPlan, OutboxRow
+from checker.notify.message import Alert, Payload
+from checker.notify.senders import Delivery
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from datetime import datetime
 
-    from checker.config import Settings
     from checker.daemon.metrics import Metrics
-    from checker.rules.rule import Rule
-    from checker.store import Store
-    from checker.violations import Violation
+    from checker.notify.senders import Sender
+    from checker.notify.settings import DeliverySettings
+    from checker.store import OutboxRow, Store
 
 log = structlog.get_logger(__name__)
 
@@ -61,47 +58,20 @@ class DrainSummary:
     held: int = 0
 
 
-def rule_info(rule: Rule) -> dict[str, Any]:
-    """The rule as messages show it."""
-    return {"id": rule.id, "name": rule.name, "severity": rule.severity, "description": rule.description,
-            "frameworks": list(rule.frameworks), "controls": list(rule.controls), "version": rule.version}
-
-
-def routes_of(rule: Rule, settings: Settings) -> list[str]:
-    """The rule's ``notify`` routes, else the config's ``default_notifiers``."""
-    return list(rule.notify) if rule.notify else list(settings.default_notifiers)
-
-
-def outbox_plan(rule: Rule, window: tuple[datetime, datetime], settings: Settings) -> OutboxPlan | None:
-    """Which routes a commit of this rule's window notifies; None without any route."""
-    routes = {name: settings.notifiers[name] for name in routes_of(rule, settings)
-              if name in settings.notifiers}
-    if not routes:
-        return None
-    info, (start, end) = rule_info(rule), window
-
-    def build(kind: str, violations: list[Violation]) -> dict[str, Any]:
-        listed = [v.to_json() for v in violations]
-        return payload(kind, info, start, end, listed, settings.delivery.max_listed)
-
-    return OutboxPlan(routes={name: route.accepts for name, route in routes.items()},
-                      resolved=frozenset(name for name, route in routes.items() if route.send_resolved),
-                      build=build)
-
-
 class Dispatcher:
     """Sends what the outbox holds, on a poll and whenever a commit adds rows."""
 
-    def __init__(self, store: Store, settings: Settings, metrics: Metrics, *,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, store: Store, senders: Mapping[str, Sender], delivery: DeliverySettings,
+                 metrics: Metrics, *, clock: Callable[[], datetime]) -> None:
+        """``store`` holds the outbox and the per-route locks; ``senders`` are the routes by name.
+
+        A row whose route has no sender is a dead letter (a route removed from the config).
+        """
         self.store = store
-        self.settings = settings
-        self.delivery = settings.delivery
+        self.senders = senders
+        self.delivery = delivery
         self.metrics = metrics
         self.clock = clock
-        template = settings.trace_url_template
-        self.senders: dict[str, Sender] = {
-            name: sender_for(route, template) for name, route in settings.notifiers.items()}
         self.wake = asyncio.Event()
         self._sending: dict[Pair, asyncio.Task[None]] = {}  # deliveries still under way
         # Per route, kept across passes: deliveries still under way from an earlier pass count.
@@ -216,7 +186,7 @@ class Dispatcher:
                                         attempted=False)
                 self._count(route, "held", summary)
                 return
-        alert = Alert.merge([r.payload for r in rows], [r.id for r in rows], route,
+        alert = Alert.merge([Payload.from_json(r.payload) for r in rows], [r.id for r in rows], route,
                             max_listed=self.delivery.max_listed, since=since)
         try:
             delivery = await sender.send(alert)
@@ -230,7 +200,9 @@ class Dispatcher:
                       summary: DrainSummary) -> None:
         bound = log.bind(route=route, rule=rows[0].rule_id, rows=len(rows), answer=delivery.detail)
         if delivery.ok:
-            await asyncio.to_thread(self.store.outbox.delivered, rows, now)
+            # Only live violations start a realert period; resolved and backfill messages do not.
+            live = rows[0].kind == "violations" and not rows[0].backfill
+            await asyncio.to_thread(self.store.outbox.delivered, rows, now, sent=live)
             self._count(route, "sent", summary)
             bound.info("notification.delivered")
             return

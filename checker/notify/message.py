@@ -13,14 +13,61 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from checker.violations import Violation
 
 Kind = Literal["violations", "resolved", "test"]
 HEADER_LIMIT, SECTION_LIMIT, FIELD_LIMIT = 150, 3000, 2000
 SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:",
                  "medium": ":large_yellow_circle:", "low": ":large_blue_circle:", "info": ":white_circle:"}
 PAYLOAD_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Payload:
+    """An outbox row's content: enough to write the message without reading anything else.
+
+    Made by the policy inside the commit transaction, read back by the dispatcher to merge
+    rows into an ``Alert``. The JSON keys are those rows already in a store hold. The store,
+    a layer below, reads three of them without this class: ``kind`` and ``backfill`` (which
+    rows group together) and ``trace_ids`` (which traces still wait, for ``betrace violations``).
+    """
+
+    kind: Kind
+    rule: dict[str, Any]
+    window_start: datetime
+    window_end: datetime
+    violations: list[dict[str, Any]]  # the first ``max_listed``
+    total: int
+    trace_ids: list[str]  # every one, listed or not
+    backfill: bool = False  # written by ``betrace backfill --notify``: outside the live alert state
+
+    @classmethod
+    def of(cls, kind: Kind, rule: dict[str, Any], window: tuple[datetime, datetime],
+           violations: Sequence[Violation], max_listed: int, *, backfill: bool) -> Payload:
+        """The payload for ``violations`` (none for a resolved message) found in ``window``."""
+        listed = [v.to_json() for v in violations[:max_listed]]
+        return cls(kind, rule, window[0], window[1], listed, len(violations),
+                   [v.trace_id for v in violations], backfill)
+
+    def to_json(self) -> dict[str, Any]:
+        """What the outbox table stores."""
+        return {"kind": self.kind, "rule": self.rule,
+                "window": {"start": self.window_start.isoformat(), "end": self.window_end.isoformat()},
+                "violations": self.violations, "total": self.total, "trace_ids": self.trace_ids,
+                "backfill": self.backfill}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Payload:
+        """A stored row's payload."""
+        return cls(data["kind"], data["rule"], datetime.fromisoformat(data["window"]["start"]),
+                   datetime.fromisoformat(data["window"]["end"]), data["violations"], int(data["total"]),
+                   data.get("trace_ids", []), bool(data.get("backfill")))
 
 
 @dataclass(frozen=True)
@@ -37,16 +84,16 @@ class Alert:
     key: str = ""  # the Idempotency-Key: the same for every attempt at the same rows
 
     @classmethod
-    def merge(cls, payloads: list[dict[str, Any]], row_ids: list[int], route: str, *,
+    def merge(cls, payloads: Sequence[Payload], row_ids: list[int], route: str, *,
               max_listed: int, since: datetime | None) -> Alert:
         """One alert from outbox payloads of one rule, kind and route, oldest first."""
-        listed = [v for p in payloads for v in p["violations"]][:max_listed]
+        listed = [v for p in payloads for v in p.violations][:max_listed]
         key = hashlib.sha256(f"{route}:{','.join(map(str, sorted(row_ids)))}".encode()).hexdigest()
         return cls(
-            kind=payloads[-1]["kind"], rule=payloads[-1]["rule"],
-            window_start=min(datetime.fromisoformat(p["window"]["start"]) for p in payloads),
-            window_end=max(datetime.fromisoformat(p["window"]["end"]) for p in payloads),
-            violations=listed, total=sum(int(p["total"]) for p in payloads), since=since, key=key)
+            kind=payloads[-1].kind, rule=payloads[-1].rule,
+            window_start=min(p.window_start for p in payloads),
+            window_end=max(p.window_end for p in payloads),
+            violations=listed, total=sum(p.total for p in payloads), since=since, key=key)
 
     @property
     def title(self) -> str:
@@ -59,14 +106,6 @@ class Alert:
         plural = "s" if self.total != 1 else ""
         since = " since the last alert" if self.since else ""
         return f"{self.rule['severity'].upper()}: {name} — {self.total} new violation{plural}{since}"
-
-
-def payload(kind: str, rule: dict[str, Any], start: datetime, end: datetime,  # noqa: PLR0917
-            violations: list[dict[str, Any]], max_listed: int) -> dict[str, Any]:
-    """An outbox row's JSON: enough to write the message without reading anything else."""
-    return {"kind": kind, "rule": rule, "window": {"start": start.isoformat(), "end": end.isoformat()},
-            "violations": violations[:max_listed], "total": len(violations),
-            "trace_ids": [v["trace_id"] for v in violations]}
 
 
 def trace_url(template: str | None, trace_id: str) -> str | None:

@@ -1,6 +1,6 @@
 """Persistence: rules seen, evaluations, violations, checkpoints and the outbox (SQLAlchemy Core)."""
 
-from checker.store.outbox import OutboxPlan, OutboxRow
+from checker.store.outbox import OutboxEntry, OutboxPolicy, OutboxRow, OutboxWrite
 from checker.store.store import (
     CheckpointMoved,
     Committed,
@@ -15,8 +15,10 @@ from checker.store.store import (
 __all__ = [
     "CheckpointMoved",
     "Committed",
-    "OutboxPlan",
+    "OutboxEntry",
+    "OutboxPolicy",
     "OutboxRow",
+    "OutboxWrite",
     "Outcome",
     "RuleLock",
     "Store",

@@ -1,22 +1,24 @@
 """The outbox: notifications written with their violations, removed only once delivered.
 
-Rows are filled inside the store's commit transaction (``enqueue``) and drained by the
+Rows are filled inside the store's commit transaction (``fill``) and drained by the
 dispatcher (``Outbox``). ``alert_state`` remembers, per rule and route, when the last
 message went out (for ``realert``) and whether the rule is firing (for ``send_resolved``).
+The tables store rows and decide nothing: which rows a window makes, and when a message
+counts for ``realert``, is the notification policy's to say.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import and_, delete, func, select, update
 
 from checker.store.schema import alert_state, outbox, upsert_insert
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Mapping, Sequence
 
     from sqlalchemy import Connection, Engine
 
@@ -24,17 +26,33 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class OutboxPlan:
-    """How one commit fills the outbox.
+class OutboxEntry:
+    """A notification to write: its route and its payload's JSON, stored as given."""
 
-    ``routes`` maps each route of the rule to whether it takes a violation's severity;
-    ``resolved`` are the routes that want a message when a firing rule has a clean window;
-    ``build(kind, violations)`` makes a row's payload.
+    route: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxWrite:
+    """What one commit adds to the outbox, and the firing flags it sets, route by route."""
+
+    entries: tuple[OutboxEntry, ...] = ()
+    firing: dict[str, bool] = field(default_factory=dict)
+
+
+class OutboxPolicy(Protocol):
+    """Decides, inside a commit, which notifications a window's new violations make.
+
+    The store hands it what it read in the transaction (the violations not seen before and
+    the rule's firing state) and writes back what it returns: the decision is the
+    notification policy's (``checker.notify.policy``), the atomicity the store's.
     """
 
-    routes: dict[str, Callable[[str], bool]]
-    resolved: frozenset[str]
-    build: Callable[[str, list[Violation]], dict[str, Any]]
+    def entries(self, new: Sequence[Violation], firing: Mapping[str, bool], *,
+                outcome: str, backfill: bool) -> OutboxWrite:
+        """The rows to add and the firing flags to set."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -62,35 +80,21 @@ class OutboxRow:
         return bool(self.payload.get("backfill"))
 
 
-def enqueue(connection: Connection, plan: OutboxPlan, *, rule_id: str, evaluation_id: int,
-            clean: bool, new: Sequence[Violation], now: datetime, backfill: bool = False) -> int:
-    """Inside a commit: one row per route that takes some of ``new``; resolved rows when ``clean``.
+def fill(connection: Connection, policy: OutboxPolicy, *, rule_id: str, evaluation_id: int,
+         new: Sequence[Violation], outcome: str, backfill: bool, now: datetime) -> None:
+    """Inside a commit: ask ``policy`` with the rule's firing state, write what it returns.
 
-    ``now`` is the evaluation's clock, which the dispatcher's clock is compared with. A
-    backfill notifies its violations but never touches the live alert state (no resolved
-    messages, no firing flag).
+    ``now`` is the evaluation's clock, which the dispatcher's clock is compared with.
     """
-    rows = 0
-    for route, accepts in plan.routes.items():
-        taken = [v for v in new if accepts(v.severity)]
-        kind = "violations" if taken else "resolved" if clean and route in plan.resolved else None
-        if kind == "resolved" and (backfill or not _firing(connection, rule_id, route)):
-            kind = None
-        if kind is None:
-            continue
+    firing = {row.route: bool(row.firing) for row in connection.execute(
+        select(alert_state.c.route, alert_state.c.firing).where(alert_state.c.rule_id == rule_id))}
+    written = policy.entries(new, firing, outcome=outcome, backfill=backfill)
+    for entry in written.entries:
         connection.execute(outbox.insert().values(
-            rule_id=rule_id, evaluation_id=evaluation_id, route=route,
-            payload={**plan.build(kind, taken), "backfill": backfill},
+            rule_id=rule_id, evaluation_id=evaluation_id, route=entry.route, payload=entry.payload,
             created_at=now, next_attempt_at=now, attempts=0, dead=False))
-        if not backfill:
-            _set_state(connection, rule_id, route, firing=kind == "violations")
-        rows += 1
-    return rows
-
-
-def _firing(connection: Connection, rule_id: str, route: str) -> bool:
-    return bool(connection.scalar(select(alert_state.c.firing).where(
-        alert_state.c.rule_id == rule_id, alert_state.c.route == route)))
+    for route, flag in written.firing.items():
+        _set_state(connection, rule_id, route, firing=flag)
 
 
 def _set_state(connection: Connection, rule_id: str, route: str, **values: Any) -> None:
@@ -133,11 +137,14 @@ class Outbox:
                 alert_state.c.rule_id == rule_id, alert_state.c.route == route))
             return sent
 
-    def delivered(self, rows: Sequence[OutboxRow], at: datetime) -> int:
-        """Remove delivered rows and remember when; returns how many were still there."""
+    def delivered(self, rows: Sequence[OutboxRow], at: datetime, *, sent: bool) -> int:
+        """Remove delivered rows; with ``sent``, remember ``at`` as the route's last message.
+
+        Returns how many rows were still there.
+        """
         with self.engine.begin() as connection:
             removed = connection.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows]))).rowcount
-            if rows[0].kind == "violations" and not rows[0].backfill:
+            if sent:
                 _set_state(connection, rows[0].rule_id, rows[0].route, last_sent_at=at)
             return int(removed)
 

@@ -24,7 +24,7 @@ from checker import __version__
 from checker.errors import CheckerError
 from checker.redact import Redactor, mask_url, url_secrets
 from checker.store import ledger, migrate
-from checker.store.outbox import Outbox, OutboxPlan, enqueue
+from checker.store.outbox import Outbox, OutboxPolicy, fill
 from checker.store.schema import checkpoints, evaluations, rules, upsert_insert, violations
 from checker.violations import Violation
 
@@ -250,11 +250,11 @@ class Store:
 
     # ----------------------------------------------------------------- evaluations
 
-    def commit(self, record: WindowRecord, plan: OutboxPlan | None = None) -> Committed:
+    def commit(self, record: WindowRecord, notify: OutboxPolicy | None = None) -> Committed:
         """Record an evaluation; an advancing outcome moves the checkpoint from start to end.
 
-        With a ``plan``, the notifications for the new violations (or a resolved message)
-        join the outbox in the same transaction. Raises ``CheckpointMoved`` (and writes
+        With a ``notify`` policy, the notifications it makes of the new violations (or a
+        resolved message) join the outbox in the same transaction. Raises ``CheckpointMoved`` (and writes
         nothing) when the checkpoint is no longer at ``record.start``: another worker got
         there first.
         """
@@ -289,10 +289,9 @@ class Store:
                 connection.execute(update(evaluations).where(evaluations.c.id == evaluation_id)
                                    .values(new_violations=len(new)))
             ledger.append(connection, evaluation_id)
-            if plan is not None and record.outcome in {"ok", "violations", "incomplete"}:
-                enqueue(connection, plan, rule_id=record.rule.id, evaluation_id=evaluation_id,
-                        clean=record.outcome == "ok", new=new, now=record.started_at,
-                        backfill=record.backfill)
+            if notify is not None:
+                fill(connection, notify, rule_id=record.rule.id, evaluation_id=evaluation_id, new=new,
+                     outcome=record.outcome, backfill=record.backfill, now=record.started_at)
             return Committed(evaluation_id, new)
 
     def evaluations(self, rule_id: str | None = None) -> list[dict[str, Any]]:

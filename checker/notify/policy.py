@@ -1,0 +1,88 @@
+"""Who is told what after a window: routes + new violations + firing state -> outbox entries.
+
+Pure, like Alertmanager's stages: no store, no clock, no I/O. The store calls ``entries``
+inside its commit transaction with the firing state it has just read, and writes back the
+rows and the firing state it returns, so a crash never leaves one without the other.
+
+The rules: a route gets one ``violations`` entry with the new violations it accepts (by
+severity); a route that wants ``send_resolved`` gets a ``resolved`` entry when a firing rule
+has a clean window. Only ``ok`` is clean; ``skipped`` and ``failed`` windows notify nothing.
+A backfill notifies its violations but never touches the live alert state: it neither
+resolves nor changes the firing flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from checker.notify.message import Kind, Payload
+from checker.store import OutboxEntry, OutboxWrite
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from checker.notify.settings import Route
+    from checker.rules.rule import Rule
+    from checker.violations import Violation
+
+NOTIFYING: frozenset[str] = frozenset({"ok", "violations", "incomplete"})
+
+
+@dataclass(frozen=True)
+class WindowNotice:
+    """What a commit of one window may notify, known before the commit starts."""
+
+    rule: dict[str, Any]
+    routes: Mapping[str, Route]
+    window: tuple[datetime, datetime]
+    max_listed: int
+
+    def entries(self, new: Sequence[Violation], firing: Mapping[str, bool], *,
+                outcome: str, backfill: bool) -> OutboxWrite:
+        """The outbox rows for ``new`` (the violations not seen before) and the new firing state.
+
+        ``firing`` is what the store holds for this rule, route by route (absent: not firing).
+        """
+        if outcome not in NOTIFYING:
+            return OutboxWrite()
+        rows: list[OutboxEntry] = []
+        state: dict[str, bool] = {}
+        for name, route in self.routes.items():
+            taken = [v for v in new if route.accepts(v.severity)]
+            resolves = outcome == "ok" and route.send_resolved and not backfill and firing.get(name, False)
+            if not taken and not resolves:
+                continue
+            kind: Kind = "violations" if taken else "resolved"
+            payload = Payload.of(kind, self.rule, self.window, taken, self.max_listed, backfill=backfill)
+            rows.append(OutboxEntry(name, payload.to_json()))
+            if not backfill:
+                state[name] = kind == "violations"
+        return OutboxWrite(tuple(rows), state)
+
+
+def rule_info(rule: Rule) -> dict[str, Any]:
+    """The rule as messages show it."""
+    return {"id": rule.id, "name": rule.name, "severity": rule.severity, "description": rule.description,
+            "frameworks": list(rule.frameworks), "controls": list(rule.controls), "version": rule.version}
+
+
+@dataclass(frozen=True)
+class NotifyPolicy:
+    """The config's routes as the policy sees them: which a rule notifies, how much a row lists."""
+
+    routes: Mapping[str, Route]
+    default: tuple[str, ...]  # ``default_notifiers``: for rules without ``notify``
+    max_listed: int
+
+    def routes_of(self, rule: Rule) -> list[str]:
+        """The rule's ``notify`` routes, else the config's ``default_notifiers``."""
+        return list(rule.notify) if rule.notify else list(self.default)
+
+    def notice(self, rule: Rule, window: tuple[datetime, datetime]) -> WindowNotice | None:
+        """What a commit of this rule's window may notify; None when the rule has no known route."""
+        known = {name: self.routes[name] for name in self.routes_of(rule) if name in self.routes}
+        if not known:
+            return None
+        return WindowNotice(rule_info(rule), known, window, self.max_listed)
