@@ -632,7 +632,8 @@ def search_bodies(draw: st.DrawFn) -> Any:
 
 def proven_search(status: int, body: Any) -> frozenset[str] | None:
     """The oracle: the IDs a search answer proves, or None when it proves nothing."""
-    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("metrics"), dict):
+    if (status != 200 or not isinstance(body, dict) or "error" in body
+            or not isinstance(body.get("metrics"), dict)):
         return None
     traces, metrics = body.get("traces", []), body["metrics"]
     counts = [metrics.get(key, 0) for key in ("completedJobs", "totalJobs")]
@@ -669,6 +670,7 @@ class TestRandomAnswers:
     @given(status=STATUSES, body=BODIES)
     @example(status=200, body=b"{}")
     @example(status=200, body=b'{"error": "boom"}')
+    @example(status=200, body=b'{"metrics": {}, "error": null}')
     @example(status=200, body=b"[" * 100_000)
     def test_search(self, status: int, body: bytes) -> None:
         SHARED.routes = {"/api/search": Reply(status, body)}
