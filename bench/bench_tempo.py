@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from otlp_build import attribute as attr  # noqa: E402
 from tempo_double import TempoDouble  # noqa: E402
 
+from checker.engine import Scanner  # noqa: E402
 from checker.rules.load import load_paths  # noqa: E402
-from checker.scan import Scanner  # noqa: E402
 from checker.tempo.client import TempoClient, TempoConfig  # noqa: E402
 from checker.tempo.run import evaluate_window  # noqa: E402
 from checker.traceql import compile_rule  # noqa: E402

@@ -21,9 +21,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from checker.engine import CompiledInvariant
+    from checker.engine.examples import example_trace
     from checker.errors import RuleError, SourceLocation
-    from checker.evaluate import CompiledInvariant
-    from checker.examples import example_trace
     from checker.output import plan_lines
     from checker.rules.load import load_text
     from checker.rules.printer import invariant as print_invariant

@@ -23,6 +23,7 @@ from checker.config import TempoSettings, load_settings
 from checker.daemon import command as daemon_command
 from checker.daemon.backfill import backfill, whole_seconds
 from checker.demo.traffic import Sent, demo_file, endpoint, send
+from checker.engine import Scanner, run_examples
 from checker.errors import (
     EXIT_FOUND,
     EXIT_INVALID,
@@ -37,7 +38,6 @@ from checker.errors import (
 from checker.evidence import render as evidence_render
 from checker.evidence.figures import Filters
 from checker.evidence.figures import build as build_report
-from checker.examples import run_examples
 from checker.log import configure
 from checker.notify.message import sample_alert
 from checker.notify.senders import sender_for
@@ -54,7 +54,6 @@ from checker.redact import KNOWN, mask_url
 from checker.rules.load import RuleSet, load_paths
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violation_summary
-from checker.scan import Scanner
 from checker.store import Store, StoreError, ledger
 from checker.tempo.run import scan_window
 from checker.timeparse import duration_seconds, parse_time, window
@@ -66,9 +65,9 @@ if TYPE_CHECKING:
 
     from pydantic_core import ErrorDetails
 
+    from checker.engine import Violation
     from checker.rules.rule import Rule
     from checker.tempo.client import TempoConfig
-    from checker.violations import Violation
 
 DEFAULT_RULES = Path("rules.d")
 TEMPO_DEFAULT_CUTOFF = 30.0

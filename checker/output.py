@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from checker.engine import Violation
     from checker.errors import RuleError
     from checker.store import StoredViolation
     from checker.traceql.plan import QueryPlan
-    from checker.violations import Violation
 
 from checker.errors import visible
 from checker.rules.rule import SEVERITY_RANK

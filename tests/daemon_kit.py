@@ -13,8 +13,8 @@ import yaml
 from recordings import RECORDINGS
 
 from checker.config import Settings, load_settings
+from checker.engine import Scanner
 from checker.rules.load import load_paths
-from checker.scan import Scanner
 from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ import pytest
 from receivers import Receiver, verify_signature
 
 from checker.daemon.metrics import Metrics
+from checker.engine.violation import SpanRef, Violation
 from checker.notify.dispatcher import Dispatcher
 from checker.notify.message import Payload
 from checker.notify.policy import NotifyPolicy
@@ -23,7 +24,6 @@ from checker.notify.senders import WebhookSender
 from checker.notify.settings import DeliverySettings, LogRoute, WebhookRoute
 from checker.rules.load import load_text
 from checker.store import Store, WindowRecord
-from checker.violations import SpanRef, Violation
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from checker.evaluate import CompiledInvariant
+from checker.engine import CompiledInvariant
 from checker.rules.normalise import normalise
 from checker.rules.parse import parse_condition
 from checker.traces.model import Span, Trace

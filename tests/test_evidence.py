@@ -33,11 +33,11 @@ from tempo_double import Fault, TempoDouble
 
 from checker.cli import main
 from checker.daemon.service import Daemon
+from checker.engine import Violation
 from checker.evidence.figures import Filters, build
 from checker.rules.load import load_text
 from checker.store import Store, WindowRecord, ledger
 from checker.store.migrate import alembic_config
-from checker.violations import Violation
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -25,9 +25,9 @@ from checker.cli import main
 from checker.config import ConfigError, load_settings
 from checker.daemon.ruleset import LiveRules
 from checker.daemon.service import Daemon
+from checker.engine import CompiledInvariant
+from checker.engine.examples import example_trace, run_examples
 from checker.errors import RuleError, UsageError, visible
-from checker.evaluate import CompiledInvariant
-from checker.examples import example_trace, run_examples
 from checker.output import plan_lines
 from checker.rules.bounded_yaml import MAX_ALIAS_NODES, MAX_DEPTH
 from checker.rules.load import MAX_FILE_BYTES, RuleSet, load_paths, load_text

@@ -30,6 +30,7 @@ from checker.cli import main
 from checker.config import ConfigError, load_settings
 from checker.daemon.metrics import Metrics
 from checker.daemon.notifying import build_dispatcher, notify_policy
+from checker.engine.violation import SpanRef, Violation
 from checker.log import configure, redact_secrets
 from checker.notify.message import Alert, slack_message
 from checker.notify.senders import WebhookSender, sender_for
@@ -37,7 +38,6 @@ from checker.notify.settings import WebhookRoute
 from checker.redact import KNOWN, REDACTED, Redactor, basic_auth_token, mask_url, url_secrets
 from checker.rules.load import load_text
 from checker.store import Store, StoreError, WindowRecord, ledger
-from checker.violations import SpanRef, Violation
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -33,8 +33,8 @@ from checker.cli import main
 from checker.config import load_settings
 from checker.daemon.http import HttpServer, application
 from checker.daemon.service import Daemon
+from checker.engine import Scanner
 from checker.rules.load import load_paths, load_text
-from checker.scan import Scanner
 from checker.store import Store
 from checker.tempo.client import TempoClient, TempoConfig, TempoError
 from checker.traceql import compile_rule

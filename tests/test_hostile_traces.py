@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checker.cli import main
+from checker.engine import Violation
 from checker.errors import TraceSourceError
 from checker.evidence import render
 from checker.evidence.figures import ControlFigures, Filters, Gap, Report, RuleFigures
@@ -31,7 +32,6 @@ from checker.store.ledger import Verdict
 from checker.traces import otlp
 from checker.traces.model import Span, Trace
 from checker.traces.otlp import read_traces
-from checker.violations import Violation
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

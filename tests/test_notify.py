@@ -22,11 +22,11 @@ from checker.config import load_settings
 from checker.daemon.metrics import Metrics
 from checker.daemon.notifying import build_dispatcher, notify_policy
 from checker.daemon.service import Daemon
+from checker.engine.violation import SpanRef, Violation
 from checker.notify.message import Alert, slack_message, webhook_body
 from checker.notify.senders import sign
 from checker.rules.load import load_text
 from checker.store import Store, WindowRecord
-from checker.violations import SpanRef, Violation
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

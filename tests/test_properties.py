@@ -9,13 +9,13 @@ import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from checker.engine import Scanner
 from checker.errors import SourceLocation
 from checker.rules import model as m
 from checker.rules.normalise import normalise
 from checker.rules.parse import parse_condition
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.rule import Rule
-from checker.scan import Scanner
 from checker.traces.model import Span, Trace
 
 SPAN_NAMES = ["a", "b", "pii.access", "GET /x", "and", 'we"ird\\name']

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from checker.cli import demo_traces
-from checker.examples import run_examples
+from checker.engine import Scanner, run_examples
 from checker.rules.load import load_paths
-from checker.scan import Scanner
 from checker.traces.otlp import read_traces
 
 RULES_D = Path(__file__).parent.parent / "rules.d"

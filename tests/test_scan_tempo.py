@@ -18,8 +18,8 @@ from recordings import RECORDINGS, needs_recordings
 from tempo_double import Fault, TempoDouble
 
 from checker.cli import build_parser, main, tempo_config
+from checker.engine import Scanner
 from checker.rules.load import load_paths, load_text
-from checker.scan import Scanner
 from checker.tempo.client import TempoClient, TempoConfig
 from checker.tempo.run import evaluate_window
 from checker.traces.otlp import read_traces

@@ -12,11 +12,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from stores import STORE_KINDS, store_url
 
+from checker.engine.violation import Forbidden, SpanRef, Violation
 from checker.rules.load import load_text
 from checker.store import CheckpointMoved, Store, StoreError, WindowRecord
 from checker.store.schema import metadata
 from checker.store.store import lock_key
-from checker.violations import Forbidden, SpanRef, Violation
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from checker.config_types import Duration, Section
-from checker.evaluate import CompiledInvariant
+from checker.engine import CompiledInvariant
 from checker.rules import model as m
 from checker.rules.durations import DurationTooLongError, parse_ns, parse_timedelta
 from checker.rules.load import load_text

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
+from checker.engine import Scanner
 from checker.errors import TraceSourceError, UsageError
 from checker.rules.load import load_paths
-from checker.scan import Scanner
 from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:

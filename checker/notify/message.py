@@ -19,7 +19,7 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from checker.violations import Violation
+    from checker.engine import Violation
 
 Kind = Literal["violations", "resolved", "test"]
 HEADER_LIMIT, SECTION_LIMIT, FIELD_LIMIT = 150, 3000, 2000

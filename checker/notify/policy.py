@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from datetime import datetime
 
+    from checker.engine import Violation
     from checker.notify.settings import Route
     from checker.rules.rule import Rule
-    from checker.violations import Violation
 
 NOTIFYING: frozenset[str] = frozenset({"ok", "violations", "incomplete"})
 

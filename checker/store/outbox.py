@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Connection, Engine
 
-    from checker.violations import Violation
+    from checker.engine import Violation
 
 
 @dataclass(frozen=True)

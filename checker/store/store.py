@@ -21,12 +21,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from checker import __version__
+from checker.engine import Violation
 from checker.errors import CheckerError
 from checker.redact import Redactor, mask_url, url_secrets
 from checker.store import ledger, migrate
 from checker.store.outbox import Outbox, OutboxPolicy, fill
 from checker.store.schema import checkpoints, evaluations, rules, upsert_insert, violations
-from checker.violations import Violation
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Table

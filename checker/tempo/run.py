@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from checker.scan import Scanner
+from checker.engine import Scanner
 from checker.tempo.client import TempoClient, gather_strict
 from checker.traceql import QueryPlan, compile_rule
 from checker.traceql.plan import evaluate as evaluate_set
@@ -23,11 +23,11 @@ from checker.traceql.plan import searches
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from checker.engine import Violation
     from checker.rules.rule import Rule
     from checker.tempo.client import ClientStats, FetchedTrace, TempoConfig
     from checker.traceql.plan import Search
     from checker.traces.model import Trace
-    from checker.violations import Violation
 
 
 # How far around a window to look for the rest of a trace: the longest expected trace plus

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 
-from checker.evaluate import count_needs_span
+from checker.engine.compiled import count_needs_span
 from checker.rules import model as m
 from checker.rules.printer import condition as condition_text
 from checker.rules.vocabulary import Intrinsic

@@ -6,13 +6,13 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from checker.evaluate import CompiledInvariant
+from checker.engine.compiled import CompiledInvariant
 from checker.traces.model import Attributes, AttrValue, Span, Trace
-from checker.violations import Violation, explain
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from checker.engine.violation import Violation
     from checker.rules.rule import Example, ExampleSpan, Rule
 
 EXAMPLE_START_NS = 1_700_000_000_000_000_000
@@ -70,4 +70,4 @@ def run_examples(rules: Iterable[Rule]) -> Iterator[ExampleResult]:
         for example in rule.examples:
             trace = example_trace(rule.id, example)
             fired = compiled.violated_by(trace)
-            yield ExampleResult(rule, example, explain(rule, compiled, trace) if fired else None)
+            yield ExampleResult(rule, example, compiled.explain(rule, trace) if fired else None)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from checker.evaluate import CompiledInvariant
-from checker.violations import Violation, explain
+from checker.engine.compiled import CompiledInvariant
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
+    from checker.engine.violation import Violation
     from checker.rules.rule import Rule
     from checker.traces.model import Trace
 
@@ -57,7 +57,7 @@ class Scanner:
             if compiled.in_scope(trace):
                 self.stats.in_scope += 1
                 if compiled.fails_in_scope(trace):
-                    violations.append(explain(rule, compiled, trace))
+                    violations.append(compiled.explain(rule, trace))
         self.stats.violations += len(violations)
         return violations
 

@@ -1,9 +1,11 @@
-"""Exact evaluation of an invariant on one whole trace.
+"""Exact evaluation of an invariant on one whole trace, and the parts that explain it.
 
 Each rule is compiled once into closures, so that checking a trace is a few dict lookups
-and calls rather than a walk over the AST. The semantics (design.md) live here and only
-here: typed comparisons with int and double unified, full-match RE2 regexes, a missing
-attribute failing every comparison, and unscoped span-then-resource attribute lookup.
+and calls rather than a walk over the AST; the explanation of a violation asks the same
+closures again (``checker.engine.explain``), never a recompiled copy. The semantics
+(design.md) live here and only here: typed comparisons with int and double unified,
+full-match RE2 regexes, a missing attribute failing every comparison, and unscoped
+span-then-resource attribute lookup.
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import re2
 
+from checker.engine.explain import CheckPart, Explainer, Part
 from checker.rules import model as m
+from checker.rules.printer import condition
 from checker.rules.vocabulary import Intrinsic
 from checker.traces.model import AttrValue, Span, Trace
+
+if TYPE_CHECKING:
+    from checker.engine.violation import Violation
+    from checker.rules.rule import Rule
 
 SpanTest = Callable[[Span], bool]
 TraceTest = Callable[[Trace], bool]
@@ -170,21 +178,56 @@ def span_test(check: m.SpanCheck) -> SpanTest:
     return lambda s: all(p(s) for p in parts)
 
 
-def matching_spans(check: m.SpanCheck, trace: Trace, test: SpanTest) -> list[Span]:
-    """The spans of ``trace`` that satisfy ``check`` (compiled as ``test``)."""
-    return [s for s in trace.by_name.get(check.name, ()) if test(s)]
+class _Compiler:
+    """Compiles the nodes of one invariant, each once.
 
+    The fast path and the explanation's parts share these closures: a check that ``when``
+    runs is the same closure the explanation asks again. Nodes are keyed by identity, as
+    they all belong to the invariant being compiled (equal nodes elsewhere do not matter).
+    """
 
-def condition_test(node: m.Condition) -> TraceTest:
-    """A closure deciding a trace-level formula."""
-    match node:
-        case m.And() | m.Or() | m.Not():
-            return cast("TraceTest", _boolean(node, condition_test))
-        case m.SpanCheck():
-            name, test = node.name, span_test(node)
-            return lambda t: any(test(s) for s in t.by_name.get(name, ()))
-        case m.CountCheck():
-            return _count_test(node)
+    def __init__(self) -> None:
+        self._conditions: dict[int, TraceTest] = {}
+        self._spans: dict[int, SpanTest] = {}
+
+    def condition(self, node: m.Condition) -> TraceTest:
+        """A closure deciding a trace-level formula."""
+        key = id(node)
+        if key not in self._conditions:
+            self._conditions[key] = self._compile(node)
+        return self._conditions[key]
+
+    def _compile(self, node: m.Condition) -> TraceTest:
+        match node:
+            case m.And() | m.Or() | m.Not():
+                return cast("TraceTest", _boolean(node, self.condition))
+            case m.SpanCheck():
+                name, test = node.name, self.span(node)
+                return lambda t: any(test(s) for s in t.by_name.get(name, ()))
+            case m.CountCheck():
+                return _count_test(node)
+
+    def span(self, check: m.SpanCheck) -> SpanTest:
+        """The test a span must pass to be one that ``check`` asks for."""
+        key = id(check)
+        if key not in self._spans:
+            self._spans[key] = span_test(check)
+        return self._spans[key]
+
+    def part(self, node: m.Condition) -> Part:
+        """``node`` as an explanation quotes and asks it."""
+        return Part(condition(node), self.condition(node))
+
+    def check_part(self, check: m.Check) -> CheckPart:
+        """A check, with the spans that make it hold: matching spans, or every span counted."""
+        spans: Callable[[Trace], list[Span]]
+        if isinstance(check, m.SpanCheck):
+            name, test = check.name, self.span(check)
+            spans = lambda t: [s for s in t.by_name.get(name, ()) if test(s)]  # noqa: E731
+        else:
+            left = check.left.name
+            spans = lambda t: list(t.by_name.get(left, ()))  # noqa: E731
+        return CheckPart(condition(check), self.condition(check), spans)
 
 
 def _count_test(node: m.CountCheck) -> TraceTest:
@@ -246,6 +289,13 @@ def count_needs_span(node: m.CountCheck) -> bool:
     return (node.op == ">" and right >= 0) or (node.op in {">=", "=="} and right >= 1)
 
 
+def _conjuncts(node: m.Condition | None) -> tuple[m.Condition, ...]:
+    """The parts of ``always`` named when missing: each item of a top-level ``and``."""
+    if node is None:
+        return ()
+    return node.items if isinstance(node, m.And) else (node,)
+
+
 def _trigger_names(inv: m.Invariant) -> frozenset[str] | None:
     if inv.when is not None:
         return required_names(inv.when)
@@ -256,24 +306,32 @@ def _trigger_names(inv: m.Invariant) -> frozenset[str] | None:
 
 @dataclass(frozen=True)
 class CompiledInvariant:
-    """An invariant ready to run: closures for the fast path, the AST for explanations."""
+    """An invariant ready to run: closures for the fast path, parts for explanations."""
 
     invariant: m.Invariant
     when: TraceTest | None
     always: TraceTest | None
     never: TraceTest | None
     trigger_names: frozenset[str] | None
+    explainer: Explainer
 
     @classmethod
     def build(cls, inv: m.Invariant) -> CompiledInvariant:
-        """Compile every part once."""
-        return cls(
-            invariant=inv,
-            when=condition_test(inv.when) if inv.when is not None else None,
-            always=condition_test(inv.always) if inv.always is not None else None,
-            never=condition_test(inv.never) if inv.never is not None else None,
-            trigger_names=_trigger_names(inv),
+        """Compile every part once, for the fast path and the explanation alike."""
+        compiler = _Compiler()
+        when = compiler.condition(inv.when) if inv.when is not None else None
+        always = compiler.condition(inv.always) if inv.always is not None else None
+        never = compiler.condition(inv.never) if inv.never is not None else None
+        explainer = Explainer(
+            unconditional=inv.when is None,
+            triggers=tuple(map(compiler.check_part, positive_atoms(inv.when))),
+            always=always,
+            lacking=tuple(map(compiler.part, _conjuncts(inv.always))),
+            never=never,
+            never_text=condition(inv.never) if inv.never is not None else "",
+            forbidding=tuple(map(compiler.check_part, positive_atoms(inv.never))),
         )
+        return cls(inv, when, always, never, _trigger_names(inv), explainer)
 
     def in_scope(self, trace: Trace) -> bool:
         """``when`` holds (always, without a ``when``)."""
@@ -288,3 +346,7 @@ class CompiledInvariant:
         if self.always is not None and not self.always(trace):
             return True
         return self.never is not None and self.never(trace)
+
+    def explain(self, rule: Rule, trace: Trace) -> Violation:
+        """Why ``trace`` violates ``rule`` (whose invariant this is), from the compiled parts."""
+        return self.explainer.violation(rule, trace)
