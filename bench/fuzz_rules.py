@@ -24,7 +24,6 @@ with atheris.instrument_imports():
     from checker.engine import CompiledInvariant
     from checker.engine.examples import example_trace
     from checker.errors import RuleError, SourceLocation
-    from checker.output import plan_lines
     from checker.rules.load import load_text
     from checker.rules.printer import invariant as print_invariant
     from checker.rules.rule import Example, ExampleSpan
@@ -43,7 +42,7 @@ def check(text: str) -> None:
             raise AssertionError(f"an error without a place: {error!r}")
         str(error).encode()
     for rule in result.rules:
-        plan_lines(compile_rule(rule.invariant))
+        compile_rule(rule.invariant).describe()
         print_invariant(rule.invariant)
         CompiledInvariant.build(rule.invariant).violated_by(TRACE)
 

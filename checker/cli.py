@@ -43,7 +43,6 @@ from checker.notify.message import sample_alert
 from checker.notify.senders import sender_for
 from checker.output import (
     listing_order,
-    plan_lines,
     write_json_lines,
     write_problems,
     write_stored_csv,
@@ -119,7 +118,7 @@ def _explanation(rule: Rule) -> str:
     if rule.legacy:
         lines.append(f"  (legacy condition without when: {rule.condition.strip()})")
     lines += [f"  violated by {violation_summary(rule.invariant)}", "  TraceQL plan:"]
-    lines += [f"    {line}" for line in plan_lines(compile_rule(rule.invariant))]
+    lines += [f"    {line}" for line in compile_rule(rule.invariant).describe()]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""What the CLI prints: violations, plans and rule problems as text, JSON Lines or CSV.
+"""What the CLI prints: violations and rule problems as text, JSON Lines or CSV.
 
 Not the evidence report (``checker/evidence``), which the ``evidence`` command builds from the store.
 """
@@ -17,11 +17,9 @@ if TYPE_CHECKING:
     from checker.engine import Violation
     from checker.errors import RuleError
     from checker.store import StoredViolation
-    from checker.traceql.plan import QueryPlan
 
 from checker.errors import visible
 from checker.rules.rule import SEVERITY_RANK
-from checker.traceql.plan import describe
 
 # Spreadsheets run a cell starting with these as a formula (OWASP "CSV injection").
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -101,16 +99,3 @@ def write_problems(errors: Iterable[RuleError], warnings: Iterable[RuleError], o
     """Every rule error and warning, each with its location, source line and hint."""
     out.writelines(f"error: {error}\n" for error in errors)
     out.writelines(f"warning: {warning}\n" for warning in warnings)
-
-
-def plan_lines(plan: QueryPlan) -> list[str]:
-    """A query plan for ``explain``: each search, its role, the set algebra, the widenings."""
-    searches = plan.searches
-    names = {s: f"S{i}" for i, s in enumerate(searches, start=1)}
-    lines = [f"{names[s]}  {s.role.value:<5}  {s.query}"
-             + ("" if s.exact else "   (approximate)") + f"   <- {s.source}" for s in searches]
-    lines.append(f"candidates = {describe(plan.candidates, names)}"
-                 if searches else "candidates = none: TraceQL cannot find any")
-    lines.append("every candidate is fetched by ID and the rule evaluated exactly on the whole trace")
-    lines.extend(f"note: {note}" for note in plan.notes)
-    return lines

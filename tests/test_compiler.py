@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from checker.output import plan_lines
 from checker.rules.normalise import normalise
 from checker.rules.parse import ConditionError, parse_condition
 from checker.traceql import compile_rule
@@ -26,7 +25,7 @@ def plan_text(text: str) -> str:
         inv = normalise(parse_condition(text))
     except ConditionError as err:
         return f"error: {err.message}\n"
-    return "\n".join(plan_lines(compile_rule(inv))) + "\n"
+    return "\n".join(compile_rule(inv).describe()) + "\n"
 
 
 def invariant(text: str) -> m.Invariant:

@@ -28,7 +28,6 @@ from checker.daemon.service import Daemon
 from checker.engine import CompiledInvariant
 from checker.engine.examples import example_trace, run_examples
 from checker.errors import RuleError, UsageError, visible
-from checker.output import plan_lines
 from checker.rules.bounded_yaml import MAX_ALIAS_NODES, MAX_DEPTH
 from checker.rules.load import MAX_FILE_BYTES, RuleSet, load_paths, load_text
 from checker.rules.parse import MAX_CONDITION_CHARS, MAX_NESTING, MAX_TERMS
@@ -67,7 +66,7 @@ def trace_of(*names: str, **attributes: Any) -> Any:
 
 def works_everywhere(rule: Rule) -> None:
     """Compiles, explains, prints and evaluates: every command that walks the rule."""
-    plan_lines(compile_rule(rule.invariant))
+    compile_rule(rule.invariant).describe()
     print_invariant(rule.invariant)
     compiled = CompiledInvariant.build(rule.invariant)
     for trace in (trace_of("a"), trace_of("a", "b", x=1), trace_of("x", "s7", a=999)):

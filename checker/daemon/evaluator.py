@@ -19,7 +19,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from checker.daemon.notifying import notify_policy
 from checker.daemon.windows import due_windows, floor_second, utcnow
 from checker.errors import TraceSourceError
-from checker.output import plan_lines
 from checker.store import CheckpointMoved, StoreError, WindowRecord
 from checker.tempo.run import evaluate_window
 from checker.traceql import compile_rule
@@ -164,7 +163,7 @@ class RuleRunner:
         tempo = self.settings.tempo
         timeout = self.settings.schedule.evaluation_timeout.total_seconds()
         try:
-            plan_text = "\n".join(plan_lines(compile_rule(rule.invariant)))
+            plan_text = "\n".join(compile_rule(rule.invariant).describe())
             result = await asyncio.wait_for(evaluate_window(
                 [rule], self.tempo, int(start.timestamp()), int(end.timestamp()),
                 margin=math.ceil(tempo.trace_margin.total_seconds()),

@@ -168,7 +168,7 @@ def anchors(scope: SetExpr) -> frozenset[Search]:
             return frozenset()
 
 
-def describe(expr: SetExpr, names: dict[Search, str]) -> str:
+def notation(expr: SetExpr, names: dict[Search, str]) -> str:
     """The set algebra over the search names, in Python set notation: ``(S1 - S2) | S3``."""
     match expr:
         case Search():
@@ -176,11 +176,11 @@ def describe(expr: SetExpr, names: dict[Search, str]) -> str:
         case Nothing():
             return "{}"
         case Union():
-            return "(" + " | ".join(describe(p, names) for p in expr.parts) + ")"
+            return "(" + " | ".join(notation(p, names) for p in expr.parts) + ")"
         case Intersection():
-            return "(" + " & ".join(describe(p, names) for p in expr.parts) + ")"
+            return "(" + " & ".join(notation(p, names) for p in expr.parts) + ")"
         case Difference():
-            return f"({describe(expr.left, names)} - {describe(expr.right, names)})"
+            return f"({notation(expr.left, names)} - {notation(expr.right, names)})"
 
 
 @dataclass(frozen=True)
@@ -212,3 +212,19 @@ class QueryPlan:
         if self.scope == EVERY_TRACE:
             return anchors(self.candidates)
         return anchors(self.scope)
+
+    def describe(self) -> list[str]:
+        """The plan in words, one entry per line: each search, its role, the set algebra, the widenings.
+
+        ``betrace explain`` prints these lines and the daemon's ledger stores them joined by
+        newlines as the plan an evaluation ran, so both read the same text.
+        """
+        found = self.searches
+        names = {s: f"S{i}" for i, s in enumerate(found, start=1)}
+        lines = [f"{names[s]}  {s.role.value:<5}  {s.query}"
+                 + ("" if s.exact else "   (approximate)") + f"   <- {s.source}" for s in found]
+        lines.append(f"candidates = {notation(self.candidates, names)}"
+                     if found else "candidates = none: TraceQL cannot find any")
+        lines.append("every candidate is fetched by ID and the rule evaluated exactly on the whole trace")
+        lines.extend(f"note: {note}" for note in self.notes)
+        return lines
