@@ -308,7 +308,6 @@ def _trigger_names(inv: m.Invariant) -> frozenset[str] | None:
 class CompiledInvariant:
     """An invariant ready to run: closures for the fast path, parts for explanations."""
 
-    invariant: m.Invariant
     when: TraceTest | None
     always: TraceTest | None
     never: TraceTest | None
@@ -331,7 +330,7 @@ class CompiledInvariant:
             never_text=condition(inv.never) if inv.never is not None else "",
             forbidding=tuple(map(compiler.check_part, positive_atoms(inv.never))),
         )
-        return cls(inv, when, always, never, _trigger_names(inv), explainer)
+        return cls(when, always, never, _trigger_names(inv), explainer)
 
     def in_scope(self, trace: Trace) -> bool:
         """``when`` holds (always, without a ``when``)."""
