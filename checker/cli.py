@@ -14,12 +14,12 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import ByteSize, ValidationError
 
 from checker import __version__
-from checker.config import TempoSettings, load_settings
+from checker.config import load_settings
 from checker.daemon import command as daemon_command
 from checker.daemon.backfill import backfill, whole_seconds
 from checker.demo.traffic import Sent, demo_file, endpoint, send
@@ -55,6 +55,7 @@ from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violation_summary
 from checker.store import Store, StoreError, ledger
 from checker.tempo.run import scan_window
+from checker.tempo.settings import TempoSettings
 from checker.timeparse import duration_seconds, parse_time, window
 from checker.traceql import compile_rule
 from checker.traces.otlp import read_traces
@@ -66,10 +67,8 @@ if TYPE_CHECKING:
 
     from checker.engine import Violation
     from checker.rules.rule import Rule
-    from checker.tempo.client import TempoConfig
 
 DEFAULT_RULES = Path("rules.d")
-TEMPO_DEFAULT_CUTOFF = 30.0
 
 
 def demo_traces() -> Path:
@@ -182,8 +181,8 @@ TEMPO_OPTIONS = {"url": "--tempo", "headers": "--header", "username": "BETRACE_T
                  "password": "BETRACE_TEMPO__PASSWORD", "bearer_token": "BETRACE_TEMPO__BEARER_TOKEN"}
 
 
-def tempo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> TempoConfig:
-    """Connection settings from options, checked as the config file's are.
+def tempo_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> TempoSettings:
+    """The daemon's ``tempo`` section, from options and the environment, checked as the file's is.
 
     Unchecked, ``--search-limit 0`` would search forever. Secrets come only from the
     environment, never argv.
@@ -196,6 +195,7 @@ def tempo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> TempoC
         headers[name.strip()] = value.strip()
     values = {"url": args.tempo, "tenant": args.tenant, "search_limit": args.search_limit,
               "timeout": args.timeout, "retries": args.retries, "headers": headers,
+              "query_end_cutoff": args.query_end_cutoff, "trace_margin": args.trace_margin,
               "max_search_bytes": args.max_search_bytes, "max_trace_bytes": args.max_trace_bytes,
               "username": environ.get("BETRACE_TEMPO__USERNAME") or None,
               "password": environ.get("BETRACE_TEMPO__PASSWORD") or None,
@@ -207,7 +207,7 @@ def tempo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> TempoC
         raise UsageError("invalid Tempo option:" + "".join(
             f"\n  {_option_problem(e)}" for e in err.errors())) from None
     KNOWN.add(settings.secrets())  # the log's last line of defence, as for a config file
-    return settings.client_config()
+    return settings
 
 
 def _option_problem(error: ErrorDetails) -> str:
@@ -219,19 +219,45 @@ def _option_problem(error: ErrorDetails) -> str:
     return f"{option}{shown}: {error['msg'].removeprefix('Value error, ')}"
 
 
+def _default(name: str) -> Any:
+    """The ``tempo`` section's default for ``name``: the one place it is written."""
+    return TempoSettings.model_fields[name].default
+
+
+def _shown(value: timedelta) -> str:
+    """``30s``, ``10m``, ``1h30m``: a duration as a user writes it."""
+    seconds = value.total_seconds()
+    if seconds != int(seconds) or not seconds:
+        return f"{seconds:g}s"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+
+
+def _default_text(name: str) -> str:
+    """A default as the help text quotes it: ``30s``, ``64MiB``, ``1000``."""
+    value = _default(name)
+    if isinstance(value, timedelta):
+        return _shown(value)
+    if isinstance(value, ByteSize):
+        return value.human_readable(separator="").replace(".0", "")
+    return str(value)
+
+
 def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: list[Violation]) -> None:
-    config = tempo_config(args, os.environ)
-    now, cutoff = time.time(), duration_seconds(args.query_end_cutoff)
+    settings = tempo_settings(args, os.environ)
+    now, cutoff = time.time(), settings.query_end_cutoff.total_seconds()
+    shown_cutoff = args.query_end_cutoff or _shown(settings.query_end_cutoff)
     start, end, clamped = window(now, cutoff, since=args.since, start=args.start, end=args.end)
     if clamped:
-        print(f"note: Tempo hides the newest {args.query_end_cutoff} (query_end_cutoff): "
+        print(f"note: Tempo hides the newest {shown_cutoff} (query_end_cutoff): "
               f"evaluating up to {end}", file=sys.stderr)
-    if cutoff < TEMPO_DEFAULT_CUTOFF:
-        print(f"note: --query-end-cutoff {args.query_end_cutoff} is below Tempo's default 30s; "
+    if settings.query_end_cutoff < _default("query_end_cutoff"):
+        print(f"note: --query-end-cutoff {shown_cutoff} is below Tempo's default "
+              f"{_shown(_default('query_end_cutoff'))}; "
               "Tempo must be configured with it, or it silently moves recent windows",
               file=sys.stderr)
-    result, stats = scan_window(rules, config, start, end,
-                                margin=math.ceil(duration_seconds(args.trace_margin)),
+    result, stats = scan_window(rules, settings, start, end,
                                 latest=math.floor(now - cutoff), progress=sys.stderr.isatty())
     print(f"evaluated {len(result.outcomes)} rules over {start}..{end} on {mask_url(args.tempo)}: "
           f"{stats.searches} searches, {stats.fetches} traces fetched, "
@@ -386,24 +412,27 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --tempo: the window ending now (less the cutoff), e.g. 15m")
     scan.add_argument("--start", metavar="T", help="with --tempo: window start, RFC 3339 or unix seconds")
     scan.add_argument("--end", metavar="T", help="with --tempo: window end, RFC 3339 or unix seconds")
-    scan.add_argument("--search-limit", type=int, default=1000, metavar="N",
-                      help="traces per Tempo search request (default 1000); never changes results")
+    scan.add_argument("--search-limit", type=int, metavar="N",
+                      help=f"traces per Tempo search request (default {_default_text('search_limit')}); "
+                      "never changes results")
     scan.add_argument("--tenant", metavar="T", help="Tempo tenant, sent as X-Scope-OrgID")
-    scan.add_argument("--query-end-cutoff", default="30s", metavar="DURATION",
-                      help="newest data Tempo hides from search (its query_end_cutoff; default 30s)")
-    scan.add_argument("--timeout", default="30s", metavar="DURATION",
-                      help="timeout of one Tempo request (default 30s)")
-    scan.add_argument("--trace-margin", default="10m", metavar="DURATION",
+    scan.add_argument("--query-end-cutoff", metavar="DURATION",
+                      help="newest data Tempo hides from search (its query_end_cutoff; "
+                      f"default {_default_text('query_end_cutoff')})")
+    scan.add_argument("--timeout", metavar="DURATION",
+                      help=f"timeout of one Tempo request (default {_default_text('timeout')})")
+    scan.add_argument("--trace-margin", metavar="DURATION",
                       help="how far around the window to look for the rest of a trace "
-                      "(longest trace plus ingestion delay; default 10m)")
-    scan.add_argument("--retries", type=int, default=5, metavar="N",
-                      help="retries of a failing Tempo request, with exponential backoff (default 5)")
+                      f"(longest trace plus ingestion delay; default {_default_text('trace_margin')})")
+    scan.add_argument("--retries", type=int, metavar="N",
+                      help="retries of a failing Tempo request, with exponential backoff "
+                      f"(default {_default_text('retries')})")
     scan.add_argument("--max-search-bytes", metavar="SIZE",
-                      help="largest search answer read from Tempo (default 64MiB); a larger one "
-                      "is an error")
+                      help="largest search answer read from Tempo "
+                      f"(default {_default_text('max_search_bytes')}); a larger one is an error")
     scan.add_argument("--max-trace-bytes", metavar="SIZE",
-                      help="largest trace read from Tempo (default 50MiB); a larger trace is "
-                      "reported as not judged")
+                      help=f"largest trace read from Tempo (default {_default_text('max_trace_bytes')}); "
+                      "a larger trace is reported as not judged")
     scan.add_argument("--header", action="append", metavar="'NAME: VALUE'",
                       help="extra HTTP header for Tempo (repeatable); credentials come from "
                       "BETRACE_TEMPO__USERNAME/__PASSWORD or BETRACE_TEMPO__BEARER_TOKEN")

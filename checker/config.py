@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 import yaml
-from pydantic import ByteSize, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -24,8 +23,8 @@ from sqlalchemy.exc import ArgumentError
 from checker.config_types import Duration, Section
 from checker.errors import SourceLocation, UsageError
 from checker.notify.settings import ROUTE_TYPES, AnyRoute, DeliverySettings
-from checker.redact import KNOWN, basic_auth_token, header_secrets, mask_url, url_secrets
-from checker.tempo.client import MAX_SEARCH_LIMIT, MIB, TempoConfig
+from checker.redact import KNOWN, mask_url, url_secrets
+from checker.tempo.settings import TempoSettings
 
 DEFAULT_CONFIG = Path("betrace.yaml")
 ENV_PREFIX = "BETRACE_"
@@ -39,70 +38,6 @@ class ConfigError(UsageError):
                          hint="every key, its environment variable and default are in the "
                          "README's configuration reference")
         self.problems = problems
-
-
-class TempoSettings(Section):
-    """Where Tempo is and how to talk to it (see ``scan --tempo`` for the meaning of each)."""
-
-    url: str = "http://localhost:3200"
-    tenant: str | None = None
-    search_limit: int = Field(1000, gt=0, le=MAX_SEARCH_LIMIT)
-    timeout: Duration = timedelta(seconds=30)
-    max_search_bytes: ByteSize = Field(ByteSize(64 * MIB), gt=0)
-    max_trace_bytes: ByteSize = Field(ByteSize(50 * MIB), gt=0)
-    retries: int = Field(5, ge=0)
-    concurrency: int = Field(8, gt=0)
-    query_end_cutoff: Duration = timedelta(seconds=30)
-    trace_margin: Duration = timedelta(minutes=10)
-    username: str | None = None
-    password: SecretStr | None = None
-    bearer_token: SecretStr | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    ca_bundle: Path | None = None
-    insecure: bool = False
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL as err:
-            raise ValueError(f"is not a URL ({err}), e.g. http://localhost:3200") from None
-        if not url.host or "%" in url.host or not 0 < (url.port or 80) < 65536:
-            raise ValueError("needs a host and a port from 1 to 65535, e.g. http://localhost:3200")
-        if url.query or url.fragment:
-            raise ValueError("must not have a query (?...) or fragment (#...): paths are added to it")
-        return value
-
-    @field_validator("timeout")
-    @classmethod
-    def _some_time(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be more than 0s")
-        return value
-
-    def secrets(self) -> list[str]:
-        """Credentials sent to Tempo, also in the base64 form a Basic header carries."""
-        password = self.password.get_secret_value() if self.password else None
-        token = self.bearer_token.get_secret_value() if self.bearer_token else None
-        basic = basic_auth_token(self.username, password or "") if self.username and password else None
-        found = [password, token, basic, *url_secrets(self.url), *header_secrets(self.headers)]
-        return [secret for secret in found if secret]
-
-    def client_config(self) -> TempoConfig:
-        """The Tempo client's settings; secrets are unwrapped only here."""
-        return TempoConfig(
-            url=self.url, tenant=self.tenant, search_limit=self.search_limit,
-            timeout=self.timeout.total_seconds(), retries=self.retries, concurrency=self.concurrency,
-            max_search_bytes=int(self.max_search_bytes), max_trace_bytes=int(self.max_trace_bytes),
-            username=self.username,
-            password=self.password.get_secret_value() if self.password else None,
-            bearer_token=self.bearer_token.get_secret_value() if self.bearer_token else None,
-            headers=dict(self.headers),
-            verify=False if self.insecure else (str(self.ca_bundle) if self.ca_bundle else True),
-        )
 
 
 class ScheduleSettings(Section):

@@ -36,7 +36,8 @@ from checker.daemon.service import Daemon
 from checker.engine import Scanner
 from checker.rules.load import load_paths, load_text
 from checker.store import Store
-from checker.tempo.client import TempoClient, TempoConfig, TempoError
+from checker.tempo.client import TempoClient, TempoError
+from checker.tempo.settings import TempoSettings
 from checker.traceql import compile_rule
 from checker.traceql.split import QueryTooLongError, split_query
 from checker.traces.otlp import read_traces
@@ -203,11 +204,11 @@ def scan(url: str, rules: Path, *extra: str) -> list[str]:
 def with_client(url: str, work: Callable[[TempoClient], Awaitable[Any]], *, limit: float = 10,
                 **config: Any) -> Any:
     """Run ``work`` against ``url``; a hang fails the test after ``limit`` seconds instead."""
-    # verify=False: plain HTTP anyway, and building a TLS context per example is most of its time.
-    settings_ = TempoConfig(url=url, backoff=0.0, verify=False, **{"retries": 0, **config})
+    # insecure: plain HTTP anyway, and building a TLS context per example is most of its time.
+    settings_ = TempoSettings(url=url, insecure=True, **{"retries": 0, **config})
 
     async def go() -> Any:
-        async with TempoClient(settings_) as client:
+        async with TempoClient(settings_, backoff=0.0) as client:
             return await asyncio.wait_for(work(client), limit)
 
     return asyncio.run(go())

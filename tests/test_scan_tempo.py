@@ -17,11 +17,12 @@ from otlp_build import attribute
 from recordings import RECORDINGS, needs_recordings
 from tempo_double import Fault, TempoDouble
 
-from checker.cli import build_parser, main, tempo_config
+from checker.cli import build_parser, main, tempo_settings
 from checker.engine import Scanner
 from checker.rules.load import load_paths, load_text
-from checker.tempo.client import TempoClient, TempoConfig
+from checker.tempo.client import TempoClient
 from checker.tempo.run import evaluate_window
+from checker.tempo.settings import TempoSettings
 from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:
@@ -297,8 +298,8 @@ class TestTempoAgreesWithLocal:
                 double.push(push)
 
             async def remote() -> Any:
-                config = TempoConfig(url=double.url, search_limit=3, backoff=0.0)
-                async with TempoClient(config) as client:
+                config = TempoSettings(url=double.url, search_limit=3)
+                async with TempoClient(config, backoff=0.0) as client:
                     return await evaluate_window(rules, client, START, END)
 
             result = asyncio.run(remote())
@@ -315,16 +316,19 @@ class TestConnectionOptions:
         args = build_parser().parse_args([
             "scan", "--tempo", "https://tempo.example", "--tenant", "acme", "--header",
             "X-Team: privacy", "--ca-bundle", "/etc/ca.pem", "--timeout", "5s", "--retries", "2"])
-        config = tempo_config(args, {"BETRACE_TEMPO__BEARER_TOKEN": "tok",
-                                     "BETRACE_TEMPO__USERNAME": "u", "BETRACE_TEMPO__PASSWORD": "p"})
+        config = tempo_settings(args, {"BETRACE_TEMPO__BEARER_TOKEN": "tok-81f2",
+                                       "BETRACE_TEMPO__USERNAME": "u", "BETRACE_TEMPO__PASSWORD": "p"})
         assert ("acme", {"X-Team": "privacy"}, "/etc/ca.pem", 5.0, 2) == (
-            config.tenant, config.headers, config.verify, config.timeout, config.retries)
-        assert ("tok", "u", "p") == (config.bearer_token, config.username, config.password)
-        assert "tok" not in repr(config)
+            config.tenant, config.headers, config.verify, config.timeout.total_seconds(), config.retries)
+        assert config.bearer_token is not None
+        assert config.password is not None
+        assert ("tok-81f2", "u", "p") == (config.bearer_token.get_secret_value(), config.username,
+                                     config.password.get_secret_value())
+        assert "tok-81f2" not in repr(config)
 
     def test_insecure(self) -> None:
         args = build_parser().parse_args(["scan", "--tempo", "https://t", "--insecure"])
-        assert tempo_config(args, {}).verify is False
+        assert tempo_settings(args, {}).verify is False
 
     def test_bad_header_is_a_usage_error(self, simple_rules: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,17 +10,18 @@ from typing import Any
 import httpx
 import pytest
 
-from checker.tempo.client import TempoClient, TempoConfig, TempoError
+from checker.tempo.client import TempoClient, TempoError
+from checker.tempo.settings import TempoSettings
 
 Handler = Callable[[httpx.Request], httpx.Response]
 TRACE = "0000000000000000000000000000abcd"
 
 
 def run(handler: Handler, coro: Callable[[TempoClient], Any], **config: Any) -> Any:
-    settings = TempoConfig(url="http://tempo.test", backoff=0.0, **config)
+    settings = TempoSettings(url="http://tempo.test", **config)
 
     async def main() -> Any:
-        async with TempoClient(settings, transport=httpx.MockTransport(handler)) as client:
+        async with TempoClient(settings, backoff=0.0, transport=httpx.MockTransport(handler)) as client:
             return await coro(client)
 
     return asyncio.run(main())

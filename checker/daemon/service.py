@@ -41,7 +41,7 @@ class Daemon:
         self.live = LiveRules(settings.rules_dir)
         self.schedules: dict[str, RuleSchedule] = {}
         self.metrics = Metrics(lambda: self.runner.checkpoints)
-        self.tempo = TempoClient(settings.tempo.client_config(), observer=self.metrics.tempo_request)
+        self.tempo = TempoClient(settings.tempo, observer=self.metrics.tempo_request)
         self.dispatcher = build_dispatcher(settings, store, self.metrics, clock=clock)
         self.runner = RuleRunner(store, self.tempo, settings, self.metrics, clock=clock,
                                  on_notify=self.dispatcher.wake.set)

@@ -18,7 +18,7 @@ import itertools
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
@@ -28,6 +28,7 @@ from checker import __version__
 from checker.errors import TraceSourceError
 from checker.redact import Redactor, basic_auth_token, mask_url, url_secrets
 from checker.tempo.answers import UnprovenAnswerError, search_page, trace_v1, trace_v2
+from checker.tempo.settings import MAX_SEARCH_LIMIT, TempoSettings
 from checker.timeparse import retry_after_seconds
 from checker.traceql.split import QueryTooLongError, split_query
 from checker.traces.otlp import DecodeError, decode_request, group_traces
@@ -40,10 +41,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 MAX_WINDOW_SECONDS = 168 * 3600
-MAX_SEARCH_LIMIT = 262_144  # Tempo's default max_result_limit
 SPLIT_WAYS = 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MIB = 1024 * 1024
 ERROR_BODY_BYTES = 4096  # what is read of a refusal: Tempo's errors are one line of text
 SHOWN_CHARS = 500  # of a refusal, in the error message
 # The URL-encoded query must fit the 8 KiB request line proxies allow (httpx refuses 64 KiB,
@@ -71,30 +70,12 @@ class TempoError(TraceSourceError):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class TempoConfig:
-    """Connection settings; secrets never appear in logs or errors."""
-
-    url: str = "http://localhost:3200"
-    tenant: str | None = None
-    timeout: float = 30.0
-    search_limit: int = 1000
-    retries: int = 5
-    backoff: float = 0.5
-    max_backoff: float = 10.0
-    concurrency: int = 8
-    max_search_bytes: int = 64 * MIB
-    max_trace_bytes: int = 50 * MIB
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    bearer_token: str | None = field(default=None, repr=False)
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
-    verify: bool | str = True
-
-    def secrets(self) -> list[str | None]:
-        """Everything sent that a remote party could echo back, in every form it is sent."""
-        basic = basic_auth_token(self.username, self.password or "") if self.username else None
-        return [self.bearer_token, self.password, basic, *url_secrets(self.url), *self.headers.values()]
+def _sent_secrets(settings: TempoSettings) -> list[str | None]:
+    """Everything sent that a remote party could echo back, in every form it is sent."""
+    password = settings.password.get_secret_value() if settings.password else None
+    token = settings.bearer_token.get_secret_value() if settings.bearer_token else None
+    basic = basic_auth_token(settings.username, password or "") if settings.username else None
+    return [token, password, basic, *url_secrets(settings.url), *settings.headers.values()]
 
 
 @dataclass(frozen=True)
@@ -127,10 +108,13 @@ class _Answer:
 class TempoClient:
     """One connection pool per process; use ``async with TempoClient(config) as tempo``."""
 
-    def __init__(self, config: TempoConfig, *,
+    def __init__(self, settings: TempoSettings, *, backoff: float = 0.5, max_backoff: float = 10.0,
                  transport: httpx.AsyncBaseTransport | None = None,
                  observer: Callable[[str, str], None] | None = None) -> None:
-        self.config = config
+        self.settings = settings
+        # Seconds before retry n: up to backoff * 2**n, never above max_backoff (tests use 0).
+        self._backoff_base, self._backoff_max = backoff, max_backoff
+        self._timeout = settings.timeout.total_seconds()
         self.stats = ClientStats()
         # Called with (route, status or error kind) for every request: the daemon's metrics.
         self._observer = observer
@@ -141,23 +125,24 @@ class TempoClient:
         # credentials while refusing every search, and readiness must still say so.
         self._refusal: TempoError | None = None
         headers = {"Accept": "application/json", "User-Agent": f"betrace-checker/{__version__}",
-                   **config.headers}
-        if config.tenant:
-            headers["X-Scope-OrgID"] = config.tenant
-        if config.bearer_token:
-            headers["Authorization"] = f"Bearer {config.bearer_token}"
-        auth = (config.username, config.password or "") if config.username else None
-        self._base_url = config.url.rstrip("/")
+                   **settings.headers}
+        if settings.tenant:
+            headers["X-Scope-OrgID"] = settings.tenant
+        if settings.bearer_token:
+            headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
+        password = settings.password.get_secret_value() if settings.password else ""
+        auth = (settings.username, password) if settings.username else None
+        self._base_url = settings.url.rstrip("/")
         self._shown_url = mask_url(self._base_url)  # for messages: never a password
-        self._redactor = Redactor(config.secrets())
+        self._redactor = Redactor(_sent_secrets(settings))
         self._http = httpx.AsyncClient(
-            base_url=self._base_url, headers=headers, auth=auth, timeout=config.timeout,
-            verify=config.verify, transport=transport,
-            limits=httpx.Limits(max_connections=config.concurrency * 2),
+            base_url=self._base_url, headers=headers, auth=auth, timeout=self._timeout,
+            verify=settings.verify, transport=transport,
+            limits=httpx.Limits(max_connections=settings.concurrency * 2),
         )
-        self._fetch_slots = asyncio.Semaphore(config.concurrency)
+        self._fetch_slots = asyncio.Semaphore(settings.concurrency)
         # A request's deadline starts once it has a connection, not while it queues for one.
-        self._request_slots = asyncio.Semaphore(config.concurrency * 2)
+        self._request_slots = asyncio.Semaphore(settings.concurrency * 2)
         self._v2_missing = False
 
     async def __aenter__(self) -> Self:
@@ -181,7 +166,7 @@ class TempoClient:
         retried with backoff; other 4xx are final.
         """
         url = f"{self._shown_url}{path}"
-        retries = self.config.retries if retries is None else retries
+        retries = self.settings.retries if retries is None else retries
         attempt = 0
         while True:
             try:
@@ -211,11 +196,11 @@ class TempoClient:
         route = _route(path)
         async with self._request_slots:
             try:
-                async with asyncio.timeout(self.config.timeout):
+                async with asyncio.timeout(self._timeout):
                     return await self._exchange(path, params, url, ok=ok, cap=cap)
             except (TimeoutError, httpx.TimeoutException):
                 self._observe(route, "timeout")
-                raise TempoError(f"no answer within {self.config.timeout:g}s (the whole answer, body "
+                raise TempoError(f"no answer within {self._timeout:g}s (the whole answer, body "
                                  "included)", url=url, retryable=True,
                                  hint="raise the Tempo timeout (--timeout, tempo.timeout)") from None
             except httpx.InvalidURL:
@@ -303,10 +288,10 @@ class TempoClient:
 
     def _backoff(self, attempt: int, error: TempoError) -> float:
         """Exponential backoff with full jitter; a 429's Retry-After wins when longer."""
-        ceiling = min(self.config.max_backoff, self.config.backoff * 2**attempt)
+        ceiling = min(self._backoff_max, self._backoff_base * 2**attempt)
         delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
         if error.retry_after is not None:
-            return max(delay, min(error.retry_after, self.config.max_backoff))
+            return max(delay, min(error.retry_after, self._backoff_max))
         return delay
 
     def _status_error(self, response: httpx.Response, text: str, url: str,
@@ -344,7 +329,8 @@ class TempoClient:
         def parse(answer: _Answer, url: str) -> frozenset[str]:
             if answer.body is None:
                 raise TempoError(f"search answer larger than tempo.max_search_bytes "
-                                 f"({self.config.max_search_bytes} bytes)", url=url, status=answer.status,
+                                 f"({int(self.settings.max_search_bytes)} bytes)",
+                                 url=url, status=answer.status,
                                  hint="raise tempo.max_search_bytes (--max-search-bytes) or lower "
                                  "tempo.search_limit (--search-limit)")
             try:
@@ -357,7 +343,7 @@ class TempoClient:
                                  retryable=True, hint="Tempo or a proxy cut the search short")
             return page.ids
 
-        return await self._request("/api/search", params, parse, cap=self.config.max_search_bytes)
+        return await self._request("/api/search", params, parse, cap=int(self.settings.max_search_bytes))
 
     async def search_all(self, query: str, start: int, end: int) -> set[str]:
         """Every trace matching ``query`` whose time range overlaps [start, end] (seconds).
@@ -390,7 +376,7 @@ class TempoClient:
         spanning the whole window, or a proxy that ignores start/end): its limit is raised
         instead, which keeps the number of searches logarithmic, never exponential.
         """
-        limit = self.config.search_limit
+        limit = self.settings.search_limit
         ids = await self.search(query, start, end, limit)
         if len(ids) < limit:
             return set(ids)
@@ -444,11 +430,11 @@ class TempoClient:
             partial = None if partial is None else f"returned only in part: {self._shown(partial)}"
             return FetchedTrace(trace_id, _decode(trace_id, container, url), partial)
 
-        return await self._request(path, None, parse, cap=self.config.max_trace_bytes,
+        return await self._request(path, None, parse, cap=int(self.settings.max_trace_bytes),
                                    ok=frozenset({200, 404}))
 
     def _too_large(self, trace_id: str) -> FetchedTrace:
-        limit = self.config.max_trace_bytes
+        limit = int(self.settings.max_trace_bytes)
         log.warning("tempo.trace_too_large", trace_id=trace_id, max_trace_bytes=limit,
                     detail="not judged; raise tempo.max_trace_bytes (--max-trace-bytes) to judge it")
         return FetchedTrace(trace_id, None, f"larger than tempo.max_trace_bytes ({limit} bytes)")

@@ -8,6 +8,7 @@ is only ever reported from the exact evaluation of the whole fetched trace.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from checker.engine import Scanner
 from checker.tempo.client import TempoClient, gather_strict
+from checker.tempo.settings import TempoSettings
 from checker.traceql import QueryPlan, compile_rule
 from checker.traceql.plan import evaluate as evaluate_set
 from checker.traceql.plan import searches
@@ -25,14 +27,14 @@ if TYPE_CHECKING:
 
     from checker.engine import Violation
     from checker.rules.rule import Rule
-    from checker.tempo.client import ClientStats, FetchedTrace, TempoConfig
+    from checker.tempo.client import ClientStats, FetchedTrace
     from checker.traceql.plan import Search
     from checker.traces.model import Trace
 
 
 # How far around a window to look for the rest of a trace: the longest expected trace plus
 # ingestion delay (shared/tempo.md §4.5).
-DEFAULT_MARGIN = 600
+DEFAULT_MARGIN = math.ceil(TempoSettings.model_fields["trace_margin"].default.total_seconds())
 
 
 @dataclass
@@ -133,8 +135,8 @@ def _confirm(outcome: RuleOutcome, traces: dict[str, Trace | None]) -> None:
     outcome.in_scope = scanner.stats.in_scope
 
 
-def scan_window(rules: list[Rule], config: TempoConfig, start: int, end: int,
-                *, margin: int = DEFAULT_MARGIN, latest: int | None = None,
+def scan_window(rules: list[Rule], settings: TempoSettings, start: int, end: int,
+                *, latest: int | None = None,
                 progress: bool = False) -> tuple[WindowResult, ClientStats]:
     """Synchronous entry point for the CLI, with a progress bar on a terminal."""
 
@@ -146,7 +148,8 @@ def scan_window(rules: list[Rule], config: TempoConfig, start: int, end: int,
                 bar.total = total
                 bar.update(done - bar.n)
 
-            async with TempoClient(config) as client:
+            async with TempoClient(settings) as client:
+                margin = math.ceil(settings.trace_margin.total_seconds())
                 result = await evaluate_window(rules, client, start, end, margin=margin,
                                                latest=latest, on_fetched=advance)
                 return result, client.stats
