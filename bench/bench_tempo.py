@@ -27,8 +27,9 @@ from tempo_double import TempoDouble  # noqa: E402
 
 from checker.engine import Scanner  # noqa: E402
 from checker.rules.load import load_paths  # noqa: E402
-from checker.tempo.client import TempoClient, TempoConfig  # noqa: E402
+from checker.tempo.client import TempoClient  # noqa: E402
 from checker.tempo.run import evaluate_window  # noqa: E402
+from checker.tempo.settings import TempoSettings  # noqa: E402
 from checker.traceql import compile_rule  # noqa: E402
 
 RULE_ID = "pci-dss-high-value-fraud-check"
@@ -115,7 +116,7 @@ def main() -> None:
     with TempoDouble() as double:
         for push in pushes:
             double.push(push)
-        config = TempoConfig(url=double.url, search_limit=1000)
+        config = TempoSettings(url=double.url)  # the default search limit, as deployed
 
         async def pushed_down() -> int:
             async with TempoClient(config) as client:
