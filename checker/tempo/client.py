@@ -26,7 +26,7 @@ import structlog
 
 from checker import __version__
 from checker.errors import TraceSourceError
-from checker.redact import Redactor, basic_auth_token, mask_url, url_secrets
+from checker.redact import Redactor, mask_url
 from checker.tempo.answers import UnprovenAnswerError, search_page, trace_v1, trace_v2
 from checker.tempo.settings import MAX_SEARCH_LIMIT, TempoSettings
 from checker.timeparse import retry_after_seconds
@@ -70,12 +70,13 @@ class TempoError(TraceSourceError):
         self.retry_after = retry_after
 
 
-def _sent_secrets(settings: TempoSettings) -> list[str | None]:
-    """Everything sent that a remote party could echo back, in every form it is sent."""
-    password = settings.password.get_secret_value() if settings.password else None
-    token = settings.bearer_token.get_secret_value() if settings.bearer_token else None
-    basic = basic_auth_token(settings.username, password or "") if settings.username else None
-    return [token, password, basic, *url_secrets(settings.url), *settings.headers.values()]
+def _sent_secrets(settings: TempoSettings) -> list[str]:
+    """Everything sent that a remote party could echo back, in every form it is sent.
+
+    Every header value, not just secret-named ones: here all of them were sent, while the
+    process-wide redactor takes only the secret-named ones.
+    """
+    return [*settings.secrets(), *settings.headers.values()]
 
 
 @dataclass(frozen=True)

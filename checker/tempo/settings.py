@@ -64,7 +64,7 @@ class TempoSettings(Section):
         """Credentials sent to Tempo, also in the base64 form a Basic header carries."""
         password = self.password.get_secret_value() if self.password else None
         token = self.bearer_token.get_secret_value() if self.bearer_token else None
-        basic = basic_auth_token(self.username, password or "") if self.username and password else None
+        basic = basic_auth_token(self.username, password or "") if self.username else None
         found = [password, token, basic, *url_secrets(self.url), *header_secrets(self.headers)]
         return [secret for secret in found if secret]
 
