@@ -21,23 +21,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from checker.config_types import Duration, Section
-from checker.errors import SourceLocation, UsageError
+from checker.errors import ConfigError, SourceLocation, UsageError
 from checker.notify.settings import ROUTE_TYPES, AnyRoute, DeliverySettings
 from checker.redact import KNOWN, mask_url, url_secrets
 from checker.tempo.settings import TempoSettings
 
 DEFAULT_CONFIG = Path("betrace.yaml")
 ENV_PREFIX = "BETRACE_"
-
-
-class ConfigError(UsageError):
-    """The config file or environment is invalid; ``problems`` lists every one."""
-
-    def __init__(self, message: str, problems: list[str], *, location: SourceLocation | None = None) -> None:
-        super().__init__(message + "".join(f"\n  {p}" for p in problems), location=location,
-                         hint="every key, its environment variable and default are in the "
-                         "README's configuration reference")
-        self.problems = problems
 
 
 class ScheduleSettings(Section):

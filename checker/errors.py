@@ -123,3 +123,13 @@ class UsageError(CheckerError):
 
 class TraceSourceError(CheckerError):
     """Traces could not be read (bad file, bad JSON) or reached."""
+
+
+class ConfigError(UsageError):
+    """The config file or environment is invalid; ``problems`` lists every one."""
+
+    def __init__(self, message: str, problems: list[str], *, location: SourceLocation | None = None) -> None:
+        super().__init__(message + "".join(f"\n  {p}" for p in problems), location=location,
+                         hint="every key, its environment variable and default are in the "
+                         "README's configuration reference")
+        self.problems = problems

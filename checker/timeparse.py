@@ -6,7 +6,8 @@ import math
 from datetime import UTC, datetime
 
 from checker.errors import UsageError
-from checker.rules.durations import DURATION_HINT, DurationTooLongError, parse_ns
+from checker.rules.durations import DURATION_HINT, parse_ns
+from checker.rules.errors import DurationTooLongError
 
 # Tempo reads start/end as uint32 seconds: a larger number is another unit, or no time at all.
 MAX_UNIX_SECONDS = 2**32

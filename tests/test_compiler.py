@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from checker.rules.errors import ConditionError
 from checker.rules.normalise import normalise
-from checker.rules.parse import ConditionError, parse_condition
+from checker.rules.parse import parse_condition
 from checker.traceql import compile_rule
 from checker.traceql import syntax as q
 from checker.traceql.plan import EVERY_TRACE, NOTHING, Search

@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from checker.cli import main
-from checker.config import ConfigError, HttpSettings, Settings, load_settings
-from checker.errors import UsageError
+from checker.config import HttpSettings, Settings, load_settings
+from checker.errors import ConfigError, UsageError
 
 BAD_CONFIG = """\
 store: mysql://db/betrace

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from checker.rules import model as m
+from checker.rules.errors import ConditionError
 from checker.rules.normalise import normalise
-from checker.rules.parse import ConditionError, parse_condition
+from checker.rules.parse import parse_condition
 from checker.rules.printer import invariant
 
 GOLDEN = Path(__file__).parent / "golden" / "conditions"

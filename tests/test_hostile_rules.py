@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from tempo_double import TempoDouble
 
 from checker.cli import main
-from checker.config import ConfigError, load_settings
+from checker.config import load_settings
 from checker.daemon.ruleset import LiveRules
 from checker.daemon.service import Daemon
 from checker.engine import CompiledInvariant
 from checker.engine.examples import example_trace, run_examples
-from checker.errors import RuleError, UsageError, visible
+from checker.errors import ConfigError, RuleError, UsageError, visible
 from checker.rules.bounded_yaml import MAX_ALIAS_NODES, MAX_DEPTH
 from checker.rules.load import MAX_FILE_BYTES, RuleSet, load_paths, load_text
 from checker.rules.parse import MAX_CONDITION_CHARS, MAX_NESTING, MAX_TERMS

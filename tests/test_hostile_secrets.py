@@ -27,10 +27,11 @@ from stores import STORE_KINDS, needs_postgres, postgres_schema, store_url
 from tempo_double import Fault, TempoDouble
 
 from checker.cli import main
-from checker.config import ConfigError, load_settings
+from checker.config import load_settings
 from checker.daemon.metrics import Metrics
 from checker.daemon.notifying import build_dispatcher, notify_policy
 from checker.engine.violation import SpanRef, Violation
+from checker.errors import ConfigError
 from checker.log import configure, redact_secrets
 from checker.notify.message import Alert, slack_message
 from checker.notify.senders import WebhookSender, sender_for

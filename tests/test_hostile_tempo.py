@@ -36,10 +36,12 @@ from checker.daemon.service import Daemon
 from checker.engine import Scanner
 from checker.rules.load import load_paths, load_text
 from checker.store import Store
-from checker.tempo.client import TempoClient, TempoError
+from checker.tempo.client import TempoClient
+from checker.tempo.errors import TempoError
 from checker.tempo.settings import TempoSettings
 from checker.traceql import compile_rule
-from checker.traceql.split import QueryTooLongError, split_query
+from checker.traceql.errors import QueryTooLongError
+from checker.traceql.split import split_query
 from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from checker.tempo.client import TempoClient, TempoError
+from checker.tempo.client import TempoClient
+from checker.tempo.errors import TempoError
 from checker.tempo.settings import TempoSettings
 
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -9,7 +9,8 @@ import pytest
 from checker.config_types import Duration, Section
 from checker.engine import CompiledInvariant
 from checker.rules import model as m
-from checker.rules.durations import DurationTooLongError, parse_ns, parse_timedelta
+from checker.rules.durations import parse_ns, parse_timedelta
+from checker.rules.errors import DurationTooLongError
 from checker.rules.load import load_text
 from checker.rules.parse import parse_condition, parser
 from checker.rules.vocabulary import KEYWORDS, SPAN_KINDS, SPAN_STATUSES, Intrinsic

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from yaml.composer import ComposerError
+
+from checker.rules.errors import BoundedYAMLError
 
 if TYPE_CHECKING:
     from yaml.error import Mark
@@ -25,14 +26,6 @@ MAX_DEPTH = 100  # YAML nesting levels; an example trace 40 spans deep needs 85
 MAX_ALIAS_NODES = 100_000  # nodes that aliases add when expanded; real files share a few dozen
 MERGE_TAG = "tag:yaml.org,2002:merge"  # ``<<``, which YAML allows more than once
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class BoundedYAMLError(ComposerError):
-    """A file the loader refuses though PyYAML would take it; ``hint`` says what to write instead."""
-
-    def __init__(self, problem: str, mark: Mark | None, hint: str) -> None:
-        super().__init__(problem=problem, problem_mark=mark)
-        self.hint = hint
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from checker.rules.errors import DurationTooLongError
+
 UNITS_NS: dict[str, int] = {
     "ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
     "h": 3600 * 10**9, "d": 86400 * 10**9,
@@ -24,10 +26,6 @@ _PART = re.compile(rf"(\d+(?:\.\d+)?)({UNIT_PATTERN})")
 MAX_DURATION_NS = 3650 * UNITS_NS["d"]
 MAX_DURATION_TEXT = "3650d (ten years)"
 DURATION_HINT = "write a duration such as 30s, 1m, 2h or 1h30m"
-
-
-class DurationTooLongError(ValueError):
-    """A duration longer than ``MAX_DURATION_NS``; a ValueError so config validation reports it."""
 
 
 def parse_ns(text: str) -> int | None:

@@ -9,7 +9,8 @@ import yaml
 from apscheduler.triggers.cron import CronTrigger
 
 from checker.errors import RuleError, RuleSemanticError, SourceLocation
-from checker.rules.durations import DURATION_HINT, DurationTooLongError, parse_ns
+from checker.rules.durations import DURATION_HINT, parse_ns
+from checker.rules.errors import DurationTooLongError
 from checker.rules.rule import SEVERITIES, Example, ExampleSpan
 from checker.rules.vocabulary import SPAN_KINDS, SPAN_STATUSES
 

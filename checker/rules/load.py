@@ -24,11 +24,12 @@ from checker.errors import (
 )
 from checker.files import files_under
 from checker.rules import model as m
-from checker.rules.bounded_yaml import BoundedYAMLError, compose
+from checker.rules.bounded_yaml import compose
+from checker.rules.errors import BoundedYAMLError, ConditionError
 from checker.rules.fields import FieldReader
 from checker.rules.lint import IssueLevel, lint
 from checker.rules.normalise import normalise
-from checker.rules.parse import ConditionError, parse_condition
+from checker.rules.parse import parse_condition
 from checker.rules.rule import Rule
 from checker.rules.source import ScalarMap, SourceText
 

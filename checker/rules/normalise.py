@@ -7,7 +7,7 @@ trigger, positive conjuncts must always hold, negated ones must never hold.
 from __future__ import annotations
 
 from checker.rules import model as m
-from checker.rules.parse import ConditionError
+from checker.rules.errors import ConditionError
 
 LEGACY_HINT = "write when { ... } always { ... } and/or never { ... }"
 

@@ -10,7 +10,8 @@ from lark.lexer import PatternRE, TerminalDef
 
 from checker.rules import model as m
 from checker.rules.durations import UNIT_PATTERN
-from checker.rules.transform import LiteralError, ToAst
+from checker.rules.errors import ConditionError
+from checker.rules.transform import ToAst
 from checker.rules.vocabulary import CLAUSE_KEYWORDS, INTRINSIC_SCOPES, OPERATOR_KEYWORDS
 
 # How each terminal is described in "expected ..." messages; a keyword terminal (WHEN, ...) is
@@ -40,16 +41,6 @@ _VOCABULARY_PATTERNS = {
     "DURATION": rf"-?\d+(\.\d+)?({UNIT_PATTERN})(?![A-Za-z0-9_])",
 }
 _TERMS = (m.SpanCheck, m.CountCheck, m.Compare, m.InList, m.Matches, m.Contains, m.Truthy)
-
-
-class ConditionError(Exception):
-    """A condition that does not parse; ``pos`` is inside the condition text."""
-
-    def __init__(self, message: str, pos: m.Pos, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.pos = pos
-        self.hint = hint
 
 
 @lru_cache(maxsize=1)
@@ -87,8 +78,6 @@ def parse_condition(text: str) -> m.ParsedCondition:
                              "split the rule in several rules")
     try:
         parsed = cast("m.ParsedCondition", parser().parse(text))  # built by ToAst while parsing
-    except LiteralError as err:
-        raise ConditionError(str(err), err.pos, err.hint) from None
     except UnexpectedInput as err:
         raise _explain(err, text) from None
     _check_size(parsed)

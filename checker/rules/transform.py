@@ -9,19 +9,11 @@ from typing import Any, cast
 from lark import Token, Transformer, v_args
 
 from checker.rules import model as m
-from checker.rules.durations import MAX_DURATION_TEXT, DurationTooLongError, parse_ns
+from checker.rules.durations import MAX_DURATION_TEXT, parse_ns
+from checker.rules.errors import ConditionError, DurationTooLongError
 
 _INT64_MAX = 2**63 - 1
 TestFactory = Callable[[m.Attr, m.Pos], m.Test]
-
-
-class LiteralError(Exception):
-    """A literal that lexed but is not valid, e.g. a string with an unknown escape."""
-
-    def __init__(self, message: str, pos: m.Pos, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.pos = pos
-        self.hint = hint
 
 
 def pos_of(token: Token) -> m.Pos:
@@ -40,7 +32,7 @@ def decode_string(token: Token) -> str:
             nxt = body[i + 1]
             if nxt not in '"\\':
                 where = pos_of(token)
-                raise LiteralError(
+                raise ConditionError(
                     f"invalid escape sequence \\{nxt} in string",
                     m.Pos(where.line, where.column + 1 + i),
                     hint='inside strings only \\" (a quote) and \\\\ (a backslash) are escapes',
@@ -74,13 +66,13 @@ def parse_number(token: Token) -> int | float:
     if any(c in clean for c in ".eE"):
         value = float(clean)
         if not math.isfinite(value):
-            raise LiteralError(f"number {_short(token)} is too large for a double", pos_of(token),
+            raise ConditionError(f"number {_short(token)} is too large for a double", pos_of(token),
                                "doubles go up to about 1.8e308")
         return value
     digits = clean.lstrip("-").lstrip("0") or "0"  # int() refuses over 4300 digits: count them first
     value = (-1 if clean.startswith("-") else 1) * int(digits[:len(str(_INT64_MAX)) + 1])
     if len(digits) > len(str(_INT64_MAX)) or not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-        raise LiteralError(f"number {_short(token)} does not fit in 64 bits", pos_of(token),
+        raise ConditionError(f"number {_short(token)} does not fit in 64 bits", pos_of(token),
                            f"integers go from {-_INT64_MAX - 1} to {_INT64_MAX}")
     return value
 
@@ -91,7 +83,7 @@ def duration_literal(token: Token) -> m.DurationLiteral:
     try:
         nanos = parse_ns(text.removeprefix("-"))
     except DurationTooLongError:
-        raise LiteralError(f"duration {_short(token)} is longer than {MAX_DURATION_TEXT}",
+        raise ConditionError(f"duration {_short(token)} is longer than {MAX_DURATION_TEXT}",
                            pos_of(token)) from None
     if nanos is None:  # pragma: no cover - the lexer only admits one number and a known unit
         raise ValueError(text)
@@ -152,7 +144,7 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
     def shorthand(self, name: Token, test: TestFactory) -> m.SpanCheck:
         span, dot, attr = str(name).rpartition(".")
         if not dot:
-            raise LiteralError(
+            raise ConditionError(
                 f"'{name}' compared to a value is not a span check",
                 pos_of(name),
                 hint=f"write SPAN.where({name} ...) or SPAN.{name} ... to test an attribute",

@@ -1,16 +1,8 @@
 """Persistence: rules seen, evaluations, violations, checkpoints and the outbox (SQLAlchemy Core)."""
 
+from checker.store.errors import CheckpointMoved, StoreError
 from checker.store.outbox import OutboxEntry, OutboxPolicy, OutboxRow, OutboxWrite
-from checker.store.store import (
-    CheckpointMoved,
-    Committed,
-    Outcome,
-    RuleLock,
-    Store,
-    StoredViolation,
-    StoreError,
-    WindowRecord,
-)
+from checker.store.store import Committed, Outcome, RuleLock, Store, StoredViolation, WindowRecord
 
 __all__ = [
     "CheckpointMoved",

@@ -22,9 +22,9 @@ from sqlalchemy.pool import NullPool
 
 from checker import __version__
 from checker.engine import Violation
-from checker.errors import CheckerError
 from checker.redact import Redactor, mask_url, url_secrets
 from checker.store import ledger, migrate
+from checker.store.errors import CheckpointMoved, StoreError
 from checker.store.outbox import Outbox, OutboxPolicy, fill
 from checker.store.schema import checkpoints, evaluations, rules, upsert_insert, violations
 
@@ -37,14 +37,6 @@ if TYPE_CHECKING:
 
 Outcome = Literal["ok", "violations", "incomplete", "skipped", "failed"]
 ADVANCING: frozenset[Outcome] = frozenset({"ok", "violations", "incomplete", "skipped"})
-
-
-class StoreError(CheckerError):
-    """The store cannot be opened or written; the message names the database, never a password."""
-
-
-class CheckpointMoved(StoreError):  # noqa: N818  (a condition, not a failure of the store)
-    """Another worker committed this window first; nothing was written."""
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,11 @@ import reprlib
 from dataclasses import dataclass
 from typing import Any
 
+from checker.tempo.errors import UnprovenAnswerError
+
 HEX_ID = re.compile(r"[0-9a-fA-F]{1,32}")
 UINT32 = 2**32
 SHOWN = 200  # characters of a remote value quoted in a message
-
-
-class UnprovenAnswerError(ValueError):
-    """A 200 answer that is not what Tempo sends: retried, then reported."""
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,15 @@ import httpx
 import structlog
 
 from checker import __version__
-from checker.errors import TraceSourceError
 from checker.redact import Redactor, mask_url
-from checker.tempo.answers import UnprovenAnswerError, search_page, trace_v1, trace_v2
+from checker.tempo.answers import search_page, trace_v1, trace_v2
+from checker.tempo.errors import TempoError, UnprovenAnswerError
 from checker.tempo.settings import MAX_SEARCH_LIMIT, TempoSettings
 from checker.timeparse import retry_after_seconds
-from checker.traceql.split import QueryTooLongError, split_query
-from checker.traces.otlp import DecodeError, decode_request, group_traces
+from checker.traceql.errors import QueryTooLongError
+from checker.traceql.split import split_query
+from checker.traces.errors import DecodeError
+from checker.traces.otlp import decode_request, group_traces
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -51,23 +53,6 @@ MAX_QUERY_BYTES = 6 * 1024
 ECHO = "/api/echo"
 PORT_HINT = ("point --tempo (tempo.url) at Tempo's HTTP query port, 3200 by default; "
              "4317/4318 are its OTLP receivers")
-
-
-class TempoError(TraceSourceError):
-    """Tempo could not be reached or answered something unusable.
-
-    ``retryable`` says whether trying again later may help.
-    """
-
-    def __init__(self, message: str, *, url: str, status: int | None = None,
-                 retryable: bool = False, hint: str | None = None,
-                 retry_after: float | None = None) -> None:
-        detail = f"{url}" + (f" answered {status}" if status is not None else "")
-        super().__init__(f"{detail}: {message}", hint=hint)
-        self.url = url
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after
 
 
 def _sent_secrets(settings: TempoSettings) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
+from checker.traceql.errors import QueryTooLongError
 from checker.traceql.syntax import AND, OR
 
 if TYPE_CHECKING:
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
 MAX_DEPTH = 100  # deeper queries are kept whole (the compiler's are a few levels deep)
 _OPERATORS = {AND.strip(): AND, OR.strip(): OR}
 _BRACKETS = {"(": ")", "{": "}"}
-
-
-class QueryTooLongError(ValueError):
-    """The query does not fit and has no disjunction left to cut."""
 
 
 @dataclass(frozen=True)

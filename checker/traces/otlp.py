@@ -28,6 +28,7 @@ import ijson
 from checker.errors import SourceLocation, TraceSourceError
 from checker.files import files_under
 from checker.rules.vocabulary import SPAN_KINDS, SPAN_STATUSES
+from checker.traces.errors import DecodeError
 from checker.traces.model import Attributes, AttrValue, Span, Trace
 
 if TYPE_CHECKING:
@@ -53,18 +54,6 @@ _BODY_KEYS = frozenset({"resourceSpans", "batches", "trace"})
 NOT_A_REQUEST = "expected a JSON object with resourceSpans"
 EMPTY_HINT = ("--traces takes OTLP/JSON files (ExportTraceServiceRequest objects, or JSON Lines "
               "of them) holding at least one span")
-
-
-class DecodeError(ValueError):
-    """A JSON value that is not valid OTLP; the caller adds file and line.
-
-    ``anchors`` are texts of the offending span (its spanId first), so that an error in a
-    pretty-printed file can point at the span's line.
-    """
-
-    def __init__(self, message: str, anchors: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.anchors = anchors
 
 
 def clean_text(raw: object) -> str:
