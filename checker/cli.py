@@ -20,8 +20,8 @@ from pydantic import ByteSize, ValidationError
 
 from checker import __version__
 from checker.config import load_settings
-from checker.daemon import command as daemon_command
-from checker.daemon.backfill import backfill, whole_seconds
+from checker.daemon import factory
+from checker.daemon.backfill import whole_seconds
 from checker.demo.traffic import Sent, demo_file, endpoint, send
 from checker.engine import Scanner, run_examples
 from checker.errors import (
@@ -35,12 +35,11 @@ from checker.errors import (
     UsageError,
     visible,
 )
-from checker.evidence import render as evidence_render
-from checker.evidence.figures import Filters
-from checker.evidence.figures import build as build_report
+from checker.evidence import WRITERS, Filters
+from checker.evidence import build as build_report
 from checker.log import configure
+from checker.notify import sender_for
 from checker.notify.message import sample_alert
-from checker.notify.senders import sender_for
 from checker.output import (
     listing_order,
     write_json_lines,
@@ -50,7 +49,7 @@ from checker.output import (
     write_table,
 )
 from checker.redact import KNOWN, mask_url
-from checker.rules.load import RuleSet, load_paths
+from checker.rules import RuleSet, load_paths
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violation_summary
 from checker.store import Store, StoreError, ledger
@@ -58,7 +57,7 @@ from checker.tempo.run import scan_window
 from checker.tempo.settings import TempoSettings
 from checker.timeparse import duration_seconds, parse_time, window
 from checker.traceql import compile_rule
-from checker.traces.otlp import read_traces
+from checker.traces import read_traces
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -66,7 +65,7 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
     from checker.engine import Violation
-    from checker.rules.rule import Rule
+    from checker.rules import Rule
 
 DEFAULT_RULES = Path("rules.d")
 
@@ -274,7 +273,7 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: list[Violat
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daemon, or one pass over every due window with ``--once``."""
-    code = daemon_command.run(load_settings(args.config), once=args.once)
+    code = factory.run(load_settings(args.config), once=args.once)
     return EXIT_OK if code == EXIT_FOUND and args.exit_zero else code
 
 
@@ -321,10 +320,6 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-REPORT_WRITERS = {"html": evidence_render.write_html, "md": evidence_render.write_markdown,
-                  "json": evidence_render.write_json, "csv": evidence_render.write_csv}
-
-
 def cmd_evidence_report(args: argparse.Namespace) -> int:
     """Coverage, gaps, violations and compliance per control over a period, for an auditor."""
     settings = load_settings(args.config)
@@ -333,7 +328,7 @@ def cmd_evidence_report(args: argparse.Namespace) -> int:
     with Store.open(settings.store) as store:
         report = build_report(store, filters, settings.trace_url_template,
                               config=str(args.config) if args.config else None)
-    writer = REPORT_WRITERS[args.format]
+    writer = WRITERS[args.format]
     if args.out is None or str(args.out) == "-":
         writer(report, sys.stdout)
     else:
@@ -350,7 +345,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     """One rule over a past period; rerun the same command to resume."""
     settings = load_settings(args.config)
     start, end = whole_seconds(parse_time(args.start), parse_time(args.end))
-    summary = asyncio.run(backfill(settings, args.rule, start, end, notify=args.notify,
+    summary = asyncio.run(factory.backfill(settings, args.rule, start, end, notify=args.notify,
                                    progress=sys.stderr.isatty()))
     print(f"backfill {args.rule} {start.isoformat()} .. {end.isoformat()}: {summary.windows} windows "
           f"evaluated, {summary.violations} new violations, {summary.remaining} windows left",
@@ -505,7 +500,7 @@ def _evidence_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     report.add_argument("--framework", metavar="NAME", help="only rules of this framework, e.g. SOC2")
     report.add_argument("--control", metavar="ID", help="only this control, e.g. CC6.7 or SOC2:CC6.7")
     report.add_argument("--rule", metavar="ID", help="only this rule")
-    report.add_argument("--format", choices=tuple(REPORT_WRITERS), default="html",
+    report.add_argument("--format", choices=tuple(WRITERS), default="html",
                         help="html (one self-contained page), md, json or csv (default html)")
     report.add_argument("--out", type=Path, metavar="FILE", help="write here (default: standard output)")
     report.set_defaults(func=cmd_evidence_report)

@@ -29,8 +29,7 @@ from tempo_double import Fault, TempoDouble
 
 from checker.cli import main
 from checker.config import load_settings
-from checker.daemon.command import once_exit_code
-from checker.daemon.service import Daemon
+from checker.daemon.factory import once_exit_code, open_daemon
 from checker.errors import UsageError
 from checker.store import Store
 
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from checker.config import Settings
+    from checker.daemon.service import Daemon
 
 pytestmark = needs_recordings
 END = LAST_TRACE + 60  # the clock of most tests: one minute after the last trace started
@@ -68,7 +68,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 async def run_once(config: Settings, clock: Clock) -> tuple[int, Daemon]:
-    daemon = await Daemon.open(config, clock=clock)
+    daemon = await open_daemon(config, clock=clock)
     try:
         return once_exit_code(await daemon.run_once()), daemon
     finally:
@@ -172,7 +172,7 @@ class TestCatchUp:
         clock = Clock.at(FIRST_TRACE - 60)
 
         async def scenario() -> Daemon:
-            daemon = await Daemon.open(config, clock=clock)
+            daemon = await open_daemon(config, clock=clock)
             tempo.inject(Fault(route="search", status=503, times=10_000))
             for _ in range(4):
                 summaries = await daemon.run_once()
@@ -257,8 +257,8 @@ class TestTwoDaemons:
             clock = Clock.at(END - 300)
 
             async def scenario() -> list[list[bool]]:
-                one = await Daemon.open(config, clock=clock)
-                two = await Daemon.open(config, clock=clock)
+                one = await open_daemon(config, clock=clock)
+                two = await open_daemon(config, clock=clock)
                 busy = []
                 for _ in range(6):
                     first, second = await asyncio.gather(one.run_once(), two.run_once())
@@ -293,7 +293,7 @@ def test_an_internal_error_is_recorded_as_failed_and_retried(tempo: TempoDouble,
     async def broken(*_args: object, **_kwargs: object) -> None:
         raise KeyError("boom")
 
-    monkeypatch.setattr("checker.daemon.evaluator.evaluate_window", broken)
+    monkeypatch.setattr("checker.daemon.judge.evaluate_window", broken)
     assert 3 == asyncio.run(run_once(config, Clock.at(END)))[0]
     monkeypatch.undo()
     assert 1 == asyncio.run(run_once(config, Clock.at(END)))[0]
@@ -348,7 +348,7 @@ def test_exit_codes_for_broken_rules_bad_store_and_taken_port(tmp_path: Path, te
                               http__listen=f"127.0.0.1:{port}")
 
         async def serve() -> None:
-            daemon = await Daemon.open(load_settings(path))
+            daemon = await open_daemon(load_settings(path))
             try:
                 await daemon.serve(asyncio.Event())
             finally:

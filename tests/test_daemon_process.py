@@ -27,7 +27,8 @@ from recordings import needs_recordings
 from tempo_double import Fault, TempoDouble
 
 from checker.config import load_settings
-from checker.daemon.service import Daemon, install_signals
+from checker.daemon.factory import open_daemon
+from checker.daemon.service import install_signals
 from checker.store import Store
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ class TestLive:
                 schedule__initial_lookback="1m"))
 
             async def scenario() -> float:
-                daemon = await Daemon.open(config)
+                daemon = await open_daemon(config)
                 stop = asyncio.Event()
                 serving = asyncio.create_task(daemon.serve(stop))
                 try:
@@ -226,7 +227,7 @@ class TestLive:
                                               store=f"sqlite:///{tmp_path / 'r.db'}", rules_dir=rules))
 
         async def scenario() -> httpx.Response:
-            daemon = await Daemon.open(config)
+            daemon = await open_daemon(config)
             stop = asyncio.Event()
             serving = asyncio.create_task(daemon.serve(stop))
             try:
@@ -257,7 +258,7 @@ class TestLive:
                 schedule__every="1s", schedule__initial_lookback="5s"))
 
             async def scenario() -> None:
-                daemon = await Daemon.open(config)
+                daemon = await open_daemon(config)
                 stop = asyncio.Event()
                 serving = asyncio.create_task(daemon.serve(stop))
                 scheduler = daemon.scheduler

@@ -32,7 +32,7 @@ from stores import STORE_KINDS, store_url
 from tempo_double import Fault, TempoDouble
 
 from checker.cli import main
-from checker.daemon.service import Daemon
+from checker.daemon.factory import open_daemon
 from checker.engine import Violation
 from checker.evidence.figures import Filters, build
 from checker.rules.load import load_text
@@ -300,7 +300,7 @@ def test_a_daemon_outage_beyond_max_catchup_is_a_gap(tmp_path: Path) -> None:
 
         async def run() -> None:
             for _ in range(2):  # up a day ago; then down until now
-                daemon = await Daemon.open(config, clock=clock)
+                daemon = await open_daemon(config, clock=clock)
                 await daemon.run_once()
                 await daemon.close()
                 clock.now = Clock.at(LAST_TRACE + 60).now

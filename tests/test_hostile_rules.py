@@ -23,8 +23,8 @@ from tempo_double import TempoDouble
 
 from checker.cli import main
 from checker.config import load_settings
+from checker.daemon.factory import open_daemon
 from checker.daemon.ruleset import LiveRules
-from checker.daemon.service import Daemon
 from checker.engine import CompiledInvariant
 from checker.engine.examples import example_trace, run_examples
 from checker.errors import ConfigError, RuleError, UsageError, visible
@@ -438,7 +438,7 @@ class TestDaemon:
         self._break(where, monkeypatch)
 
         async def once() -> list[Any]:
-            daemon = await Daemon.open(config)
+            daemon = await open_daemon(config)
             try:
                 return await daemon.run_once()
             finally:
@@ -455,7 +455,7 @@ class TestDaemon:
 
     @staticmethod
     def _break(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        from checker.daemon import evaluator  # noqa: PLC0415
+        from checker.daemon import judge as evaluator  # noqa: PLC0415
         from checker.store import Store  # noqa: PLC0415
 
         if where == "compile":

@@ -28,8 +28,8 @@ from tempo_double import Fault, TempoDouble
 
 from checker.cli import main
 from checker.config import load_settings
+from checker.daemon.factory import build_dispatcher, notify_policy
 from checker.daemon.metrics import Metrics
-from checker.daemon.notifying import build_dispatcher, notify_policy
 from checker.engine.violation import SpanRef, Violation
 from checker.errors import ConfigError
 from checker.log import configure, redact_secrets

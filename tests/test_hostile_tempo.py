@@ -31,8 +31,8 @@ from tempo_double.traceql import Fragment, evaluate
 
 from checker.cli import main
 from checker.config import load_settings
+from checker.daemon.factory import open_daemon
 from checker.daemon.http import HttpServer, application
-from checker.daemon.service import Daemon
 from checker.engine import Scanner
 from checker.rules.load import load_paths, load_text
 from checker.store import Store
@@ -524,7 +524,7 @@ class TestReadiness:
                                               store=f"sqlite:///{tmp_path / 'r.db'}", rules_dir=rules_dir))
 
         async def scenario() -> httpx.Response:
-            daemon = await Daemon.open(config)
+            daemon = await open_daemon(config)
             server = HttpServer(application(daemon.metrics.registry, daemon.readiness_checks()),
                                 "127.0.0.1", 0)
             await server.start()

@@ -19,9 +19,8 @@ from tempo_double import TempoDouble
 
 from checker.cli import main
 from checker.config import load_settings
+from checker.daemon.factory import build_dispatcher, notify_policy, open_daemon
 from checker.daemon.metrics import Metrics
-from checker.daemon.notifying import build_dispatcher, notify_policy
-from checker.daemon.service import Daemon
 from checker.engine.violation import SpanRef, Violation
 from checker.notify.message import Alert, slack_message, webhook_body
 from checker.notify.senders import sign
@@ -306,7 +305,7 @@ class TestWithTheDaemon:
             clock = Clock.at(LAST_TRACE + 60)
 
             async def crash_before_sending() -> None:
-                daemon = await Daemon.open(settings, clock=clock)
+                daemon = await open_daemon(settings, clock=clock)
                 for rule in daemon.live.rules.values():
                     await daemon.run_rule(rule)  # committed, outbox filled, never drained: a crash now
                 await daemon.close()
@@ -317,7 +316,7 @@ class TestWithTheDaemon:
             assert store.outbox.undelivered()
 
             async def restart() -> None:
-                daemon = await Daemon.open(settings, clock=clock)
+                daemon = await open_daemon(settings, clock=clock)
                 await daemon.run_once()
                 await daemon.close()
 

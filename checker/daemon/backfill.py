@@ -2,7 +2,8 @@
 
 A backfill has its own checkpoint (named after the rule and the period), so rerunning the
 same command after an interruption continues where it stopped; its evaluations are marked
-``backfill`` in the ledger, and it notifies only when asked to.
+``backfill`` in the ledger, and it notifies only when asked to. Each window takes the
+daemon's own path to the store (``WindowJudge.commit_window``).
 """
 
 from __future__ import annotations
@@ -10,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from checker.daemon.service import Daemon
-from checker.daemon.windows import split
+from checker.daemon.windows import schedule_of, split
 from checker.errors import UsageError
 
 if TYPE_CHECKING:
-    from checker.config import Settings
+    from checker.config import ScheduleSettings
+    from checker.daemon.components import Components
+    from checker.daemon.windows import Window
 
 
 @dataclass
@@ -39,42 +41,40 @@ def checkpoint_key(rule_id: str, start: datetime, end: datetime) -> str:
     return f"backfill:{rule_id}:{int(start.timestamp())}-{int(end.timestamp())}"
 
 
-async def backfill(settings: Settings, rule_id: str, start: datetime, end: datetime, *,
-                   notify: bool = False, progress: bool = False) -> BackfillSummary:
-    """Evaluate ``rule_id`` over ``[start, end)``, continuing a backfill of the same period."""
-    latest = datetime.now(UTC) - settings.tempo.query_end_cutoff
+def check_period_end(end: datetime, query_end_cutoff: timedelta) -> None:
+    """Refuse a period Tempo cannot search yet, before anything is opened."""
+    latest = datetime.now(UTC) - query_end_cutoff
     if end > latest:
         raise UsageError(f"--to {end.isoformat()} is inside Tempo's query_end_cutoff or in the future",
                          hint=f"end the period by {latest.replace(microsecond=0).isoformat()}")
-    daemon = await Daemon.open(settings)
-    try:
-        rule = daemon.live.rules.get(rule_id)
-        if rule is None:
-            raise UsageError(f"no enabled rule {rule_id!r} in {settings.rules_dir}",
-                             hint="betrace validate lists the rules and their errors")
-        key = checkpoint_key(rule_id, start, end)
-        resume = await asyncio.to_thread(daemon.store.start_checkpoint, key, start)
-        windows = split(resume, end, daemon.schedules[rule_id].period)
-        summary = BackfillSummary(remaining=len(windows))
-        await daemon.runner.record_version(rule)
-        with tqdm(total=len(windows), desc=f"backfill {rule_id}", unit="window", disable=not progress,
-                  file=sys.stderr) as bar:
-            for window in windows:
-                record = replace(await daemon.runner.evaluate(rule, window), backfill=True, checkpoint=key)
-                notice = daemon.runner.policy.notice(rule, window) if notify else None
-                committed = await asyncio.to_thread(daemon.store.commit, record, notice)
-                if record.outcome == "failed":
-                    summary.failed = record.error
-                    break
-                summary.windows += 1
-                summary.remaining -= 1
-                summary.violations += len(committed.new_violations)
-                bar.update()
-        if notify:
-            await daemon.dispatcher.drain()
-        return summary
-    finally:
-        await daemon.close()
+
+
+async def backfill(parts: Components, schedule: ScheduleSettings, rule_id: str, period: Window, *,
+                   notify: bool = False, progress: bool = False) -> BackfillSummary:
+    """Evaluate ``rule_id`` over ``period``, continuing a backfill of the same period."""
+    start, end = period
+    rule = parts.live.rules.get(rule_id)
+    if rule is None:
+        raise UsageError(f"no enabled rule {rule_id!r} in {parts.live.directory}",
+                         hint="betrace validate lists the rules and their errors")
+    key = checkpoint_key(rule_id, start, end)
+    resume = await asyncio.to_thread(parts.store.start_checkpoint, key, start)
+    windows = split(resume, end, schedule_of(rule, schedule).period)
+    summary = BackfillSummary(remaining=len(windows))
+    with tqdm(total=len(windows), desc=f"backfill {rule_id}", unit="window", disable=not progress,
+              file=sys.stderr) as bar:
+        for window in windows:
+            committed = await parts.judge.commit_window(rule, window, backfill=key, notify=notify)
+            if committed.record.outcome == "failed":
+                summary.failed = committed.record.error
+                break
+            summary.windows += 1
+            summary.remaining -= 1
+            summary.violations += len(committed.new_violations)
+            bar.update()
+    if notify:
+        await parts.dispatcher.drain()
+    return summary
 
 
 def whole_seconds(start: float, end: float) -> tuple[datetime, datetime]:

@@ -71,3 +71,13 @@ class Metrics:
         self.tempo_requests.labels(route, status).inc()
         if status.isdigit():
             self.tempo_last_answer.set_to_current_time()
+
+    def notification(self, route: str, outcome: str) -> None:
+        """The dispatcher's report of one delivery attempt."""
+        self.notifications.labels(route, outcome).inc()
+
+    def outbox(self, pending: int, dead: int, oldest_age: float) -> None:
+        """The dispatcher's report after a pass over the outbox."""
+        self.outbox_pending.set(pending)
+        self.outbox_dead.set(dead)
+        self.outbox_oldest_age.set(oldest_age)

@@ -12,60 +12,46 @@ import structlog
 import watchfiles
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from checker.daemon.evaluator import RuleRunner, RunSummary
 from checker.daemon.http import Check, HttpServer, application
-from checker.daemon.metrics import Metrics
-from checker.daemon.notifying import build_dispatcher
-from checker.daemon.ruleset import LiveRules, Reload
-from checker.daemon.windows import RuleSchedule, schedule_of, utcnow
-from checker.errors import CheckerError, UsageError
+from checker.daemon.windows import RuleSchedule, schedule_of
+from checker.errors import CheckerError
 from checker.redact import mask_url
-from checker.store import Store
-from checker.tempo.client import TempoClient
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from checker.config import Settings
+    from checker.config import HttpSettings, ScheduleSettings
+    from checker.daemon.components import Components
+    from checker.daemon.ruleset import Reload
+    from checker.daemon.runner import RunSummary
     from checker.rules.rule import Rule
 
 log = structlog.get_logger(__name__)
 
 
 class Daemon:
-    """Open with ``await Daemon.open(settings)``; then ``run_once()`` or ``serve(stop)``."""
+    """Built by ``factory.open_daemon``; then ``run_once()`` or ``serve(stop)``, and ``close()``."""
 
-    def __init__(self, settings: Settings, store: Store, *, clock: Callable[[], datetime] = utcnow) -> None:
-        self.settings = settings
-        self.store = store
-        self.live = LiveRules(settings.rules_dir)
+    def __init__(self, parts: Components, schedule: ScheduleSettings, http: HttpSettings, *,
+                 tempo_url: str) -> None:
+        self.parts = parts
+        self.store = parts.store
+        self.live = parts.live
+        self.metrics = parts.metrics
+        self.tempo = parts.tempo
+        self.dispatcher = parts.dispatcher
+        self.runner = parts.runner
+        self.schedule = schedule
+        self.http_settings = http
+        self.tempo_url = tempo_url
         self.schedules: dict[str, RuleSchedule] = {}
-        self.metrics = Metrics(lambda: self.runner.checkpoints)
-        self.tempo = TempoClient(settings.tempo, observer=self.metrics.tempo_request)
-        self.dispatcher = build_dispatcher(settings, store, self.metrics, clock=clock)
-        self.runner = RuleRunner(store, self.tempo, settings, self.metrics, clock=clock,
-                                 on_notify=self.dispatcher.wake.set)
         self.scheduler: AsyncIOScheduler | None = None
         self.http: HttpServer | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
-        self._parallel = asyncio.Semaphore(settings.schedule.parallel_rules)
-
-    @classmethod
-    async def open(cls, settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Daemon:
-        """Open the store (migrating it) and load the rules; a missing rules_dir is an error."""
-        if not settings.rules_dir.is_dir():
-            raise UsageError(f"rules_dir {settings.rules_dir} is not a directory",
-                             hint="set rules_dir in the config or BETRACE_RULES_DIR")
-        store = await asyncio.to_thread(Store.open, settings.store)
-        daemon = cls(settings, store, clock=clock)
-        await daemon.reload()
-        return daemon
+        self._parallel = asyncio.Semaphore(schedule.parallel_rules)
 
     async def close(self) -> None:
         """Release Tempo connections and the store."""
-        await self.tempo.aclose()
-        await asyncio.to_thread(self.store.close)
+        await self.parts.close()
 
     # ----------------------------------------------------------------- rules
 
@@ -95,8 +81,8 @@ class Daemon:
         for rule in [*result.added, *result.changed]:
             log.info("rule.added" if rule in result.added else "rule.changed", rule=rule.id,
                      version=rule.version[:12], source=str(rule.location))
-            routes = self.runner.policy.routes_of(rule)
-            unknown = [name for name in routes if name not in self.settings.notifiers]
+            routes = self.parts.policy.routes_of(rule)
+            unknown = [name for name in routes if name not in self.parts.policy.routes]
             if unknown:
                 log.error("rule.unknown_notifiers", rule=rule.id, routes=unknown,
                           detail="not in the config's notifiers; these routes are skipped")
@@ -106,11 +92,11 @@ class Daemon:
     def _apply(self, result: Reload) -> None:
         for rule_id in result.removed:
             self.schedules.pop(rule_id, None)
-            self.runner.checkpoints.pop(rule_id, None)
+            self.runner.forget(rule_id)
             if self.scheduler and self.scheduler.get_job(rule_id):
                 self.scheduler.remove_job(rule_id)
         for rule in [*result.added, *result.changed]:
-            schedule = schedule_of(rule, self.settings.schedule)
+            schedule = schedule_of(rule, self.schedule)
             if self.schedules.get(rule.id) != schedule:
                 self.schedules[rule.id] = schedule
                 if self.scheduler:
@@ -119,7 +105,7 @@ class Daemon:
     def _schedule(self, rule_id: str, schedule: RuleSchedule) -> None:
         assert self.scheduler is not None  # noqa: S101
         self.scheduler.add_job(
-            self._tick, schedule.trigger(self.settings.schedule.jitter), args=[rule_id], id=rule_id,
+            self._tick, schedule.trigger(self.schedule.jitter), args=[rule_id], id=rule_id,
             name=rule_id, replace_existing=True, coalesce=True, max_instances=1,
             misfire_grace_time=None, next_run_time=datetime.now(UTC))
 
@@ -152,10 +138,10 @@ class Daemon:
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set: schedule, watch rules_dir, answer HTTP, then shut down."""
         self.http = HttpServer(application(self.metrics.registry, self.readiness_checks()),
-                               self.settings.http.host, self.settings.http.port)
+                               self.http_settings.host, self.http_settings.port)
         await self.http.start()
-        log.info("daemon.started", listen=f"{self.settings.http.host}:{self.http.port}",
-                 rules=len(self.live.rules), store=self.store.url, tempo=mask_url(self.settings.tempo.url))
+        log.info("daemon.started", listen=f"{self.http_settings.host}:{self.http.port}",
+                 rules=len(self.live.rules), store=self.store.url, tempo=mask_url(self.tempo_url))
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         for rule_id, schedule in self.schedules.items():
             self._schedule(rule_id, schedule)
@@ -168,7 +154,7 @@ class Daemon:
             await self._shutdown(watcher, dispatching)
 
     async def _watch(self, stop: asyncio.Event) -> None:
-        async for changes in watchfiles.awatch(self.settings.rules_dir, stop_event=stop,
+        async for changes in watchfiles.awatch(self.live.directory, stop_event=stop,
                                                recursive=True):
             log.info("rules.changed", files=sorted({path for _, path in changes}))
             try:
@@ -178,9 +164,9 @@ class Daemon:
 
     async def _shutdown(self, watcher: asyncio.Task[None], dispatching: asyncio.Task[None]) -> None:
         """Stop scheduling, let running evaluations finish their window (bounded), close."""
-        grace = self.settings.schedule.shutdown_grace.total_seconds()
+        grace = self.schedule.shutdown_grace.total_seconds()
         log.info("daemon.stopping", running=len(self._running), grace_seconds=grace)
-        self.runner.stopping = True
+        self.runner.stop()
         if self.scheduler is not None:
             self.scheduler.pause()  # shutting the scheduler down now would cancel running jobs
         watcher.cancel()
@@ -209,14 +195,14 @@ class Daemon:
 
         async def rules() -> None:
             if not self.live.rules:
-                raise CheckerError(f"no rules loaded from {self.settings.rules_dir} "
+                raise CheckerError(f"no rules loaded from {self.live.directory} "
                                    f"({len(self.live.errors)} errors)")
 
         async def store() -> None:
             await asyncio.to_thread(self.store.ping)
 
         async def tempo() -> None:
-            stale = self.settings.http.tempo_stale_after.total_seconds()
+            stale = self.http_settings.tempo_stale_after.total_seconds()
             last = self.tempo.last_answer
             if last is None or time.time() - last > stale:
                 await self.tempo.ping()

@@ -17,7 +17,6 @@ from checker.traces.model import span_order
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from checker.engine.compiled import TraceTest
     from checker.rules.rule import Rule
     from checker.traces.model import Span, Trace
 
@@ -29,7 +28,7 @@ class Part:
     """A piece of the rule as an explanation quotes it, with its compiled test."""
 
     text: str
-    holds: TraceTest
+    holds: Callable[[Trace], bool]
 
 
 @dataclass(frozen=True)
@@ -50,9 +49,9 @@ class Explainer:
 
     unconditional: bool
     triggers: tuple[CheckPart, ...]
-    always: TraceTest | None
+    always: Callable[[Trace], bool] | None
     lacking: tuple[Part, ...]
-    never: TraceTest | None
+    never: Callable[[Trace], bool] | None
     never_text: str
     forbidding: tuple[CheckPart, ...]
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from checker.output import safe_csv_row
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from checker.evidence.figures import ControlFigures, Day, Report, RuleFigures
@@ -260,3 +261,7 @@ def write_html(report: Report, out: TextIO) -> None:
         f"{escape(report.checker_version)}.</p>"
         + ("".join(_control_html(c) for c in report.controls) or "<p>No rule matches these filters.</p>")
         + "</body></html>\n")
+
+
+WRITERS: dict[str, Callable[[Report, TextIO], None]] = {
+    "html": write_html, "md": write_markdown, "json": write_json, "csv": write_csv}

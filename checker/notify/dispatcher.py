@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from datetime import datetime
 
-    from checker.daemon.metrics import Metrics
     from checker.notify.senders import Sender
     from checker.notify.settings import DeliverySettings
     from checker.store import OutboxRow, Store
@@ -48,6 +47,16 @@ def _key(row: OutboxRow) -> GroupKey:
     return (row.rule_id, row.route, row.kind, row.backfill)
 
 
+class DeliveryMetrics(Protocol):
+    """What delivery reports; the daemon's metrics implement it (as Tempo's client has an observer)."""
+
+    def notification(self, route: str, outcome: str) -> None:
+        """One attempt on ``route`` ended with ``outcome`` (sent, retry, dead, held)."""
+
+    def outbox(self, pending: int, dead: int, oldest_age: float) -> None:
+        """The outbox after a pass: rows waiting, dead letters, the oldest wait in seconds."""
+
+
 @dataclass
 class DrainSummary:
     """What one pass over the outbox did."""
@@ -62,7 +71,7 @@ class Dispatcher:
     """Sends what the outbox holds, on a poll and whenever a commit adds rows."""
 
     def __init__(self, store: Store, senders: Mapping[str, Sender], delivery: DeliverySettings,
-                 metrics: Metrics, *, clock: Callable[[], datetime]) -> None:
+                 metrics: DeliveryMetrics, *, clock: Callable[[], datetime]) -> None:
         """``store`` holds the outbox and the per-route locks; ``senders`` are the routes by name.
 
         A row whose route has no sender is a dead letter (a route removed from the config).
@@ -234,11 +243,9 @@ class Dispatcher:
         return timedelta(seconds=delay)
 
     def _count(self, route: str, outcome: str, summary: DrainSummary) -> None:
-        self.metrics.notifications.labels(route, outcome).inc()
+        self.metrics.notification(route, outcome)
         setattr(summary, outcome, getattr(summary, outcome) + 1)
 
     async def _gauges(self) -> None:
         pending, dead, oldest = await asyncio.to_thread(self.store.outbox.stats)
-        self.metrics.outbox_pending.set(pending)
-        self.metrics.outbox_dead.set(dead)
-        self.metrics.outbox_oldest_age.set((self.clock() - oldest).total_seconds() if oldest else 0)
+        self.metrics.outbox(pending, dead, (self.clock() - oldest).total_seconds() if oldest else 0.0)

@@ -1,0 +1,36 @@
+"""The daemon's parts, built once by ``factory`` and shared by ``run`` and ``backfill``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from checker.daemon.judge import WindowJudge
+    from checker.daemon.metrics import Metrics
+    from checker.daemon.ruleset import LiveRules
+    from checker.daemon.runner import RuleRunner
+    from checker.notify.dispatcher import Dispatcher
+    from checker.notify.policy import NotifyPolicy
+    from checker.store import Store
+    from checker.tempo.client import TempoClient
+
+
+@dataclass
+class Components:
+    """Each part takes only the config section it uses; ``close`` releases what they hold open."""
+
+    store: Store
+    tempo: TempoClient
+    metrics: Metrics
+    live: LiveRules
+    policy: NotifyPolicy
+    dispatcher: Dispatcher
+    judge: WindowJudge
+    runner: RuleRunner
+
+    async def close(self) -> None:
+        """Release Tempo connections and the store."""
+        await self.tempo.aclose()
+        await asyncio.to_thread(self.store.close)
