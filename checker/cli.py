@@ -282,15 +282,22 @@ def cmd_violations(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     since = datetime.now(UTC) - timedelta(seconds=duration_seconds(args.since)) if args.since else None
     with Store.open(settings.store) as store:
-        found = store.violations(rule_id=args.rule, since=since)
+        recorded = store.violations(rule_id=args.rule, since=since)
+    found = [f for f in recorded if args.include_retracted or f.status != "retracted"]
     if args.format == "json":
         write_stored_json_lines(found, sys.stdout)
     elif args.format == "csv":
         write_stored_csv(found, sys.stdout)
     else:
-        write_table([f.violation for f in found], sys.stdout)
+        status = {(f.violation.rule_id, f.violation.trace_id): f.status for f in found}
+        write_table([f.violation for f in found], sys.stdout,
+                    status=lambda v: status[v.rule_id, v.trace_id])
     states = [n["state"] for f in found for n in f.notifications]
-    print(f"{len(found)} violations; notifications not delivered: {states.count('pending')} pending, "
+    provisional = sum(f.status == "provisional" for f in found)
+    hidden = len(recorded) - len(found)
+    print(f"{len(found)} violations ({provisional} provisional"
+          + (f"; {hidden} retracted not shown: --include-retracted" if hidden else "")
+          + f"); notifications not delivered: {states.count('pending')} pending, "
           f"{states.count('dead')} dead-lettered (details in --format json)", file=sys.stderr)
     return EXIT_OK
 
@@ -474,7 +481,9 @@ def _daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     found.add_argument("--since", metavar="DURATION", help="only those found in the last DURATION, e.g. 24h")
     found.add_argument("--format", choices=("table", "json", "csv"), default="table",
                        help="table; json: one object per line, the fields of scan --format json "
-                       "plus found_at and evaluation_id; csv: one row per violation")
+                       "plus status, found_at and evaluation_id; csv: one row per violation")
+    found.add_argument("--include-retracted", action="store_true",
+                       help="also list violations withdrawn because late spans showed the trace compliant")
     found.set_defaults(func=cmd_violations)
 
     notify = sub.add_parser("notify", help="notification routes")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -41,6 +41,10 @@ class ScheduleSettings(Section):
     evaluation_timeout: Duration = timedelta(minutes=5)
     shutdown_grace: Duration = timedelta(seconds=30)
     parallel_rules: int = Field(8, ge=1)
+    # A window is judged again, finally, when it is this old: late spans have arrived by then.
+    settle: Duration = timedelta(minutes=10)
+    # A trace with a span that ended less than this before it was judged may still grow.
+    trace_idle: Duration = timedelta(seconds=30)
 
     @field_validator("every", "max_catchup", "evaluation_timeout")
     @classmethod
@@ -48,6 +52,13 @@ class ScheduleSettings(Section):
         if value < timedelta(seconds=1):
             raise ValueError("must be at least 1s")
         return value
+
+    @model_validator(mode="after")
+    def _settle_after_delay(self) -> ScheduleSettings:
+        if self.settle < self.evaluation_delay:
+            raise ValueError(f"settle ({self.settle}) must be at least evaluation_delay "
+                             f"({self.evaluation_delay}): the final verdict comes after the provisional one")
+        return self
 
 
 class HttpSettings(Section):

@@ -12,7 +12,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from checker.engine import Violation
     from checker.errors import RuleError
@@ -47,8 +47,14 @@ def write_json_lines(violations: Iterable[Violation], out: TextIO) -> int:
 
 
 def stored_json(stored: StoredViolation) -> dict[str, Any]:
-    """A recorded violation: ``scan --format json``'s fields plus when and by what it was found."""
-    return {**stored.violation.to_json(), "found_at": stored.found_at.isoformat(),
+    """A recorded violation: ``scan --format json``'s fields plus when and by what it was found.
+
+    ``status`` is provisional (late spans may still withdraw it), confirmed or retracted (with
+    ``retraction_reason``).
+    """
+    return {**stored.violation.to_json(), "status": stored.status,
+            **({"retraction_reason": stored.retraction_reason} if stored.retraction_reason else {}),
+            "found_at": stored.found_at.isoformat(),
             "evaluation_id": stored.evaluation_id, "notifications": list(stored.notifications)}
 
 
@@ -59,7 +65,7 @@ def write_stored_json_lines(found: Iterable[StoredViolation], out: TextIO) -> No
 
 CSV_COLUMNS = ("found_at", "severity", "rule_id", "rule_name", "trace_id", "reason", "frameworks",
                "controls", "root_service", "root_name", "start_time_unix_nano", "evaluation_id",
-               "notifications")
+               "notifications", "status", "retraction_reason")
 
 
 def write_stored_csv(found: Iterable[StoredViolation], out: TextIO) -> None:
@@ -79,19 +85,25 @@ def listing_order(violation: Violation) -> tuple[int, str, str]:
     return SEVERITY_RANK.get(violation.severity, 9), violation.rule_id, violation.trace_id
 
 
-def write_table(violations: list[Violation], out: TextIO) -> None:
-    """A readable table, most severe first, the reason wrapped to the terminal width."""
+def write_table(violations: list[Violation], out: TextIO,
+                status: Callable[[Violation], str] | None = None) -> None:
+    """A readable table, most severe first, the reason wrapped to the terminal width.
+
+    With ``status``, a STATUS column says each violation's (provisional, confirmed, retracted).
+    """
     if not violations:
         return
     rows = sorted(violations, key=listing_order)
     rule_width = max(len("RULE"), *(len(v.rule_id) for v in rows))
-    head = f"{'SEVERITY':<9} {'RULE':<{rule_width}} {'TRACE':<32}  REASON"
+    shown = "STATUS      " if status else ""
+    head = f"{shown}{'SEVERITY':<9} {'RULE':<{rule_width}} {'TRACE':<32}  REASON"
     out.write(head + "\n")
     width = max(60, shutil.get_terminal_size((160, 24)).columns)
     indent = len(head) - len("REASON")
     for v in rows:
         lines = textwrap.wrap(visible(v.reason), max(30, width - indent)) or [""]
-        out.write(f"{v.severity:<9} {v.rule_id:<{rule_width}} {v.trace_id:<32}  {lines[0]}\n")
+        first = f"{status(v):<12}" if status else ""
+        out.write(f"{first}{v.severity:<9} {v.rule_id:<{rule_width}} {v.trace_id:<32}  {lines[0]}\n")
         out.writelines(" " * indent + more + "\n" for more in lines[1:])
 
 

@@ -132,7 +132,7 @@ class TestRunOnce:
         scan_fields = {"rule_id", "rule_name", "severity", "trace_id", "reason", "frameworks", "controls",
                        "trigger_spans", "missing", "forbidden", "root_service", "root_name",
                        "start_time_unix_nano", "labels"}
-        assert all(scan_fields | {"found_at", "evaluation_id", "notifications"} == set(r) for r in rows)
+        assert all(scan_fields | {"status", "found_at", "evaluation_id", "notifications"} == set(r) for r in rows)
 
         assert 0 == main(["violations", "--config", str(path), "--rule", "sre-slow-database-query",
                           "--format", "csv"])
@@ -143,7 +143,7 @@ class TestRunOnce:
 
         assert 0 == main(["violations", "--config", str(path), "--since", "1h"])
         table = capsys.readouterr()
-        assert table.out.startswith("SEVERITY")
+        assert table.out.startswith("STATUS      SEVERITY")
         assert f"{len(rows)} violations" in table.err
         monkeypatch.setenv("BETRACE_STORE", f"sqlite:///{tmp_path / 'c.db'}")
         assert 0 == main(["violations", "--config", str(path), "--since", "0s", "--format", "json"])
@@ -210,7 +210,11 @@ class TestCatchUp:
         asyncio.run(run_once(config, clock))
         store = Store.open(config.store)
         try:
-            evaluations = store.evaluations("sre-slow-database-query")
+            recorded = store.evaluations("sre-slow-database-query")
+            # The first window was provisional: the second run settled it before the backlog.
+            assert ["provisional", "final"] == [e["verdict"] for e in recorded[:2]]
+            assert recorded[1]["amendments"] is not None
+            evaluations = [e for e in recorded if e["amendments"] is None]
             assert ["ok", "skipped", "ok", "violations"] == [e["outcome"] for e in evaluations]
             skipped = evaluations[1]
             assert clock.now - timedelta(minutes=10) == skipped["window_end"]
@@ -271,9 +275,11 @@ class TestTwoDaemons:
             busy = asyncio.run(scenario())
             store = Store.open(url)
             try:
-                evaluations = store.evaluations()
-                windows = [(e["rule_id"], e["window_start"]) for e in evaluations]
+                recorded = store.evaluations()
+                # Each pass over a window commits once: the first pass, and a final pass (amendment).
+                windows = [(e["rule_id"], e["window_start"], e["amendments"] is None) for e in recorded]
                 assert len(windows) == len(set(windows))
+                evaluations = [e for e in recorded if e["amendments"] is None]
                 last_run = clock.now - timedelta(minutes=1)
                 assert_contiguous(evaluations, Clock.at(END - 300).now - LOOKBACK, last_run)
                 pairs = stored_pairs(store)

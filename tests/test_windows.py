@@ -152,15 +152,20 @@ class TestScheduleOf:
     DEFAULTS = ScheduleSettings(every=timedelta(minutes=3), evaluation_delay=timedelta(seconds=45))
 
     def test_defaults_from_the_config(self) -> None:
-        assert schedule_of(rule(), self.DEFAULTS) == RuleSchedule(timedelta(minutes=3), timedelta(seconds=45))
+        assert schedule_of(rule(), self.DEFAULTS) == RuleSchedule(
+            timedelta(minutes=3), timedelta(seconds=45), settle=10 * MINUTE)
 
     def test_rule_every_wins(self) -> None:
         assert schedule_of(rule("    every: 10m\n"), self.DEFAULTS) == RuleSchedule(
-            10 * MINUTE, timedelta(seconds=45))
+            10 * MINUTE, timedelta(seconds=45), settle=10 * MINUTE)
 
     def test_rule_evaluation_delay_wins(self) -> None:
         assert schedule_of(rule("    evaluation_delay: 1h30m\n"), self.DEFAULTS) == RuleSchedule(
-            timedelta(minutes=3), timedelta(minutes=90))
+            timedelta(minutes=3), timedelta(minutes=90), settle=timedelta(minutes=90))
+
+    def test_rule_settle_wins_and_is_never_before_the_delay(self) -> None:
+        assert schedule_of(rule("    settle: 30m\n"), self.DEFAULTS).settle == 30 * MINUTE
+        assert schedule_of(rule("    settle: 10s\n"), self.DEFAULTS).settle == timedelta(seconds=45)
 
     @pytest.mark.parametrize(("cron", "period"), [
         ("*/5 * * * *", 5 * MINUTE),
@@ -170,7 +175,7 @@ class TestScheduleOf:
     ])
     def test_cron_period_is_the_gap_between_firings(self, cron: str, period: timedelta) -> None:
         schedule = schedule_of(rule(f"    cron: '{cron}'\n    evaluation_delay: 5m\n"), self.DEFAULTS)
-        assert schedule == RuleSchedule(period, 5 * MINUTE, cron)
+        assert schedule == RuleSchedule(period, 5 * MINUTE, cron, settle=10 * MINUTE)
         assert cron_period(cron) == period
 
     def test_cron_rule_keeps_the_default_delay(self) -> None:

@@ -57,15 +57,17 @@ async def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -
                          hint="set rules_dir in the config or BETRACE_RULES_DIR")
     store = await asyncio.to_thread(Store.open, settings.store)
     checkpoints: dict[str, datetime] = {}
-    metrics = Metrics(checkpoints.copy)
+    settled: dict[str, datetime] = {}
+    metrics = Metrics(checkpoints.copy, settled.copy)
     tempo = TempoClient(settings.tempo, observer=metrics.tempo_request)
     policy = notify_policy(settings)
     dispatcher = build_dispatcher(settings, store, metrics, clock=clock)
     judge = WindowJudge(store, tempo, policy, metrics, tempo_settings=settings.tempo,
-                        timeout=settings.schedule.evaluation_timeout, clock=clock,
+                        timeout=settings.schedule.evaluation_timeout,
+                        trace_idle=settings.schedule.trace_idle, clock=clock,
                         on_notify=dispatcher.wake.set)
     runner = RuleRunner(judge, store, settings.schedule, query_end_cutoff=settings.tempo.query_end_cutoff,
-                        checkpoints=checkpoints, clock=clock)
+                        checkpoints=checkpoints, settled=settled, clock=clock)
     return Components(store, tempo, metrics, LiveRules(settings.rules_dir), policy, dispatcher, judge, runner)
 
 

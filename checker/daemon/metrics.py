@@ -17,26 +17,35 @@ if TYPE_CHECKING:
 PREFIX = "betrace"
 
 
+_CHECKPOINT_HELP = "Seconds between now and the end of the rule's last committed window"
+_SETTLE_HELP = ("Seconds between now and the end of the rule's last window judged finally "
+                "(normally about settle plus one batch)")
+
+
 class _CheckpointLag:
     """Lag is computed at scrape time, so a stuck rule's lag keeps growing between runs."""
 
-    def __init__(self, checkpoints: Callable[[], Mapping[str, datetime]]) -> None:
+    def __init__(self, checkpoints: Callable[[], Mapping[str, datetime]],
+                 settled: Callable[[], Mapping[str, datetime]]) -> None:
         self._checkpoints = checkpoints
+        self._settled = settled
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily(f"{PREFIX}_checkpoint_lag_seconds",
-                                   "Seconds between now and the end of the rule's last committed window",
-                                   labels=["rule"])
         now = time.time()
-        for rule_id, position in sorted(self._checkpoints().items()):
-            family.add_metric([rule_id], now - position.timestamp())
-        yield family
+        for name, text, positions in (
+                ("checkpoint_lag_seconds", _CHECKPOINT_HELP, self._checkpoints),
+                ("settle_lag_seconds", _SETTLE_HELP, self._settled)):
+            family = GaugeMetricFamily(f"{PREFIX}_{name}", text, labels=["rule"])
+            for rule_id, position in sorted(positions().items()):
+                family.add_metric([rule_id], now - position.timestamp())
+            yield family
 
 
 class Metrics:
     """Every metric the README lists, created on one registry."""
 
-    def __init__(self, checkpoints: Callable[[], Mapping[str, datetime]]) -> None:
+    def __init__(self, checkpoints: Callable[[], Mapping[str, datetime]],
+                 settled: Callable[[], Mapping[str, datetime]] = dict) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.evaluations = Counter(f"{PREFIX}_evaluations", "Window evaluations by rule and outcome",
@@ -63,7 +72,9 @@ class Metrics:
                                  registry=r)
         self.outbox_oldest_age = Gauge(f"{PREFIX}_outbox_oldest_pending_age_seconds",
                                        "Age of the oldest pending notification", registry=r)
-        lag: Collector = _CheckpointLag(checkpoints)
+        self.amendments = Counter(f"{PREFIX}_amendments", "Final passes' changes to provisional verdicts: "
+                                  "late violations and retractions", ["rule", "kind"], registry=r)
+        lag: Collector = _CheckpointLag(checkpoints, settled)
         r.register(lag)
 
     def tempo_request(self, route: str, status: str) -> None:

@@ -3,6 +3,12 @@
 The checkpoint moves only with a committed window, so a crash, a Tempo outage or a timeout
 leaves it where it was and the next run evaluates the same window again; nothing is skipped
 unless the backlog exceeds ``max_catchup``, and then the skipped span is recorded.
+
+Each rule has a second checkpoint, ``settle:<rule>``: the end of its windows judged finally.
+A run first settles the provisional windows that are ``settle`` old, a few at a time (one
+final pass searches them together), then judges the new windows: provisionally, or at once
+finally when they are already settled (a catch-up). Both passes are due jobs found again from
+the store, so a crash between them loses nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from checker.daemon.windows import due_windows, floor_second
+from checker.daemon.windows import due_windows, floor_second, settle_batches
 from checker.store import CheckpointMoved, StoreError
 
 if TYPE_CHECKING:
@@ -25,7 +31,7 @@ if TYPE_CHECKING:
     from checker.daemon.judge import WindowJudge
     from checker.daemon.windows import RuleSchedule
     from checker.rules.rule import Rule
-    from checker.store import Store
+    from checker.store import ProvisionalWindow, Store
 
 log = structlog.get_logger(__name__)
 
@@ -40,23 +46,26 @@ class RunSummary:
     incomplete: int = 0
     failed: str | None = None
     busy: bool = False
+    settled: int = 0  # provisional windows judged finally
+    retracted: int = 0
 
 
 class RuleRunner:
-    """Moves each rule's checkpoint over its due windows, one committed window at a time.
+    """Moves each rule's checkpoints over its due windows, one committed window at a time.
 
-    ``checkpoints`` is shared with the lag metric: it holds the position of every rule this
-    process runs, and nothing else writes it.
+    ``checkpoints`` and ``settled`` are shared with the lag metrics: they hold the positions of
+    every rule this process runs, and nothing else writes them.
     """
 
     def __init__(self, judge: WindowJudge, store: Store, schedule: ScheduleSettings, *,
                  query_end_cutoff: timedelta, checkpoints: dict[str, datetime],
-                 clock: Callable[[], datetime]) -> None:
+                 settled: dict[str, datetime], clock: Callable[[], datetime]) -> None:
         self.judge = judge
         self.store = store
         self.schedule = schedule
         self.query_end_cutoff = query_end_cutoff
         self.checkpoints = checkpoints
+        self.settled = settled  # each rule's final-pass position, for the settle lag metric
         self.clock = clock
         self._stopping = False
 
@@ -72,6 +81,7 @@ class RuleRunner:
     def forget(self, rule_id: str) -> None:
         """A removed rule leaves the lag metric."""
         self.checkpoints.pop(rule_id, None)
+        self.settled.pop(rule_id, None)
 
     async def run(self, rule: Rule, schedule: RuleSchedule,
                   current: Callable[[str], Rule | None] | None = None) -> RunSummary:
@@ -107,33 +117,74 @@ class RuleRunner:
         first = floor_second(now - self.schedule.initial_lookback)
         checkpoint = await asyncio.to_thread(self.store.start_checkpoint, rule.id, first)
         self.checkpoints[rule.id] = checkpoint
+        # Windows committed before settled verdicts existed count as final.
+        settled = await asyncio.to_thread(self.store.start_checkpoint, settle_key(rule.id), checkpoint)
+        settled = await self._settle(rule, schedule, settled, summary, now)
+        self.settled[rule.id] = settled
+        if summary.failed is not None:
+            return
         # Tempo hides its newest query_end_cutoff from search: a window never ends inside it.
         searchable = replace(schedule, delay=max(schedule.delay, self.query_end_cutoff))
         due = due_windows(checkpoint, now, searchable, self.schedule.max_catchup)
         if due.skipped is not None:
-            await self._skip(rule, due.skipped)
+            await self._skip(rule, due.skipped, settled == due.skipped[0])
+            settled = due.skipped[1] if settled == due.skipped[0] else settled
             summary.windows += 1
         for window in due.windows:
             latest = current(rule.id)
             if self._stopping or latest is None:
                 return
             rule = latest
-            committed = await self.judge.commit_window(rule, window)
+            # A window already settled, with nothing before it left to settle, is judged once.
+            final = settled == window[0] and window[1] <= now - schedule.settle
+            committed = await self.judge.commit_window(
+                rule, window, provisional=not final, settle_checkpoint=settle_key(rule.id) if final else None)
             record = committed.record
             if record.outcome == "failed":
                 summary.failed = record.error
                 return
+            if final:
+                settled = self.settled[rule.id] = record.end
             if current(rule.id) is not None:  # a rule removed meanwhile leaves the lag metric
                 self.checkpoints[rule.id] = record.end
             summary.windows += 1
             summary.violations += len(committed.new_violations)
             summary.incomplete += record.outcome == "incomplete"
 
-    async def _skip(self, rule: Rule, window: tuple[datetime, datetime]) -> None:
+    async def _settle(self, rule: Rule, schedule: RuleSchedule, settled: datetime, summary: RunSummary,
+                      now: datetime) -> datetime:
+        """Judge finally the provisional windows that are ``settle`` old; returns the new position."""
+        until = floor_second(now - schedule.settle)
+        pending: list[ProvisionalWindow] = await asyncio.to_thread(
+            self.store.provisional_windows, rule.id, settled, until)
+        for batch in settle_batches(pending, settled, until, schedule):
+            if self._stopping:
+                break
+            if batch[0].start != settled:  # a span never judged provisionally (a skipped backlog)
+                await self.judge.commit_skipped(rule, (settled, batch[0].start), "no provisional verdict",
+                                                settle_checkpoint=None, checkpoint=settle_key(rule.id))
+            committed = await self.judge.commit_final(rule, batch, settle_key(rule.id))
+            if committed.record.outcome == "failed":
+                summary.failed = committed.record.error
+                break
+            settled = committed.record.end
+            summary.settled += len(batch)
+            summary.violations += len(committed.new_violations)
+            amendment = committed.record.amendment
+            summary.retracted += len(amendment.retracted) if amendment else 0
+        return settled
+
+    async def _skip(self, rule: Rule, window: tuple[datetime, datetime], settled: bool) -> None:
         start, end = window
         limit = self.schedule.max_catchup
         log.warning("window.skipped", rule=rule.id, window_start=start.isoformat(),
                     window_end=end.isoformat(),
                     detail=f"backlog longer than max_catchup ({limit}); recorded as skipped")
-        await self.judge.commit_skipped(rule, window, f"the backlog exceeded max_catchup ({limit})")
+        await self.judge.commit_skipped(rule, window, f"the backlog exceeded max_catchup ({limit})",
+                                        settle_checkpoint=settle_key(rule.id) if settled else None)
         self.checkpoints[rule.id] = end
+
+
+def settle_key(rule_id: str) -> str:
+    """The checkpoint of the rule's final passes."""
+    return f"settle:{rule_id}"

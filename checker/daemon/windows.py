@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -34,6 +34,7 @@ class RuleSchedule:
     period: timedelta
     delay: timedelta
     cron: str | None = None
+    settle: timedelta = timedelta(0)  # the final pass: when a window is this old (0: only one pass)
 
     def trigger(self, jitter: timedelta) -> BaseTrigger:
         """APScheduler's trigger: the rule's cron expression (UTC), else its interval."""
@@ -55,11 +56,15 @@ class Due:
 
 
 def schedule_of(rule: Rule, defaults: ScheduleSettings) -> RuleSchedule:
-    """A rule's own ``every``/``cron``/``evaluation_delay``, else the config's schedule."""
+    """A rule's own ``every``/``cron``/``evaluation_delay``/``settle``, else the config's schedule.
+
+    A ``settle`` shorter than the delay is raised to it: a window is final no sooner than judged.
+    """
     delay = _duration(rule.evaluation_delay) or defaults.evaluation_delay
+    settle = max(delay, _duration(rule.settle) or defaults.settle)
     if rule.cron is not None:
-        return RuleSchedule(cron_period(rule.cron), delay, rule.cron)
-    return RuleSchedule(whole_seconds(_duration(rule.every) or defaults.every), delay)
+        return RuleSchedule(cron_period(rule.cron), delay, rule.cron, settle)
+    return RuleSchedule(whole_seconds(_duration(rule.every) or defaults.every), delay, settle=settle)
 
 
 def whole_seconds(period: timedelta) -> timedelta:
@@ -105,6 +110,41 @@ def due_windows(checkpoint: datetime, now: datetime, schedule: RuleSchedule,
         start = resume
         skipped = (checkpoint, start)
     return Due(skipped, split(start, end, schedule.period))
+
+
+class Judged(Protocol):
+    """A window judged provisionally (the store's ``ProvisionalWindow``)."""
+
+    @property
+    def start(self) -> datetime: ...  # noqa: D102
+
+    @property
+    def end(self) -> datetime: ...  # noqa: D102
+
+
+J = TypeVar("J", bound=Judged)
+
+
+def settle_batches(pending: list[J], settled: datetime, until: datetime,
+                   schedule: RuleSchedule) -> list[list[J]]:
+    """The provisional windows to judge finally now, in batches searched together.
+
+    A final pass searches a batch of consecutive windows at once, so settling costs a fraction
+    of the provisional passes' searches: a batch spans ``max(period, settle / 2)``. The newest
+    batch waits until it is whole, unless its first window has waited that long already.
+    """
+    span = max(schedule.period, schedule.settle / 2)
+    batches: list[list[J]] = []
+    for window in pending:
+        if window.end > until or window.start < settled:
+            continue
+        if batches and window.end - batches[-1][0].start <= span and window.start == batches[-1][-1].end:
+            batches[-1].append(window)
+        else:
+            batches.append([window])
+    if batches and until - batches[-1][0].start < span:  # more of it may settle soon
+        batches.pop()
+    return batches
 
 
 def split(start: datetime, end: datetime, period: timedelta) -> list[Window]:

@@ -44,6 +44,15 @@ class Violation:
     start_time_unix_nano: int = 0
     labels: dict[str, str] = field(default_factory=dict)
 
+    def retraction_reason(self) -> str:
+        """Why the violation no longer holds once its trace is whole: what it lacked arrived later.
+
+        Spans only ever join a trace, so a violation withdrawn by a later look lacked something.
+        """
+        if self.missing:
+            return f"{'; '.join(self.missing)} arrived later"
+        return "the finished trace no longer violates the rule (spans arrived later)"
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; lists, not tuples."""
         return asdict(self)

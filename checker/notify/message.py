@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from checker.engine import Violation
 
-Kind = Literal["violations", "resolved", "test"]
+Kind = Literal["violations", "resolved", "retracted", "test"]
 HEADER_LIMIT, SECTION_LIMIT, FIELD_LIMIT = 150, 3000, 2000
 SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:",
                  "medium": ":large_yellow_circle:", "low": ":large_blue_circle:", "info": ":white_circle:"}
@@ -49,9 +49,17 @@ class Payload:
 
     @classmethod
     def of(cls, kind: Kind, rule: dict[str, Any], window: tuple[datetime, datetime],
-           violations: Sequence[Violation], max_listed: int, *, backfill: bool) -> Payload:
-        """The payload for ``violations`` (none for a resolved message) found in ``window``."""
-        listed = [v.to_json() for v in violations[:max_listed]]
+           violations: Sequence[Violation], max_listed: int, *, backfill: bool,
+           status: str = "confirmed", reasons: Mapping[str, str] | None = None) -> Payload:
+        """The payload for ``violations`` (none for a resolved message) found in ``window``.
+
+        Each listed violation carries its ``status`` (provisional, confirmed or retracted) and,
+        when retracted, its ``retraction_reason``.
+        """
+        why = reasons or {}
+        listed = [{**v.to_json(), "status": status,
+                   **({"retraction_reason": why[v.trace_id]} if v.trace_id in why else {})}
+                  for v in violations[:max_listed]]
         return cls(kind, rule, window[0], window[1], listed, len(violations),
                    [v.trace_id for v in violations], backfill)
 
@@ -104,6 +112,8 @@ class Alert:
         if self.kind == "test":
             return f"BeTrace Checker test message for {name}"
         plural = "s" if self.total != 1 else ""
+        if self.kind == "retracted":
+            return f"Withdrawn: {name} — {self.total} violation{plural} no longer hold on the finished trace"
         since = " since the last alert" if self.since else ""
         return f"{self.rule['severity'].upper()}: {name} — {self.total} new violation{plural}{since}"
 

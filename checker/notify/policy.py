@@ -14,10 +14,12 @@ resolves nor changes the firing flag.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from checker.notify.message import Kind, Payload
 from checker.store import OutboxEntry, OutboxWrite
+
+Verdict = Literal["provisional", "final", "amendment"]
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -39,23 +41,48 @@ class WindowNotice:
     window: tuple[datetime, datetime]
     max_listed: int
 
+    # provisional: a pass that may be amended; final: a window judged once, when settled;
+    # amendment: the final pass over provisional windows.
+    verdict: Verdict = "final"
+    confirmed: tuple[Violation, ...] = ()  # an amendment: the provisional violations that hold
+    retracted: tuple[tuple[Violation, str], ...] = ()  # an amendment: those that do not, and why
+
     def entries(self, new: Sequence[Violation], firing: Mapping[str, bool], *,
                 outcome: str, backfill: bool) -> OutboxWrite:
         """The outbox rows for ``new`` (the violations not seen before) and the new firing state.
 
         ``firing`` is what the store holds for this rule, route by route (absent: not firing).
+        A route on ``verdicts: final`` hears nothing of a provisional pass and, at the final
+        pass, the violations that hold (confirmed and late); a route on provisional verdicts
+        hears each pass's new violations, and the retractions.
         """
         if outcome not in NOTIFYING:
             return OutboxWrite()
         rows: list[OutboxEntry] = []
         state: dict[str, bool] = {}
+        amending = self.verdict == "amendment"
+        status = "provisional" if self.verdict == "provisional" else "confirmed"
         for name, route in self.routes.items():
-            taken = [v for v in new if route.accepts(v.severity)]
+            hears_final = route.verdicts == "final"
+            if hears_final and self.verdict == "provisional":
+                continue
+            told = [*self.confirmed, *new] if hears_final else list(new)
+            withdrawn = [] if hears_final else [(v, why) for v, why in self.retracted
+                                                 if route.accepts(v.severity)]
+            if withdrawn:
+                payload = Payload.of("retracted", self.rule, self.window, [v for v, _ in withdrawn],
+                                     self.max_listed, backfill=backfill, status="retracted",
+                                     reasons={v.trace_id: why for v, why in withdrawn})
+                rows.append(OutboxEntry(name, payload.to_json()))
+            if amending and not hears_final and not told:
+                continue
+            taken = [v for v in told if route.accepts(v.severity)]
             resolves = outcome == "ok" and route.send_resolved and not backfill and firing.get(name, False)
             if not taken and not resolves:
                 continue
             kind: Kind = "violations" if taken else "resolved"
-            payload = Payload.of(kind, self.rule, self.window, taken, self.max_listed, backfill=backfill)
+            payload = Payload.of(kind, self.rule, self.window, taken, self.max_listed, backfill=backfill,
+                                 status=status)
             rows.append(OutboxEntry(name, payload.to_json()))
             if not backfill:
                 state[name] = kind == "violations"

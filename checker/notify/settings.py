@@ -30,6 +30,9 @@ class Route(Section):
 
     min_severity: Severity = "info"
     send_resolved: bool = False
+    # provisional: told at once, and told again when a late span withdraws a violation;
+    # final: told only what holds once the window has settled (never a retraction).
+    verdicts: Literal["provisional", "final"] = "provisional"
 
     def accepts(self, severity: str) -> bool:
         """Whether a violation of ``severity`` goes to this route."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 KNOWN_KEYS = frozenset({
     "id", "name", "description", "severity", "compliance_frameworks", "controls", "condition",
-    "every", "cron", "evaluation_delay", "enabled", "labels", "notify", "examples",
+    "every", "cron", "evaluation_delay", "settle", "enabled", "labels", "notify", "examples",
     "example_violation",
 })
 SPAN_KEYS = frozenset({"span", "service", "attributes", "status", "kind", "duration", "children"})
@@ -194,6 +194,7 @@ class FieldReader:
             "every": self.duration(fields, "every", rule_id),
             "cron": cron,
             "evaluation_delay": self.duration(fields, "evaluation_delay", rule_id),
+            "settle": self.duration(fields, "settle", rule_id),
             "labels": {str(k): str(v) for k, v in labels.items()},
             "notify": self.strings(fields, "notify", rule_id),
             "examples": self.examples(fields, rule_id),

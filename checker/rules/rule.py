@@ -55,6 +55,7 @@ class Rule:
     every: str | None = None
     cron: str | None = None
     evaluation_delay: str | None = None
+    settle: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     notify: tuple[str, ...] = ()
     examples: tuple[Example, ...] = ()

@@ -2,9 +2,19 @@
 
 from checker.store.errors import CheckpointMoved, StoreError
 from checker.store.outbox import OutboxEntry, OutboxPolicy, OutboxRow, OutboxWrite
-from checker.store.store import Committed, Outcome, RuleLock, Store, StoredViolation, WindowRecord
+from checker.store.store import (
+    Amendment,
+    Committed,
+    Outcome,
+    ProvisionalWindow,
+    RuleLock,
+    Store,
+    StoredViolation,
+    WindowRecord,
+)
 
 __all__ = [
+    "Amendment",
     "CheckpointMoved",
     "Committed",
     "OutboxEntry",
@@ -12,6 +22,7 @@ __all__ = [
     "OutboxRow",
     "OutboxWrite",
     "Outcome",
+    "ProvisionalWindow",
     "RuleLock",
     "Store",
     "StoreError",

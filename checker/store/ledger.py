@@ -32,10 +32,19 @@ FIELDS = ("id", "rule_id", "rule_version", "window_start", "window_end", "starte
 
 
 def canonical(row: Mapping[str, Any], traces: list[str]) -> bytes:
-    """The bytes that are hashed: one form whatever the database returned."""
+    """The bytes that are hashed: one form whatever the database returned.
+
+    The settled-verdict fields enter only when they differ from what every record before them
+    meant (a single, final pass without amendments), so older records keep their hashes while
+    a changed verdict or amendment still breaks the chain.
+    """
     record = {name: row[name].isoformat() if hasattr(row[name], "isoformat") else row[name]
               for name in FIELDS}
     record["traces"] = sorted(traces)
+    if row.get("verdict", "final") != "final":
+        record["verdict"] = row["verdict"]
+    if row.get("amendments") is not None:
+        record["amendments"] = row["amendments"]
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

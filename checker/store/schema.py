@@ -174,6 +174,14 @@ evaluations = Table(
     Column("error", ErrorText),
     Column("checker_version", StorableString(40), nullable=False),
     Column("backfill", Boolean, nullable=False, server_default=false()),
+    # provisional: judged while late spans may still arrive; final: judged when settled.
+    Column("verdict", StorableString(16), nullable=False, server_default="final"),
+    # A final pass's changes to the provisional verdicts: {"late": [...], "retracted": {...},
+    # "confirmed": [...]} by trace ID (a retraction with its reason).
+    Column("amendments", StorableJSON),
+    # A provisional pass's judged traces, for its final pass: trace ID -> the span IDs judged,
+    # or null for a trace judged unfinished. Cleared by the final pass.
+    Column("judged", StorableJSON),
     Column("prev_hash", StorableString(64)),  # the ledger (checker/store/ledger.py)
     Column("hash", StorableString(64)),
     Index("ix_evaluations_rule_window", "rule_id", "window_start"),
@@ -191,6 +199,9 @@ violations = Table(
     Column("found_at", UTCDateTime, nullable=False),
     Column("trace_start", UTCDateTime),
     Column("detail", StorableJSON, nullable=False),
+    Column("status", StorableString(16), nullable=False, server_default="confirmed"),
+    Column("retraction_reason", StorableText),
+    Column("amended_at", UTCDateTime),
     UniqueConstraint("rule_id", "trace_id", name="uq_violations_rule_trace"),
     Index("ix_violations_found_at", "found_at"),
     Index("ix_violations_evaluation_id", "evaluation_id"),

@@ -29,6 +29,8 @@ from checker.store.outbox import Outbox, OutboxPolicy, fill
 from checker.store.schema import checkpoints, evaluations, rules, upsert_insert, violations
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from sqlalchemy import Connection, Engine, Table
     from sqlalchemy.engine.interfaces import DBAPIConnection
     from sqlalchemy.pool import ConnectionPoolEntry
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 
 Outcome = Literal["ok", "violations", "incomplete", "skipped", "failed"]
 ADVANCING: frozenset[Outcome] = frozenset({"ok", "violations", "incomplete", "skipped"})
+Verdict = Literal["provisional", "final"]
+Status = Literal["provisional", "confirmed", "retracted"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,44 @@ class WindowRecord:
     violations: tuple[Violation, ...] = ()
     backfill: bool = False
     checkpoint: str | None = None  # the checkpoint it advances; the rule's own by default
+    verdict: Verdict = "final"
+    # The final pass's checkpoint, moved with the rule's own by a window judged final at once.
+    settle_checkpoint: str | None = None
+    judged: Mapping[str, frozenset[str] | None] | None = None  # a provisional pass's, for its final pass
+    amendment: Amendment | None = None  # a final pass over provisional windows
+    # Not stored as such: which candidates could not be judged, and (a final pass) which traces
+    # no span has joined since the provisional pass, so that their verdict stands.
+    unjudged: frozenset[str] = frozenset()
+    unchanged: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Amendment:
+    """What a final pass changes in its provisional windows' verdicts.
+
+    ``provisional`` are those windows' evaluations; ``confirmed`` and ``retracted`` (with the
+    reason) are their violations by trace ID. Violations found only now are the record's
+    ``violations`` that were not recorded before: the late ones.
+    """
+
+    provisional: tuple[int, ...]
+    confirmed: tuple[str, ...] = ()
+    retracted: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self, late: Sequence[str]) -> dict[str, Any]:
+        """What the ledger chains with the final pass's record."""
+        return {"provisional": list(self.provisional), "confirmed": sorted(self.confirmed),
+                "retracted": dict(sorted(self.retracted.items())), "late": sorted(late)}
+
+
+@dataclass(frozen=True)
+class ProvisionalWindow:
+    """A window judged provisionally and not yet finally, with what its final pass needs."""
+
+    evaluation_id: int
+    start: datetime
+    end: datetime
+    judged: dict[str, frozenset[str] | None]
 
 
 @dataclass(frozen=True)
@@ -75,6 +117,8 @@ class StoredViolation:
     evaluation_id: int
     # Notifications not delivered (yet): {"route", "state": "pending" | "dead", "error"}.
     notifications: tuple[dict[str, Any], ...] = ()
+    status: Status = "confirmed"
+    retraction_reason: str | None = None
 
 
 class RuleLock(Protocol):
@@ -254,21 +298,18 @@ class Store:
         with self.engine.begin() as connection:
             ledger.lock(connection)
             if record.outcome in ADVANCING:
-                moved = connection.execute(
-                    update(checkpoints)
-                    .where(checkpoints.c.rule_id == key, checkpoints.c.position == record.start)
-                    .values(position=record.end, updated_at=datetime.now(UTC)))
-                if moved.rowcount != 1:
-                    raise CheckpointMoved(
-                        f"rule {record.rule.id}: window {record.start.isoformat()} .. "
-                        f"{record.end.isoformat()} was already committed")
+                for moving in filter(None, (key, record.settle_checkpoint)):
+                    _advance(connection, moving, record)
             evaluation_id = connection.scalar(insert(evaluations).values(
                 rule_id=record.rule.id, rule_version=record.rule.version,
                 window_start=record.start, window_end=record.end, started_at=record.started_at,
                 duration_seconds=record.duration, outcome=record.outcome,
                 scope_size=record.scope_size, candidates=record.candidates,
                 violations=len(record.violations), new_violations=0, plan=record.plan, error=record.error,
-                checker_version=__version__, backfill=record.backfill,
+                checker_version=__version__, backfill=record.backfill, verdict=record.verdict,
+                judged=None if record.judged is None else {
+                    trace: None if spans is None else sorted(spans)
+                    for trace, spans in record.judged.items()},
             ).returning(evaluations.c.id))
             assert evaluation_id is not None  # noqa: S101  (RETURNING always yields the new id)
             found_at = datetime.now(UTC)
@@ -276,10 +317,15 @@ class Store:
                 "rule_id": v.rule_id, "trace_id": v.trace_id, "rule_version": record.rule.version,
                 "evaluation_id": evaluation_id, "severity": v.severity, "found_at": found_at,
                 "trace_start": _from_unix_nano(v.start_time_unix_nano), "detail": v.to_json(),
+                "status": "provisional" if record.verdict == "provisional" else "confirmed",
             }, ("rule_id", "trace_id"))]
-            if new:
+            changes: dict[str, Any] = {"new_violations": len(new)} if new else {}
+            if record.amendment is not None:
+                _amend(connection, record.rule.id, record.amendment, found_at)
+                changes["amendments"] = record.amendment.to_json([v.trace_id for v in new])
+            if changes:
                 connection.execute(update(evaluations).where(evaluations.c.id == evaluation_id)
-                                   .values(new_violations=len(new)))
+                                   .values(**changes))
             ledger.append(connection, evaluation_id)
             if notify is not None:
                 fill(connection, notify, rule_id=record.rule.id, evaluation_id=evaluation_id, new=new,
@@ -296,8 +342,8 @@ class Store:
 
     def violations(self, rule_id: str | None = None, since: datetime | None = None) -> list[StoredViolation]:
         """Recorded violations, oldest first."""
-        query = select(violations.c.detail, violations.c.found_at, violations.c.evaluation_id
-                       ).order_by(violations.c.id)
+        query = select(violations.c.detail, violations.c.found_at, violations.c.evaluation_id,
+                       violations.c.status, violations.c.retraction_reason).order_by(violations.c.id)
         if rule_id is not None:
             query = query.where(violations.c.rule_id == rule_id)
         if since is not None:
@@ -311,8 +357,55 @@ class Store:
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return [StoredViolation(Violation.from_json(row.detail), row.found_at, row.evaluation_id,
-                                tuple(undelivered.get((row.detail["rule_id"], row.detail["trace_id"]), ())))
+                                tuple(undelivered.get((row.detail["rule_id"], row.detail["trace_id"]), ())),
+                                row.status, row.retraction_reason)
                 for row in rows]
+
+    def provisional_windows(self, rule_id: str, since: datetime, until: datetime) -> list[ProvisionalWindow]:
+        """The rule's windows judged provisionally within [since, until], oldest first."""
+        query = (select(evaluations.c.id, evaluations.c.window_start, evaluations.c.window_end,
+                        evaluations.c.judged)
+                 .where(evaluations.c.rule_id == rule_id, evaluations.c.verdict == "provisional",
+                        evaluations.c.outcome.in_(ADVANCING), evaluations.c.window_start >= since,
+                        evaluations.c.window_end <= until)
+                 .order_by(evaluations.c.window_start))
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [ProvisionalWindow(row.id, row.window_start, row.window_end, {
+            trace: None if spans is None else frozenset(spans)
+            for trace, spans in (row.judged or {}).items()}) for row in rows]
+
+    def provisional_violations(self, rule_id: str, evaluation_ids: Sequence[int]) -> list[Violation]:
+        """The violations those provisional windows recorded and no final pass has settled."""
+        query = select(violations.c.detail).where(
+            violations.c.rule_id == rule_id, violations.c.evaluation_id.in_(evaluation_ids),
+            violations.c.status == "provisional").order_by(violations.c.id)
+        with self.engine.connect() as connection:
+            return [Violation.from_json(detail) for detail in connection.scalars(query)]
+
+
+def _advance(connection: Connection, key: str, record: WindowRecord) -> None:
+    """Compare-and-set: the checkpoint moves from the window's start to its end, or nothing is written."""
+    moved = connection.execute(
+        update(checkpoints)
+        .where(checkpoints.c.rule_id == key, checkpoints.c.position == record.start)
+        .values(position=record.end, updated_at=datetime.now(UTC)))
+    if moved.rowcount != 1:
+        raise CheckpointMoved(f"rule {record.rule.id}: window {record.start.isoformat()} .. "
+                              f"{record.end.isoformat()} was already committed ({key})")
+
+
+def _amend(connection: Connection, rule_id: str, amendment: Amendment, now: datetime) -> None:
+    """The provisional violations become confirmed or retracted; their windows' judged sets go."""
+    mine = (violations.c.rule_id == rule_id) & violations.c.evaluation_id.in_(amendment.provisional)
+    if amendment.confirmed:
+        connection.execute(update(violations).where(mine, violations.c.trace_id.in_(amendment.confirmed))
+                           .values(status="confirmed", amended_at=now))
+    for trace_id, reason in amendment.retracted.items():
+        connection.execute(update(violations).where(mine, violations.c.trace_id == trace_id)
+                           .values(status="retracted", retraction_reason=reason, amended_at=now))
+    connection.execute(update(evaluations).where(evaluations.c.id.in_(amendment.provisional))
+                       .values(judged=None))
 
 
 def _engine(url: str) -> Engine:

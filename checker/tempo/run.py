@@ -21,9 +21,10 @@ from checker.tempo.settings import TempoSettings
 from checker.traceql import QueryPlan, compile_rule
 from checker.traceql.plan import evaluate as evaluate_set
 from checker.traceql.plan import searches
+from checker.traceql.syntax import unseen_spans
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from checker.engine import Violation
     from checker.rules.rule import Rule
@@ -49,6 +50,29 @@ class RuleOutcome:
     violations: list[Violation] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Provisional:
+    """What a provisional pass judged, handed to the final pass over the same windows.
+
+    ``judged`` maps each trace it judged to the span IDs it saw, or to None when the trace
+    was unfinished (``is_unfinished``); ``violators`` are the traces it found violating.
+    """
+
+    judged: Mapping[str, frozenset[str] | None]
+    violators: frozenset[str]
+
+
+def is_unfinished(trace: Trace, idle_since_ns: int) -> bool:
+    """A trace that may still grow, so a later look may judge it otherwise.
+
+    Either a span's parent has not arrived, or a span ended after ``idle_since_ns`` (less than
+    ``schedule.trace_idle`` before it was judged).
+    """
+    ids = {span.span_id for span in trace.spans}
+    return any((span.parent_span_id is not None and span.parent_span_id not in ids)
+               or span.end_ns > idle_since_ns for span in trace.spans)
+
+
 @dataclass
 class WindowResult:
     """All rules over one window; ``missing`` are candidates Tempo no longer returns."""
@@ -59,6 +83,10 @@ class WindowResult:
     missing: list[str] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # why each of ``partial`` was not judged
+    # Each trace judged here: the span IDs seen, or None when it was unfinished.
+    judged: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    # A final pass: the traces whose provisional verdict stands (judged whole, nothing arrived since).
+    unchanged: frozenset[str] = frozenset()
 
     @property
     def violations(self) -> list[Violation]:
@@ -76,12 +104,18 @@ async def evaluate_window(
     rules: list[Rule], client: TempoClient, start: int, end: int,
     *, margin: int = DEFAULT_MARGIN, latest: int | None = None,
     on_fetched: Callable[[int, int], None] | None = None,
+    idle_since_ns: int | None = None, provisional: Provisional | None = None,
 ) -> WindowResult:
     """Run every rule over [start, end] (unix seconds) and confirm each candidate exactly.
 
     Anchor searches cover the window; the others cover ``margin`` seconds more on each side
     (up to ``latest``, the newest second Tempo shows), because Tempo matches each trace
     fragment on its own time range and a trace's other fragments may lie outside.
+
+    A final pass passes what its ``provisional`` pass judged: a candidate judged whole then is
+    fetched again only when one search says spans arrived since (``unseen_spans``); the
+    provisional violators that are no longer candidates are fetched to confirm the retraction.
+    ``idle_since_ns`` marks the traces judged now that may still grow (``is_unfinished``).
     """
     outcomes = [RuleOutcome(rule, compile_rule(rule.invariant)) for rule in rules if rule.enabled]
     wide = (max(0, start - margin), max(end, min(end + margin, latest or end + margin)))
@@ -98,15 +132,37 @@ async def evaluate_window(
         outcome.candidates = evaluate_set(outcome.plan.candidates, lookup)
         if set(searches(outcome.plan.scope)) <= set(outcome.plan.searches):
             outcome.scope_size = len(evaluate_set(outcome.plan.scope, lookup))
-    wanted = sorted(set().union(*(o.candidates for o in outcomes)))
+    candidates: set[str] = set().union(*(o.candidates for o in outcomes))
+    unchanged: frozenset[str] = frozenset()
+    if provisional is not None:
+        unchanged = await _unchanged(client, candidates, provisional, wide)
+        dropped = provisional.violators - candidates
+        for outcome in outcomes:
+            outcome.candidates = (outcome.candidates - unchanged) | dropped
+        candidates = (candidates - unchanged) | dropped
+    wanted = sorted(candidates)
     traces = await _fetch_all(client, wanted, on_fetched)
-    result = WindowResult(start, end, outcomes)
+    result = WindowResult(start, end, outcomes, unchanged=unchanged)
+    for trace_id, fetched in traces.items():
+        if fetched.trace is not None and not fetched.partial:
+            whole = idle_since_ns is None or not is_unfinished(fetched.trace, idle_since_ns)
+            result.judged[trace_id] = frozenset(s.span_id for s in fetched.trace.spans) if whole else None
     result.missing = [t for t in wanted if traces[t].trace is None and not traces[t].partial]
     result.partial = [t for t in wanted if traces[t].partial]
     result.reasons = {t: reason for t in result.partial if (reason := traces[t].partial)}
     for outcome in outcomes:
         _confirm(outcome, {t: f.trace for t, f in traces.items() if not f.partial})
     return result
+
+
+async def _unchanged(client: TempoClient, candidates: set[str], provisional: Provisional,
+                     wide: tuple[int, int]) -> frozenset[str]:
+    """The candidates judged whole by the provisional pass that no span has joined since."""
+    whole = {t: spans for t in candidates if (spans := provisional.judged.get(t)) is not None}
+    if not whole:
+        return frozenset()
+    grown = await client.search_all(unseen_spans(whole), *wide)
+    return frozenset(whole) - grown
 
 
 async def _fetch_all(client: TempoClient, ids: list[str],

@@ -150,3 +150,24 @@ def both(left: str, right: str) -> str:
 def name_equals(name: str) -> str:
     """``name = "X"``."""
     return compare("name", OPS["=="], string(name))
+
+
+def _id_forms(hex_id: str) -> list[str]:
+    """The ID as written and without leading zeros: Tempo prints trace and span IDs trimmed."""
+    trimmed = hex_id.lstrip("0") or "0"
+    return [hex_id] if trimmed == hex_id else [hex_id, trimmed]
+
+
+def unseen_spans(seen: dict[str, frozenset[str]]) -> str:
+    """Spans of these traces other than the ``seen`` ones: what arrived after they were judged.
+
+    Every part of a trace that reaches Tempo later brings spans not seen before, in a fragment
+    of its own or merged into an old one, so a trace this query does not return is unchanged.
+    """
+    parts = []
+    for trace_id, spans in sorted(seen.items()):
+        trace = any_of([compare("trace:id", "=", string(form)) for form in _id_forms(trace_id)])
+        others = [compare("span:id", "!=", string(form))
+                  for span in sorted(spans) for form in _id_forms(span)]
+        parts.append(all_of([trace, *others]))
+    return spanset([any_of(parts)])
