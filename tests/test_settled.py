@@ -119,7 +119,8 @@ class TestLateParts:
     def test_provisional_then_final(self, tmp_path: Path, receiver: Receiver) -> None:
         clock = Clock.at(T)
         at = T - 100  # inside the window [T-120, T-60)
-        with TempoDouble(now=lambda: clock.now.timestamp()) as tempo:
+        # A lambda: the clock's ``now`` is replaced as it advances.
+        with TempoDouble(now=lambda: clock.now.timestamp()) as tempo:  # noqa: PLW0108
             settings = config(tmp_path, tempo, receiver)
             # 1: pii.access now, its audit.log in a late part: retracted.
             push(tempo, span(1, 1, "GET /patients", at), span(1, 2, "pii.access", at + 1, parent=1))
