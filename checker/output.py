@@ -12,7 +12,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from checker.engine import Violation
     from checker.errors import RuleError
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from checker.errors import visible
 from checker.rules.rule import SEVERITY_RANK
+from checker.tempo.settle import PROVISIONAL
 
 # Spreadsheets run a cell starting with these as a formula (OWASP "CSV injection").
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -37,11 +38,16 @@ def safe_csv_row(row: dict[str, Any]) -> dict[str, Any]:
     return {key: csv_cell(value) for key, value in row.items()}
 
 
-def write_json_lines(violations: Iterable[Violation], out: TextIO) -> int:
-    """One JSON object per line; returns how many were written."""
+def write_json_lines(violations: Iterable[Violation], out: TextIO,
+                     status: Callable[[Violation], str]) -> int:
+    """One JSON object per line, each with its ``status`` (``scan``: provisional or final).
+
+    Returns how many were written.
+    """
     count = 0
     for violation in violations:
-        out.write(json.dumps(violation.to_json(), ensure_ascii=False) + "\n")
+        row = {**violation.to_json(), "status": status(violation)}
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
     return count
 
@@ -79,8 +85,12 @@ def listing_order(violation: Violation) -> tuple[int, str, str]:
     return SEVERITY_RANK.get(violation.severity, 9), violation.rule_id, violation.trace_id
 
 
-def write_table(violations: list[Violation], out: TextIO) -> None:
-    """A readable table, most severe first, the reason wrapped to the terminal width."""
+def write_table(violations: list[Violation], out: TextIO,
+                status: Callable[[Violation], str] | None = None) -> None:
+    """A readable table, most severe first, the reason wrapped to the terminal width.
+
+    A reason starts with ``[provisional]`` where ``status`` says so: late spans may still change it.
+    """
     if not violations:
         return
     rows = sorted(violations, key=listing_order)
@@ -90,7 +100,8 @@ def write_table(violations: list[Violation], out: TextIO) -> None:
     width = max(60, shutil.get_terminal_size((160, 24)).columns)
     indent = len(head) - len("REASON")
     for v in rows:
-        lines = textwrap.wrap(visible(v.reason), max(30, width - indent)) or [""]
+        marked = f"[{PROVISIONAL}] {v.reason}" if status and status(v) == PROVISIONAL else v.reason
+        lines = textwrap.wrap(visible(marked), max(30, width - indent)) or [""]
         out.write(f"{v.severity:<9} {v.rule_id:<{rule_width}} {v.trace_id:<32}  {lines[0]}\n")
         out.writelines(" " * indent + more + "\n" for more in lines[1:])
 
