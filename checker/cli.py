@@ -309,9 +309,9 @@ def _settle_note(settle: Settle, asked: tuple[int, int], found: list[Violation],
             f"({round(100 * young / (end - start))} %) is younger than --settle {settle.text}"
             if young else f"the window is older than --settle {settle.text}")
     if settled_only:
-        left_out = [*(["that part was not evaluated"] if young else []), *(
-            [f"{provisional} violations in traces with spans newer than that were left out"]
-            if provisional else [])]
+        left_out = ["that part was not evaluated"] if young else []
+        if provisional:
+            left_out.append(f"{provisional} violations in traces with spans newer than that were left out")
         return f"note: {head}; --settled-only: {', and '.join(left_out)}"
     return (f"note: {head}: {provisional} of {len(found)} violations are provisional "
             "(late spans may still change them)")

@@ -23,6 +23,7 @@ from checker.rules.load import load_paths, load_text
 from checker.tempo.client import TempoClient
 from checker.tempo.run import evaluate_window
 from checker.tempo.settings import TempoSettings
+from checker.traces.model import Span, Trace
 from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:
@@ -486,6 +487,11 @@ class TestSettle:
         code = self._scan(double, simple_rules, "--settle=-1m")
         assert 2 == code
         assert "'-1m' is not a duration" in capsys.readouterr().err
+
+    def test_a_trace_ends_with_its_newest_span_an_unended_span_by_its_start(self) -> None:
+        spans = [Span("t", "1", "a", start_ns=10, end_ns=40), Span("t", "2", "b", start_ns=20, end_ns=30),
+                 Span("t", "3", "c", start_ns=50)]
+        assert (40, 50) == (Trace("t", spans[:2]).end_ns, Trace("t", spans).end_ns)
 
     def test_files_do_not_grow(self, simple_rules: Path, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
