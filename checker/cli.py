@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ from checker.rules.printer import violation_summary
 from checker.store import Store, StoreError, ledger
 from checker.tempo.run import scan_window
 from checker.tempo.settings import TempoSettings
+from checker.tempo.settle import DEFAULT_SETTLE, FINAL, PROVISIONAL, Settle
 from checker.timeparse import duration_seconds, parse_time, window
 from checker.traceql import compile_rule
 from checker.traces import read_traces
@@ -144,6 +146,18 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_FOUND if failed else EXIT_OK
 
 
+@dataclass
+class Judged:
+    """A scan's violations so far, and from when on Tempo may still add spans (never for files)."""
+
+    violations: list[Violation] = field(default_factory=list)
+    settle: Settle | None = None
+
+    def status(self, violation: Violation) -> str:
+        """``final`` for files, which do not grow; from ``--settle`` for Tempo."""
+        return self.settle.status(violation) if self.settle else FINAL
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """Evaluate every rule on traces from files on disk, or from Tempo over a window."""
     if args.tempo and args.traces:
@@ -152,24 +166,24 @@ def cmd_scan(args: argparse.Namespace) -> int:
     ruleset = _load([args.rules])
     if ruleset.errors:
         return EXIT_INVALID
-    judged: list[Violation] = []
+    judged = Judged()
     try:
         (_scan_tempo if args.tempo else _scan_files)(args, ruleset.rules, judged)
     finally:
         # Also when the source fails part-way (exit 3): what was judged is never lost.
         if args.format == "json":
-            write_json_lines(sorted(judged, key=listing_order), sys.stdout)
+            write_json_lines(sorted(judged.violations, key=listing_order), sys.stdout, judged.status)
         else:
-            write_table(judged, sys.stdout)
-    return EXIT_FOUND if judged and not args.exit_zero else EXIT_OK
+            write_table(judged.violations, sys.stdout, judged.status if args.tempo else None)
+    return EXIT_FOUND if judged.violations and not args.exit_zero else EXIT_OK
 
 
-def _scan_files(args: argparse.Namespace, rules: list[Rule], judged: list[Violation]) -> None:
+def _scan_files(args: argparse.Namespace, rules: list[Rule], judged: Judged) -> None:
     sources = args.traces or [demo_traces()]
     if not args.traces:
         print(f"no --traces given: scanning the bundled demo traces ({sources[0]})", file=sys.stderr)
     scanner = Scanner(rules)
-    judged.extend(scanner.scan(read_traces(sources)))  # keeps what came before an error
+    judged.violations.extend(scanner.scan(read_traces(sources)))  # keeps what came before an error
     stats = scanner.stats
     print(f"scanned {stats.traces} traces with {len(scanner.rules)} rules: "
           f"{stats.in_scope} in scope, {stats.violations} violations", file=sys.stderr)
@@ -243,11 +257,15 @@ def _default_text(name: str) -> str:
     return str(value)
 
 
-def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: list[Violation]) -> None:
+def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: Judged) -> None:
     settings = tempo_settings(args, os.environ)
     now, cutoff = time.time(), settings.query_end_cutoff.total_seconds()
     shown_cutoff = args.query_end_cutoff or _shown(settings.query_end_cutoff)
     start, end, clamped = window(now, cutoff, since=args.since, start=args.start, end=args.end)
+    settle = judged.settle = Settle.parse(args.settle, now)
+    asked = end
+    if args.settled_only:
+        end = settle.settled_end(start, end)
     if clamped:
         print(f"note: Tempo hides the newest {shown_cutoff} (query_end_cutoff): "
               f"evaluating up to {end}", file=sys.stderr)
@@ -261,7 +279,12 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: list[Violat
     print(f"evaluated {len(result.outcomes)} rules over {start}..{end} on {mask_url(args.tempo)}: "
           f"{stats.searches} searches, {stats.fetches} traces fetched, "
           f"{len(result.violations)} violations", file=sys.stderr)
-    judged.extend(result.violations)
+    found = result.violations
+    kept = [v for v in found if not args.settled_only or settle.status(v) == FINAL]
+    note = _settle_note(settle, (start, asked), found, settled_only=args.settled_only)
+    if note:
+        print(note, file=sys.stderr)
+    judged.violations.extend(kept)
     unjudged = result.unjudged
     if unjudged:
         raise TraceSourceError(f"{len(unjudged)} candidate traces could not be judged: "
@@ -269,6 +292,29 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: list[Violat
                                hint="a trace may have left retention or exceed Tempo's "
                                "max_bytes_per_trace or --max-trace-bytes; scan again or raise "
                                "that limit")
+
+
+def _settle_note(settle: Settle, asked: tuple[int, int], found: list[Violation], *,
+                 settled_only: bool) -> str | None:
+    """How much of the window, and of what it found, late spans may still change (or what was left out).
+
+    None when all of it is settled: then there is nothing to say.
+    """
+    start, end = asked
+    young = settle.young(start, end)
+    provisional = sum(settle.status(v) == PROVISIONAL for v in found)
+    if not young and not provisional:
+        return None
+    head = (f"the newest {_shown(timedelta(seconds=young))} of the window "
+            f"({round(100 * young / (end - start))} %) is younger than --settle {settle.text}"
+            if young else f"the window is older than --settle {settle.text}")
+    if settled_only:
+        left_out = ["that part was not evaluated"] if young else []
+        if provisional:
+            left_out.append(f"{provisional} violations in traces with spans newer than that were left out")
+        return f"note: {head}; --settled-only: {', and '.join(left_out)}"
+    return (f"note: {head}: {provisional} of {len(found)} violations are provisional "
+            "(late spans may still change them)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -414,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --tempo: the window ending now (less the cutoff), e.g. 15m")
     scan.add_argument("--start", metavar="T", help="with --tempo: window start, RFC 3339 or unix seconds")
     scan.add_argument("--end", metavar="T", help="with --tempo: window end, RFC 3339 or unix seconds")
+    scan.add_argument("--settle", default=DEFAULT_SETTLE, metavar="DURATION",
+                      help="with --tempo: a violation in a trace with spans newer than this is "
+                      f"provisional, as late spans may still change it (default {DEFAULT_SETTLE})")
+    scan.add_argument("--settled-only", action="store_true",
+                      help="with --tempo: evaluate only the part of the window older than --settle "
+                      "and leave out provisional violations")
     scan.add_argument("--search-limit", type=int, metavar="N",
                       help=f"traces per Tempo search request (default {_default_text('search_limit')}); "
                       "never changes results")

@@ -37,11 +37,16 @@ def safe_csv_row(row: dict[str, Any]) -> dict[str, Any]:
     return {key: csv_cell(value) for key, value in row.items()}
 
 
-def write_json_lines(violations: Iterable[Violation], out: TextIO) -> int:
-    """One JSON object per line; returns how many were written."""
+def write_json_lines(violations: Iterable[Violation], out: TextIO,
+                     status: Callable[[Violation], str]) -> int:
+    """One JSON object per line, each with its ``status`` (``scan``: provisional or final).
+
+    Returns how many were written.
+    """
     count = 0
     for violation in violations:
-        out.write(json.dumps(violation.to_json(), ensure_ascii=False) + "\n")
+        row = {**violation.to_json(), "status": status(violation)}
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
     return count
 

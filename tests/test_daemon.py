@@ -131,7 +131,7 @@ class TestRunOnce:
         assert expected_pairs(moved, tmp_path) == {(r["rule_id"], r["trace_id"]) for r in rows}
         scan_fields = {"rule_id", "rule_name", "severity", "trace_id", "reason", "frameworks", "controls",
                        "trigger_spans", "missing", "forbidden", "root_service", "root_name",
-                       "start_time_unix_nano", "labels"}
+                       "start_time_unix_nano", "end_time_unix_nano", "labels"}
         stored_fields = scan_fields | {"status", "found_at", "evaluation_id", "notifications"}
         assert all(stored_fields == set(r) for r in rows)
 

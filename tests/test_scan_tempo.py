@@ -23,6 +23,7 @@ from checker.rules.load import load_paths, load_text
 from checker.tempo.client import TempoClient
 from checker.tempo.run import evaluate_window
 from checker.tempo.settings import TempoSettings
+from checker.traces.model import Span, Trace
 from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ class TestStarterRules:
         local = capsys.readouterr().out
         assert remote.count("\n") > 3
         assert local == remote
+        # The dataset is days old: nothing of it can still grow.
+        assert {"final"} == {json.loads(line)["status"] for line in remote.splitlines()}
 
     def test_fetches_only_candidates(self, tempo: TempoDouble, capsys: pytest.CaptureFixture[str]) -> None:
         main(scan(tempo.url))
@@ -388,3 +391,113 @@ class TestReviewFindings:
         with TempoDouble() as double:
             main(scan(double.url, rules=simple_rules))
         assert "below Tempo's default 30s" in capsys.readouterr().err
+
+
+class TestSettle:
+    """Verdicts on traces Tempo may still be receiving are provisional (late spans), others final."""
+
+    NOW = int(time.time())
+    OLD, RECENT = "0" * 31 + "1", "0" * 31 + "2"
+
+    @pytest.fixture
+    def double(self) -> Iterator[TempoDouble]:
+        with TempoDouble() as tempo:
+            tempo.push(otlp(self.OLD, "pii.access", start_s=self.NOW - 3600))
+            tempo.push(otlp(self.RECENT, "pii.access", start_s=self.NOW - 120))
+            yield tempo
+
+    def _scan(self, double: TempoDouble, rules: Path, *extra: str,
+              window: tuple[str, ...] = ("--since", "2h")) -> int:
+        return main(["scan", "--rules", str(rules), "--tempo", double.url, *window,
+                     "--query-end-cutoff", "0s", "--format", "json", *extra])
+
+    @staticmethod
+    def statuses(text: str) -> dict[str, str]:
+        return {v["trace_id"]: v["status"] for v in map(json.loads, text.splitlines())}
+
+    def test_old_trace_is_final_recent_one_provisional(
+            self, double: TempoDouble, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code = self._scan(double, simple_rules)
+        out = capsys.readouterr()
+        assert {self.OLD: "final", self.RECENT: "provisional"} == self.statuses(out.out)
+        assert 1 == code
+        assert ("note: the newest 10m of the window (8 %) is younger than --settle 10m: "
+                "1 of 2 violations are provisional (late spans may still change them)") in out.err
+
+    def test_a_long_trace_is_provisional_while_it_may_grow(
+            self, double: TempoDouble, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        # Started an hour ago, in the settled part, but a span arrived a minute ago: more may come.
+        double.push(otlp(self.OLD, "db.query", start_s=self.NOW - 60, first_span=2))
+        self._scan(double, simple_rules,
+                   window=("--start", str(self.NOW - 7200), "--end", str(self.NOW - 1800)))
+        out = capsys.readouterr()
+        assert {self.OLD: "provisional"} == self.statuses(out.out)
+        assert ("note: the window is older than --settle 10m: 1 of 1 violations are provisional"
+                in out.err)
+
+    def test_settle_zero_makes_every_verdict_final(
+            self, double: TempoDouble, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self._scan(double, simple_rules, "--settle", "0s")
+        out = capsys.readouterr()
+        assert {self.OLD: "final", self.RECENT: "final"} == self.statuses(out.out)
+        assert "--settle" not in out.err
+
+    def test_settled_only_leaves_the_provisional_part_out(
+            self, double: TempoDouble, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code = self._scan(double, simple_rules, "--settled-only")
+        out = capsys.readouterr()
+        assert {self.OLD: "final"} == self.statuses(out.out)
+        assert 1 == code
+        assert ("note: the newest 10m of the window (8 %) is younger than --settle 10m; "
+                "--settled-only: that part was not evaluated\n") in out.err
+        searched = [r for r in double.requests if r.path == "/api/search"]
+        window_start = max(int(r.params["start"]) for r in searched)  # the others look wider
+        anchors = [r for r in searched if int(r.params["start"]) == window_start]
+        assert anchors
+        assert all(int(r.params["end"]) <= time.time() - 600 for r in anchors)
+
+    def test_settled_only_leaves_out_a_trace_still_growing(
+            self, double: TempoDouble, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        double.push(otlp(self.OLD, "db.query", start_s=self.NOW - 60, first_span=2))
+        code = self._scan(double, simple_rules, "--settled-only", "--settle", "30m")
+        out = capsys.readouterr()
+        assert "" == out.out
+        assert 0 == code
+        assert ("--settled-only: that part was not evaluated, and 1 violations in traces with spans "
+                "newer than that were left out") in out.err
+
+    def test_text_marks_provisional_violations(
+            self, double: TempoDouble, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self._scan(double, simple_rules, "--format", "text")
+        rows = capsys.readouterr().out.splitlines()[1:]
+        assert [row.startswith("provisional ") for row in rows] == [self.RECENT in row for row in rows]
+        assert any(self.RECENT in row for row in rows)
+
+    def test_settled_only_without_a_settled_part_is_a_usage_error(
+            self, double: TempoDouble, simple_rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code = self._scan(double, simple_rules, "--settled-only", window=("--since", "5m"))
+        err = capsys.readouterr().err
+        assert 2 == code
+        assert "--settled-only: the whole window is younger than --settle 10m" in err
+        assert "hint: give an earlier --start" in err
+        assert [] == double.requests
+
+    def test_bad_settle_is_a_usage_error(self, double: TempoDouble, simple_rules: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+        code = self._scan(double, simple_rules, "--settle=-1m")
+        assert 2 == code
+        assert "'-1m' is not a duration" in capsys.readouterr().err
+
+    def test_a_trace_ends_with_its_newest_span_an_unended_span_by_its_start(self) -> None:
+        spans = [Span("t", "1", "a", start_ns=10, end_ns=40), Span("t", "2", "b", start_ns=20, end_ns=30),
+                 Span("t", "3", "c", start_ns=50)]
+        assert (40, 50) == (Trace("t", spans[:2]).end_ns, Trace("t", spans).end_ns)
+
+    def test_files_do_not_grow(self, simple_rules: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+        traces = tmp_path / "recent.json"
+        traces.write_text(json.dumps(otlp(self.RECENT, "pii.access", start_s=int(time.time()))))
+        main(["scan", "--rules", str(simple_rules), "--traces", str(traces), "--format", "json"])
+        out = capsys.readouterr()
+        assert {self.RECENT: "final"} == self.statuses(out.out)
+        assert "--settle" not in out.err

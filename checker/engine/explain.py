@@ -75,7 +75,8 @@ class Explainer:
             frameworks=rule.frameworks, controls=rule.controls, trigger_spans=_refs(triggers),
             missing=missing, forbidden=forbidden,
             root_service=root.service if root else None, root_name=root.name if root else None,
-            start_time_unix_nano=trace.start_ns, labels=rule.labels,
+            start_time_unix_nano=trace.start_ns, end_time_unix_nano=trace.end_ns,
+            labels=rule.labels,
         )
 
 

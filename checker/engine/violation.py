@@ -42,6 +42,7 @@ class Violation:
     root_service: str | None = None
     root_name: str | None = None
     start_time_unix_nano: int = 0
+    end_time_unix_nano: int = 0  # the trace's newest span end: whether late spans may still come
     labels: dict[str, str] = field(default_factory=dict)
 
     def retraction_reason(self) -> str:

@@ -77,3 +77,11 @@ class Trace:
     def start_ns(self) -> int:
         """Earliest span start, 0 when unknown."""
         return min((s.start_ns for s in self.spans), default=0)
+
+    @property
+    def end_ns(self) -> int:
+        """Latest span end (a span without an end counts by its start), 0 when unknown.
+
+        Tells whether the trace may still be growing in Tempo (``scan --settle``).
+        """
+        return max((max(s.start_ns, s.end_ns) for s in self.spans), default=0)
