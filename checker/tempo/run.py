@@ -50,6 +50,10 @@ class RuleOutcome:
     violations: list[Violation] = field(default_factory=list)
 
 
+# The most spans of one trace the final pass's "anything new?" search lists (about 2 KiB of query).
+MAX_SEEN_SPANS = 60
+
+
 @dataclass(frozen=True)
 class Provisional:
     """What a provisional pass judged, handed to the final pass over the same windows.
@@ -157,8 +161,13 @@ async def evaluate_window(
 
 async def _unchanged(client: TempoClient, candidates: set[str], provisional: Provisional,
                      wide: tuple[int, int]) -> frozenset[str]:
-    """The candidates judged whole by the provisional pass that no span has joined since."""
-    whole = {t: spans for t in candidates if (spans := provisional.judged.get(t)) is not None}
+    """The candidates judged whole by the provisional pass that no span has joined since.
+
+    A trace of more than ``MAX_SEEN_SPANS`` spans is not asked about (its part of the query would
+    not fit in a request): it is fetched again instead.
+    """
+    whole = {t: spans for t in candidates
+             if (spans := provisional.judged.get(t)) is not None and len(spans) <= MAX_SEEN_SPANS}
     if not whole:
         return frozenset()
     grown = await client.search_all(unseen_spans(whole), *wide)
