@@ -51,6 +51,7 @@ from checker.output import (
 )
 from checker.redact import KNOWN, mask_url
 from checker.rules import RuleSet, load_paths
+from checker.rules.durations import duration_text
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violation_summary
 from checker.store import Store, StoreError, ledger
@@ -237,21 +238,11 @@ def _default(name: str) -> Any:
     return TempoSettings.model_fields[name].default
 
 
-def _shown(value: timedelta) -> str:
-    """``30s``, ``10m``, ``1h30m``: a duration as a user writes it."""
-    seconds = value.total_seconds()
-    if seconds != int(seconds) or not seconds:
-        return f"{seconds:g}s"
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
-
-
 def _default_text(name: str) -> str:
     """A default as the help text quotes it: ``30s``, ``64MiB``, ``1000``."""
     value = _default(name)
     if isinstance(value, timedelta):
-        return _shown(value)
+        return duration_text(value)
     if isinstance(value, ByteSize):
         return value.human_readable(separator="").replace(".0", "")
     return str(value)
@@ -260,7 +251,7 @@ def _default_text(name: str) -> str:
 def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: Judged) -> None:
     settings = tempo_settings(args, os.environ)
     now, cutoff = time.time(), settings.query_end_cutoff.total_seconds()
-    shown_cutoff = args.query_end_cutoff or _shown(settings.query_end_cutoff)
+    shown_cutoff = args.query_end_cutoff or duration_text(settings.query_end_cutoff)
     start, end, clamped = window(now, cutoff, since=args.since, start=args.start, end=args.end)
     settle = judged.settle = Settle.parse(args.settle, now)
     asked = end
@@ -271,7 +262,7 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: Judged) -> 
               f"evaluating up to {end}", file=sys.stderr)
     if settings.query_end_cutoff < _default("query_end_cutoff"):
         print(f"note: --query-end-cutoff {shown_cutoff} is below Tempo's default "
-              f"{_shown(_default('query_end_cutoff'))}; "
+              f"{duration_text(_default('query_end_cutoff'))}; "
               "Tempo must be configured with it, or it silently moves recent windows",
               file=sys.stderr)
     result, stats = scan_window(rules, settings, start, end,
@@ -305,7 +296,7 @@ def _settle_note(settle: Settle, asked: tuple[int, int], found: list[Violation],
     provisional = sum(settle.status(v) == PROVISIONAL for v in found)
     if not young and not provisional:
         return None
-    head = (f"the newest {_shown(timedelta(seconds=young))} of the window "
+    head = (f"the newest {duration_text(timedelta(seconds=young))} of the window "
             f"({round(100 * young / (end - start))} %) is younger than --settle {settle.text}"
             if young else f"the window is older than --settle {settle.text}")
     if settled_only:

@@ -24,6 +24,7 @@ from checker.config_types import Duration, Section
 from checker.errors import ConfigError, SourceLocation, UsageError
 from checker.notify.settings import ROUTE_TYPES, AnyRoute, DeliverySettings
 from checker.redact import KNOWN, mask_url, url_secrets
+from checker.rules.durations import duration_text
 from checker.tempo.settings import TempoSettings
 
 DEFAULT_CONFIG = Path("betrace.yaml")
@@ -56,8 +57,9 @@ class ScheduleSettings(Section):
     @model_validator(mode="after")
     def _settle_after_delay(self) -> ScheduleSettings:
         if self.settle < self.evaluation_delay:
-            raise ValueError(f"settle ({self.settle}) must be at least evaluation_delay "
-                             f"({self.evaluation_delay}): the final verdict comes after the provisional one")
+            raise ValueError(f"settle ({duration_text(self.settle)}) must be at least evaluation_delay "
+                             f"({duration_text(self.evaluation_delay)}): the final verdict comes after "
+                             "the provisional one")
         return self
 
 

@@ -151,6 +151,11 @@ class TestDurations:
         err = config_error(write(tmp_path / "c.yaml", "schedule:\n  every: 500ms\n"))
         assert "must be at least 1s" in problem_about(err, "schedule.every")
 
+    def test_settle_before_the_evaluation_delay(self, tmp_path: Path) -> None:
+        err = config_error(write(tmp_path / "c.yaml", "schedule:\n  settle: 1m\n  evaluation_delay: 2m\n"))
+        assert "settle (1m) must be at least evaluation_delay (2m)" in problem_about(err, "schedule")
+        assert load_settings(write(tmp_path / "d.yaml", "schedule:\n  settle: 2m\n  evaluation_delay: 2m\n"))
+
 
 class TestEnvironment:
     def test_environment_overrides_the_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

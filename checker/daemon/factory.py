@@ -115,6 +115,8 @@ def once_exit_code(summaries: list[RunSummary]) -> int:
     """As ``scan``: 3 when a window failed or stayed incomplete, else 1 when violations were found."""
     for summary in summaries:
         print(f"{summary.rule_id}: {summary.windows} windows, {summary.violations} new violations"
+              + (f", {summary.settled} windows settled ({summary.retracted} retracted)"
+                 if summary.settled else "")
               + (f", {summary.incomplete} incomplete" if summary.incomplete else "")
               + (f", failed: {summary.failed}" if summary.failed else "")
               + (", busy (another worker holds it)" if summary.busy else ""), file=sys.stderr)

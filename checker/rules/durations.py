@@ -49,3 +49,13 @@ def parse_timedelta(text: str) -> timedelta | None:
     """
     nanos = parse_ns(text)
     return None if nanos is None else timedelta(microseconds=nanos / 1000)
+
+
+def duration_text(value: timedelta) -> str:
+    """``30s``, ``10m``, ``1h30m``: a duration as a user writes it, for messages."""
+    seconds = value.total_seconds()
+    if seconds != int(seconds) or not seconds:
+        return f"{seconds:g}s"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
