@@ -241,6 +241,29 @@ def _count_test(node: m.CountCheck) -> TraceTest:
     return lambda t: compare(len(t.by_name.get(left, ())), right)
 
 
+def span_names(inv: m.Invariant) -> frozenset[str]:
+    """Every span name the invariant looks at: a trace's other spans cannot change its verdict.
+
+    Every check reaches spans through ``Trace.by_name``, so spans with other names are never read.
+    """
+    names: set[str] = set()
+    pending: list[m.Condition] = [c for c in (inv.when, inv.always, inv.never) if c is not None]
+    while pending:
+        node = pending.pop()
+        match node:
+            case m.And() | m.Or():
+                pending.extend(node.items)
+            case m.Not():
+                pending.append(node.item)
+            case m.SpanCheck():
+                names.add(node.name)
+            case m.CountCheck():
+                names.add(node.left.name)
+                if isinstance(node.right, m.SpanCount):
+                    names.add(node.right.name)
+    return frozenset(names)
+
+
 def positive_atoms(node: m.Condition | None) -> Iterator[m.Check]:
     """Checks that occur under an even number of ``not``s: the ones that can make it true."""
     match node:

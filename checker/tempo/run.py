@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from checker.engine import Scanner
+from checker.engine.compiled import span_names
 from checker.tempo.client import TempoClient, gather_strict
 from checker.tempo.settings import TempoSettings
 from checker.traceql import QueryPlan, compile_rule
@@ -58,8 +59,9 @@ MAX_SEEN_SPANS = 60
 class Provisional:
     """What a provisional pass judged, handed to the final pass over the same windows.
 
-    ``judged`` maps each trace it judged to the span IDs it saw, or to None when the trace
-    was unfinished (``is_unfinished``); ``violators`` are the traces it found violating.
+    ``judged`` maps each trace it judged to the IDs of the spans it saw whose names the rules
+    look at (``span_names``: no other span can change a verdict), or to None when the trace was
+    unfinished (``is_unfinished``); ``violators`` are the traces it found violating.
     """
 
     judged: Mapping[str, frozenset[str] | None]
@@ -137,9 +139,10 @@ async def evaluate_window(
         if set(searches(outcome.plan.scope)) <= set(outcome.plan.searches):
             outcome.scope_size = len(evaluate_set(outcome.plan.scope, lookup))
     candidates: set[str] = set().union(*(o.candidates for o in outcomes))
+    names = frozenset().union(*(span_names(o.rule.invariant) for o in outcomes))
     unchanged: frozenset[str] = frozenset()
     if provisional is not None:
-        unchanged = await _unchanged(client, candidates, provisional, wide)
+        unchanged = await _unchanged(client, candidates, provisional, names, wide)
         dropped = provisional.violators - candidates
         for outcome in outcomes:
             outcome.candidates = (outcome.candidates - unchanged) | dropped
@@ -150,7 +153,8 @@ async def evaluate_window(
     for trace_id, fetched in traces.items():
         if fetched.trace is not None and not fetched.partial:
             whole = idle_since_ns is None or not is_unfinished(fetched.trace, idle_since_ns)
-            result.judged[trace_id] = frozenset(s.span_id for s in fetched.trace.spans) if whole else None
+            result.judged[trace_id] = frozenset(
+                s.span_id for s in fetched.trace.spans if s.name in names) if whole else None
     result.missing = [t for t in wanted if traces[t].trace is None and not traces[t].partial]
     result.partial = [t for t in wanted if traces[t].partial]
     result.reasons = {t: reason for t in result.partial if (reason := traces[t].partial)}
@@ -160,17 +164,17 @@ async def evaluate_window(
 
 
 async def _unchanged(client: TempoClient, candidates: set[str], provisional: Provisional,
-                     wide: tuple[int, int]) -> frozenset[str]:
+                     names: frozenset[str], wide: tuple[int, int]) -> frozenset[str]:
     """The candidates judged whole by the provisional pass that no span has joined since.
 
-    A trace of more than ``MAX_SEEN_SPANS`` spans is not asked about (its part of the query would
-    not fit in a request): it is fetched again instead.
+    A trace with more than ``MAX_SEEN_SPANS`` such spans is not asked about (its part of the
+    query would not fit in a request): it is fetched again instead.
     """
     whole = {t: spans for t in candidates
              if (spans := provisional.judged.get(t)) is not None and len(spans) <= MAX_SEEN_SPANS}
     if not whole:
         return frozenset()
-    grown = await client.search_all(unseen_spans(whole), *wide)
+    grown = await client.search_all(unseen_spans(whole, names), *wide)
     return frozenset(whole) - grown
 
 

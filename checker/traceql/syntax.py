@@ -158,16 +158,18 @@ def _id_forms(hex_id: str) -> list[str]:
     return [hex_id] if trimmed == hex_id else [hex_id, trimmed]
 
 
-def unseen_spans(seen: dict[str, frozenset[str]]) -> str:
-    """Spans of these traces other than the ``seen`` ones: what arrived after they were judged.
+def unseen_spans(seen: dict[str, frozenset[str]], names: frozenset[str]) -> str:
+    """Spans named ``names`` of these traces other than the ``seen`` ones: what arrived since.
 
     Every part of a trace that reaches Tempo later brings spans not seen before, in a fragment
-    of its own or merged into an old one, so a trace this query does not return is unchanged.
+    of its own or merged into an old one, so a trace this query does not return has no new span
+    of those names.
     """
+    named = [any_of([name_equals(name) for name in sorted(names)])] if names else []
     parts = []
     for trace_id, spans in sorted(seen.items()):
         trace = any_of([compare("trace:id", "=", string(form)) for form in _id_forms(trace_id)])
         others = [compare("span:id", "!=", string(form))
                   for span in sorted(spans) for form in _id_forms(span)]
         parts.append(all_of([trace, *others]))
-    return spanset([any_of(parts)])
+    return spanset([*named, any_of(parts)])
