@@ -119,10 +119,9 @@ class RuleRunner:
         self.checkpoints[rule.id] = checkpoint
         # Windows committed before settled verdicts existed count as final.
         settled = await asyncio.to_thread(self.store.start_checkpoint, settle_key(rule.id), checkpoint)
+        # A final pass that failed (recorded, retried next run) holds back no provisional alert.
         settled = await self._settle(rule, schedule, settled, summary, now)
         self.settled[rule.id] = settled
-        if summary.failed is not None:
-            return
         # Tempo hides its newest query_end_cutoff from search: a window never ends inside it.
         searchable = replace(schedule, delay=max(schedule.delay, self.query_end_cutoff))
         due = due_windows(checkpoint, now, searchable, self.schedule.max_catchup)
