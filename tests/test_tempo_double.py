@@ -192,6 +192,28 @@ def test_fragments_merge_for_trace_by_id_and_after_compaction() -> None:
         assert split in _ids(found)
 
 
+def test_a_late_part_is_a_fragment_no_earlier_search_could_see() -> None:
+    """As Tempo does: the part pushed later is stored as a second fragment; a search made before
+    it arrived cannot see it, one made after sees it on its own (per-fragment ``&&``), and the
+    trace by ID is both parts."""
+    trace_id = f"{0x77:032x}"
+    second = 1_000_000_000
+    root = _span(trace_id, "0700000000000001", "GET /patients", (NOW - 100) * second)
+    access = _span(trace_id, "0700000000000002", "pii.access", (NOW - 99) * second, parent=root["spanId"])
+    audit = _span(trace_id, "0700000000000003", "audit.log", (NOW - 98) * second, parent=root["spanId"])
+    both = '{ name = "pii.access" } && { name = "audit.log" }'
+    with TempoDouble(now=lambda: NOW) as double, _client(double) as client:
+        double.push(_push_request(root, access))
+        before = _ids(_search(client, q='{ name = "audit.log" }', start=NOW - 200, end=NOW).json())
+        double.push(_push_request(audit))
+        after = _ids(_search(client, q='{ name = "audit.log" }', start=NOW - 200, end=NOW).json())
+        assert ([], [trace_id]) == (before, after)
+        assert [] == _ids(_search(client, q=both, start=NOW - 200, end=NOW).json())
+        assert 2 == double.fragment_count(trace_id)
+        batches = client.get(f"/api/traces/{trace_id}").json()["batches"]
+        assert 3 == sum(len(ss["spans"]) for rs in batches for ss in rs["scopeSpans"])
+
+
 # ---------------------------------------------------------------- response shapes
 
 
