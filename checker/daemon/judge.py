@@ -111,7 +111,10 @@ class WindowJudge:
         unjudged = record.unjudged
         kept = [v for v in earlier if v.trace_id in holding or v.trace_id in unjudged
                 or v.trace_id in record.unchanged]
-        retracted = [(v, v.retraction_reason()) for v in earlier if v not in kept]
+        edited = any(w.rule_version != rule.version for w in windows)
+        retracted = [(v, f"rule {rule.id} was edited (now version {rule.version[:12]}) and the finished "
+                      "trace does not violate it" if edited else v.retraction_reason())
+                     for v in earlier if v not in kept]
         record = replace(
             record, violations=(*record.violations, *(v for v in kept if v.trace_id not in holding)),
             outcome=_outcome(bool(unjudged), bool(holding or kept)),

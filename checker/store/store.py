@@ -98,6 +98,7 @@ class ProvisionalWindow:
     start: datetime
     end: datetime
     judged: dict[str, frozenset[str] | None]
+    rule_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,7 @@ class Store:
     def provisional_windows(self, rule_id: str, since: datetime, until: datetime) -> list[ProvisionalWindow]:
         """The rule's windows judged provisionally within [since, until], oldest first."""
         query = (select(evaluations.c.id, evaluations.c.window_start, evaluations.c.window_end,
-                        evaluations.c.judged)
+                        evaluations.c.judged, evaluations.c.rule_version)
                  .where(evaluations.c.rule_id == rule_id, evaluations.c.verdict == "provisional",
                         evaluations.c.outcome.in_(ADVANCING), evaluations.c.window_start >= since,
                         evaluations.c.window_end <= until)
@@ -373,7 +374,7 @@ class Store:
             rows = connection.execute(query).all()
         return [ProvisionalWindow(row.id, row.window_start, row.window_end, {
             trace: None if spans is None else frozenset(spans)
-            for trace, spans in (row.judged or {}).items()}) for row in rows]
+            for trace, spans in (row.judged or {}).items()}, row.rule_version) for row in rows]
 
     def provisional_violations(self, rule_id: str, evaluation_ids: Sequence[int]) -> list[Violation]:
         """The violations those provisional windows recorded and no final pass has settled."""
