@@ -1,8 +1,9 @@
 """Local notification receivers over real HTTP: a Slack look-alike and a signed-webhook sink.
 
 The Slack receiver serves an incoming-webhook path and the Web API's ``chat.postMessage``
-(slack-sdk is pointed at it with ``base_url``) and checks every message against Slack's
-Block Kit limits, answering 400 ``invalid_blocks`` as Slack does. The webhook sink verifies
+(with ``thread_ts``: a reply) and ``chat.update`` (slack-sdk is pointed at it with ``base_url``),
+keeps every message posted by channel ID and a fresh ``ts``, and checks every message against
+Slack's Block Kit limits, answering 400 ``invalid_blocks`` as Slack does. The webhook sink verifies
 ``X-Betrace-Signature`` exactly as the README tells receivers to.
 """
 
@@ -20,6 +21,7 @@ from typing import Any, Self
 
 WEBHOOK_PATH = "/services/T0001/B0001/s3cr3tw3bh00kp4th"
 BOT_TOKEN = "xoxb-test-token-0123456789"
+CHANNEL_ID = "C0001"  # what every channel name resolves to
 MAX_BLOCKS, HEADER_LIMIT, TEXT_LIMIT, FIELDS_LIMIT, FIELD_LIMIT = 50, 150, 3000, 10, 2000
 
 
@@ -69,6 +71,18 @@ class Received:
 
 
 @dataclass
+class Posted:
+    """A message on the bot API, as it reads now (``chat.update`` rewrites it)."""
+
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    thread_ts: str | None = None
+    updates: int = 0
+
+
+@dataclass
 class Receiver:
     """``with Receiver(secret=...) as r``; ``r.fail_with(503, times=3)``; ``r.received``."""
 
@@ -79,6 +93,8 @@ class Receiver:
     _server: ThreadingHTTPServer | None = None
     _port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    messages: dict[str, Posted] = field(default_factory=dict)  # by ts
+    _next_ts: int = 1795729000_000100
 
     @property
     def url(self) -> str:
@@ -150,8 +166,9 @@ class Receiver:
     def _answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None
-        status, payload, extra = self._route(path, headers, body)
-        if failure is not None:
+        if failure is None:  # an injected failure changes nothing: no message is posted or updated
+            status, payload, extra = self._route(path, headers, body)
+        else:
             status, payload = failure[0], failure[2] or "injected failure"
             extra = {"Retry-After": failure[1]} if failure[1] else {}
             if path.startswith("/api/") and failure[2] is None:
@@ -167,16 +184,39 @@ class Receiver:
             if not message.get("text") or problems:
                 return 400, "invalid_blocks", {}
             return 200, "ok", {}
-        if path == "/api/chat.postMessage":
+        if path in {"/api/chat.postMessage", "/api/chat.update"}:
             if headers.get("authorization") != f"Bearer {BOT_TOKEN}":
                 return 200, {"ok": False, "error": "invalid_auth"}, {}
             message = Received(path, headers, body, 200).json
             if not message.get("channel") or block_problems(message.get("blocks", [])):
                 return 200, {"ok": False, "error": "invalid_blocks"}, {}
-            return 200, {"ok": True, "channel": "C0001", "ts": "1795729000.000100"}, {}
+            with self._lock:
+                return 200, self._api(path, message), {}
         if path == "/hook":
             signature = headers.get("x-betrace-signature", "")
             if not signature or not verify_signature(self.secret, signature, body):
                 return 401, "bad signature", {}
             return 200, "accepted", {}
         return 404, "not found", {}
+
+    def _api(self, path: str, message: dict[str, Any]) -> dict[str, Any]:
+        """chat.postMessage (a thread_ts must name a top-level message) or chat.update (by channel ID)."""
+        if path == "/api/chat.update":
+            if message["channel"] != CHANNEL_ID:
+                return {"ok": False, "error": "channel_not_found"}
+            posted = self.messages.get(str(message.get("ts")))
+            if posted is None or posted.channel != message["channel"]:
+                return {"ok": False, "error": "message_not_found"}
+            posted.text, posted.blocks = message.get("text", ""), message.get("blocks", [])
+            posted.updates += 1
+            return {"ok": True, "channel": CHANNEL_ID, "ts": posted.ts, "text": posted.text}
+        thread = message.get("thread_ts")
+        if thread is not None:
+            parent = self.messages.get(str(thread))
+            if parent is None or parent.thread_ts is not None or message["channel"] != CHANNEL_ID:
+                return {"ok": False, "error": "thread_not_found"}
+        self._next_ts += 1
+        ts = f"{self._next_ts // 1_000_000}.{self._next_ts % 1_000_000:06d}"
+        self.messages[ts] = Posted(CHANNEL_ID, ts, message.get("text", ""), message.get("blocks", []),
+                                   thread)
+        return {"ok": True, "channel": CHANNEL_ID, "ts": ts}

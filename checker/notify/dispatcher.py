@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from checker.notify.message import Alert, Payload
-from checker.notify.senders import Delivery
+from checker.notify.senders import Delivery, SlackBotSender
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -197,6 +197,11 @@ class Dispatcher:
                 return
         alert = Alert.merge([Payload.from_json(r.payload) for r in rows], [r.id for r in rows], route,
                             max_listed=self.delivery.max_listed, since=since)
+        if kind == "retracted" and isinstance(sender, SlackBotSender):
+            # Where the withdrawn traces were announced on this route: the retraction replies there.
+            threads = await asyncio.to_thread(self.store.outbox.slack_posts, rows[0].rule_id, route,
+                                              alert.trace_ids, alert.window_start)
+            alert = replace(alert, threads=tuple(threads))
         try:
             delivery = await sender.send(alert)
         except Exception as err:  # noqa: BLE001  (a sender bug or an unforeseen answer: retried, never lost)
@@ -211,7 +216,8 @@ class Dispatcher:
         if delivery.ok:
             # Only live violations start a realert period; resolved and backfill messages do not.
             live = rows[0].kind == "violations" and not rows[0].backfill
-            await asyncio.to_thread(self.store.outbox.delivered, rows, now, sent=live)
+            await asyncio.to_thread(partial(self.store.outbox.delivered, rows, now, sent=live,
+                                            posts=delivery.posts))
             self._count(route, "sent", summary)
             bound.info("notification.delivered")
             return

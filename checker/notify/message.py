@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from checker.engine import Violation
+    from checker.store import SlackPost
 
 Kind = Literal["violations", "resolved", "retracted", "test"]
-HEADER_LIMIT, SECTION_LIMIT, FIELD_LIMIT = 150, 3000, 2000
+MAX_BLOCKS, HEADER_LIMIT, SECTION_LIMIT, FIELD_LIMIT = 50, 150, 3000, 2000
 SEVERITY_MARK = {"critical": ":red_circle:", "high": ":large_orange_circle:",
                  "medium": ":large_yellow_circle:", "low": ":large_blue_circle:", "info": ":white_circle:"}
 PAYLOAD_VERSION = "1"
@@ -90,6 +91,9 @@ class Alert:
     total: int = 0
     since: datetime | None = None  # the previous message on this route, when realert held this one
     key: str = ""  # the Idempotency-Key: the same for every attempt at the same rows
+    trace_ids: tuple[str, ...] = ()  # every trace the rows cover, listed or not
+    # A retraction on a Slack bot route: the messages that announced its traces, to reply under.
+    threads: tuple[SlackPost, ...] = ()
 
     @classmethod
     def merge(cls, payloads: Sequence[Payload], row_ids: list[int], route: str, *,
@@ -101,7 +105,8 @@ class Alert:
             kind=payloads[-1].kind, rule=payloads[-1].rule,
             window_start=min(p.window_start for p in payloads),
             window_end=max(p.window_end for p in payloads),
-            violations=listed, total=sum(p.total for p in payloads), since=since, key=key)
+            violations=listed, total=sum(p.total for p in payloads), since=since, key=key,
+            trace_ids=tuple(dict.fromkeys(t for p in payloads for t in p.trace_ids)))
 
     @property
     def title(self) -> str:
@@ -184,15 +189,19 @@ def slack_message(alert: Alert, template: str | None) -> tuple[str, list[dict[st
                    "fields": fields})
     if alert.violations:
         first = alert.violations[0]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(
-            "*Why:* " + _escape(first.get("reason", "")), SECTION_LIMIT)}})
+        withdrawn = alert.kind == "retracted"
+        why = (f"*Withdrawn because:* {_escape(first.get('retraction_reason') or 'no longer holds')}"
+               if withdrawn else "*Why:* " + _escape(first.get("reason", "")))
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(why, SECTION_LIMIT)}})
         lines = []
         for violation in alert.violations:
             url = trace_url(template, violation["trace_id"])
             name = _link(url, violation["trace_id"]) if url else f"`{_escape(violation['trace_id'])}`"
             root = (violation.get("root_service"), violation.get("root_name"))
             where = " ".join(_escape(part) for part in root if part)
-            lines.append(f"• {name} {where}".rstrip())
+            withdrawn_why = violation.get("retraction_reason")
+            because = f" — {_escape(withdrawn_why)}" if withdrawn_why else ""
+            lines.append(f"• {name} {where}".rstrip() + because)
         listing = _listing(lines, alert.total)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(
@@ -200,7 +209,71 @@ def slack_message(alert: Alert, template: str | None) -> tuple[str, list[dict[st
         f"{alert.total} total · BeTrace Checker", SECTION_LIMIT)}]})
     text = alert.title
     if alert.violations:
-        text += ": " + ", ".join(v["trace_id"] for v in alert.violations)
+        text += ": " + ", ".join(_with_reason(v) for v in alert.violations)
+    return _cut(_escape(text), SECTION_LIMIT), blocks
+
+
+def _with_reason(violation: Mapping[str, Any]) -> str:
+    """``<trace>``, or ``<trace> (<why it was withdrawn>)``."""
+    why = violation.get("retraction_reason")
+    return f"{violation['trace_id']} ({why})" if why else str(violation["trace_id"])
+
+
+def _withdrawn_note(withdrawn: Mapping[str, str], whole: bool) -> str:
+    """``Withdrawn: <reason>`` when one reason covers the whole message, else trace by trace."""
+    reasons = set(withdrawn.values())
+    if whole and len(reasons) == 1 and "" not in reasons:
+        return f"Withdrawn: {_escape(next(iter(reasons)))}"
+    return "Withdrawn: " + "; ".join(f"`{_escape(t)}`" + (f" {_escape(why)}" if why else "")
+                                     for t, why in withdrawn.items())
+
+
+def struck_message(post: SlackPost, withdrawn: Mapping[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """The original message as ``chat.update`` rewrites it: the withdrawn traces struck through.
+
+    When every trace it covered is withdrawn, the header is struck too (a header is plain text,
+    so it becomes a section: ``~text~`` is mrkdwn); a context line says what was withdrawn and why.
+    """
+    whole = set(post.trace_ids) <= set(withdrawn)
+    blocks: list[dict[str, Any]] = []
+    for block in post.blocks:
+        text = block.get("text", {}).get("text", "")
+        if block.get("type") == "header" and whole:
+            struck = _cut(f"*~{text}~*", SECTION_LIMIT)
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": struck}})
+        elif block.get("type") == "section" and text.startswith("• "):
+            lines = [f"• ~{line[2:]}~" if line.startswith("• ") and any(t in line for t in withdrawn)
+                     else line for line in text.split("\n")]
+            blocks.append({**block, "text": {**block["text"], "text": _cut("\n".join(lines), SECTION_LIMIT)}})
+        else:
+            blocks.append(block)
+    note = {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(
+        _withdrawn_note(withdrawn, whole), SECTION_LIMIT)}]}
+    blocks = [*blocks[: MAX_BLOCKS - 1], note]
+    prefix = "Withdrawn: " if whole else f"{len(withdrawn)} withdrawn: "
+    return _cut(prefix + post.text, SECTION_LIMIT), blocks
+
+
+def retraction_reply(alert: Alert, trace_ids: Sequence[str], reasons: Mapping[str, str],
+                     template: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """The reply in an original message's thread: which of its violations were withdrawn, and why."""
+    name = alert.rule.get("name") or alert.rule["id"]
+    plural = "s" if len(trace_ids) != 1 else ""
+    head = f"Withdrawn: {len(trace_ids)} violation{plural} of {name} no longer hold on the finished trace"
+    lines = []
+    for trace in trace_ids:
+        url = trace_url(template, trace)
+        label = _link(url, trace) if url else f"`{_escape(trace)}`"
+        why = reasons.get(trace)
+        lines.append(f"• {label} — {_escape(why)}" if why else f"• {label}")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(f":white_check_mark: *{_escape(head)}*",
+                                                                    SECTION_LIMIT)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _listing(lines[:20], len(lines))}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(
+            f"Rule `{_escape(alert.rule['id'])}` · window {alert.window_start:%Y-%m-%d %H:%M:%S} to "
+            f"{alert.window_end:%Y-%m-%d %H:%M:%S} UTC · BeTrace Checker", SECTION_LIMIT)}]}]
+    text = head + ": " + ", ".join(f"{t} ({reasons[t]})" if reasons.get(t) else t for t in trace_ids)
     return _cut(_escape(text), SECTION_LIMIT), blocks
 
 

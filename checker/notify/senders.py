@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -26,9 +26,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from checker import __version__
-from checker.notify.message import slack_message, webhook_body
+from checker.notify.message import retraction_reply, slack_message, struck_message, webhook_body
 from checker.notify.settings import LogRoute, SlackRoute, WebhookRoute
 from checker.redact import Redactor, url_parts, url_secrets
+from checker.store import SlackPost
 from checker.timeparse import retry_after_seconds
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class Delivery:
     detail: str
     retryable: bool = False
     retry_after: float | None = None
+    # Slack bot routes: the message posted for a violations alert, or the originals a
+    # retraction struck (their ``withdrawn`` updated); the dispatcher stores them.
+    posts: tuple[SlackPost, ...] = ()
 
 
 def classify(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Delivery:
@@ -163,12 +167,19 @@ class SlackBotSender(_Redacting):
         self._timeout = route.timeout.total_seconds()
 
     async def send(self, alert: Alert) -> Delivery:
-        """``chat.postMessage`` within the route's timeout; Slack's error codes are classified too."""
-        text, blocks = slack_message(alert, self._template)
+        """``chat.postMessage`` within the route's timeout; Slack's error codes are classified too.
+
+        A retraction replies in the thread of each message that announced one of its traces
+        (``alert.threads``) and strikes that message with ``chat.update``; the traces of no known
+        message get a new message. Every call runs under the one deadline.
+        """
         try:
             async with asyncio.timeout(self._timeout), _slack_session(self._timeout) as session:
                 client = AsyncWebClient(token=self._token, base_url=self._api_url, session=session,
                                         retry_handlers=[])
+                if alert.kind == "retracted":
+                    return await self._retract(client, alert)
+                text, blocks = slack_message(alert, self._template)
                 response = await client.chat_postMessage(channel=self._channel, text=text, blocks=blocks)
         except SlackApiError as err:
             return self._refused(err)
@@ -177,7 +188,46 @@ class SlackBotSender(_Redacting):
         except (AttributeError, TypeError, ValueError) as err:  # slack-sdk choking on a non-Slack answer
             return Delivery(ok=False, retryable=True,
                             detail=f"an answer that is not Slack's ({type(err).__name__})")
-        return Delivery(ok=True, detail=f"{response.status_code} ok ts={response.get('ts')}")
+        posts: tuple[SlackPost, ...] = ()
+        channel, ts = response.get("channel"), response.get("ts")
+        if alert.kind == "violations" and channel and ts:
+            traces = alert.trace_ids or tuple(v["trace_id"] for v in alert.violations)
+            posts = (SlackPost(0, str(channel), str(ts), traces, text, blocks),)
+        return Delivery(ok=True, detail=f"{response.status_code} ok ts={ts}", posts=posts)
+
+    async def _retract(self, client: AsyncWebClient, alert: Alert) -> Delivery:
+        """Strike and reply under each known original, then one new message for the rest.
+
+        ``chat.update`` goes first: it can be repeated, so a retry after a failed reply
+        rewrites the original the same way and only then replies.
+        """
+        reasons = {v["trace_id"]: str(v.get("retraction_reason") or "") for v in alert.violations}
+        withdrawn = list(alert.trace_ids or reasons)
+        unknown = dict.fromkeys(withdrawn)
+        struck: list[SlackPost] = []
+        answers: list[str] = []
+        for post in alert.threads:
+            mine = [t for t in withdrawn if t in post.trace_ids]
+            if not mine:
+                continue
+            for trace in mine:
+                unknown.pop(trace, None)
+            now_withdrawn = {**post.withdrawn, **{t: reasons.get(t, "") for t in mine}}
+            text, blocks = struck_message(post, now_withdrawn)
+            await client.chat_update(channel=post.channel, ts=post.ts, text=text, blocks=blocks)
+            text, blocks = retraction_reply(alert, mine, reasons, self._template)
+            reply = await client.chat_postMessage(channel=post.channel, thread_ts=post.ts, text=text,
+                                                  blocks=blocks)
+            answers.append(f"thread_ts={post.ts} ts={reply.get('ts')}")
+            struck.append(replace(post, withdrawn=now_withdrawn))
+        if unknown:
+            rest = replace(alert, violations=[v for v in alert.violations if v["trace_id"] in unknown],
+                           total=alert.total - (len(withdrawn) - len(unknown)),
+                           trace_ids=tuple(unknown), threads=())
+            text, blocks = slack_message(rest, self._template)
+            response = await client.chat_postMessage(channel=self._channel, text=text, blocks=blocks)
+            answers.append(f"ts={response.get('ts')}")
+        return Delivery(ok=True, detail="200 ok " + " ".join(answers), posts=tuple(struck))
 
     def _refused(self, err: SlackApiError) -> Delivery:
         """Slack said no (``ok: false``), or answered something that is not Slack's JSON.

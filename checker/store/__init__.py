@@ -1,7 +1,7 @@
 """Persistence: rules seen, evaluations, violations, checkpoints and the outbox (SQLAlchemy Core)."""
 
 from checker.store.errors import CheckpointMoved, StoreError
-from checker.store.outbox import OutboxEntry, OutboxPolicy, OutboxRow, OutboxWrite
+from checker.store.outbox import OutboxEntry, OutboxPolicy, OutboxRow, OutboxWrite, SlackPost
 from checker.store.store import (
     Amendment,
     Committed,
@@ -24,6 +24,7 @@ __all__ = [
     "Outcome",
     "ProvisionalWindow",
     "RuleLock",
+    "SlackPost",
     "Store",
     "StoreError",
     "StoredViolation",

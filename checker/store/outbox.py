@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import and_, delete, func, select, update
 
-from checker.store.schema import alert_state, outbox, upsert_insert
+from checker.store.schema import alert_state, outbox, slack_posts, upsert_insert
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -53,6 +53,24 @@ class OutboxPolicy(Protocol):
                 outcome: str, backfill: bool) -> OutboxWrite:
         """The rows to add and the firing flags to set."""
         ...
+
+
+@dataclass(frozen=True)
+class SlackPost:
+    """A ``violations`` message posted on a Slack bot-token route: where it is and what it said.
+
+    ``id`` is 0 until stored. ``withdrawn`` holds the traces a retraction has struck in it so
+    far, with the reason; ``text`` and ``blocks`` stay what was first posted.
+    """
+
+    id: int
+    channel: str
+    ts: str
+    trace_ids: tuple[str, ...]
+    text: str
+    blocks: list[dict[str, Any]]
+    withdrawn: dict[str, str] = field(default_factory=dict)
+    posted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -137,16 +155,42 @@ class Outbox:
                 alert_state.c.rule_id == rule_id, alert_state.c.route == route))
             return sent
 
-    def delivered(self, rows: Sequence[OutboxRow], at: datetime, *, sent: bool) -> int:
+    def delivered(self, rows: Sequence[OutboxRow], at: datetime, *, sent: bool,
+                  posts: Sequence[SlackPost] = ()) -> int:
         """Remove delivered rows; with ``sent``, remember ``at`` as the route's last message.
 
-        Returns how many rows were still there.
+        ``posts``, in the same transaction: Slack messages the delivery posted (``id`` 0: added)
+        or struck (their ``withdrawn`` replaced). Returns how many rows were still there.
         """
         with self.engine.begin() as connection:
             removed = connection.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows]))).rowcount
             if sent:
                 _set_state(connection, rows[0].rule_id, rows[0].route, last_sent_at=at)
+            for post in posts:
+                if post.id:
+                    connection.execute(update(slack_posts).where(slack_posts.c.id == post.id).values(
+                        withdrawn=post.withdrawn))
+                else:
+                    connection.execute(slack_posts.insert().values(
+                        rule_id=rows[0].rule_id, route=rows[0].route, channel=post.channel, ts=post.ts,
+                        trace_ids=list(post.trace_ids), text=post.text, blocks=post.blocks,
+                        withdrawn=post.withdrawn, posted_at=at))
             return int(removed)
+
+    def slack_posts(self, rule_id: str, route: str, trace_ids: Sequence[str],
+                    since: datetime) -> list[SlackPost]:
+        """The messages posted on ``route`` for ``rule_id`` since ``since`` covering ``trace_ids``.
+
+        Any of them, oldest first.
+        """
+        wanted = set(trace_ids)
+        query = select(slack_posts).where(
+            slack_posts.c.rule_id == rule_id, slack_posts.c.route == route,
+            slack_posts.c.posted_at >= since).order_by(slack_posts.c.id)
+        with self.engine.connect() as connection:
+            return [SlackPost(r.id, r.channel, r.ts, tuple(r.trace_ids), r.text, r.blocks,
+                              dict(r.withdrawn), r.posted_at)
+                    for r in connection.execute(query) if wanted & set(r.trace_ids)]
 
     def retry(self, rows: Sequence[OutboxRow], at: datetime, error: str | None, *, attempted: bool) -> None:
         """Try again at ``at``; ``attempted`` counts an attempt (realert holds do not)."""

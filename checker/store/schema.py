@@ -237,3 +237,20 @@ alert_state = Table(
     Column("last_sent_at", UTCDateTime),
     Column("firing", Boolean, nullable=False),
 )
+
+# Where a ``violations`` message went on a Slack bot-token route (chat.postMessage's answer), so
+# that a retraction can reply in its thread and strike it: one row per message posted.
+slack_posts = Table(
+    "slack_posts", metadata,
+    id_column(),
+    Column("rule_id", StorableString(200), nullable=False),
+    Column("route", StorableString(200), nullable=False),
+    Column("channel", StorableString(64), nullable=False),
+    Column("ts", StorableString(32), nullable=False),
+    Column("trace_ids", StorableJSON, nullable=False),  # every trace the message covered
+    Column("text", StorableText, nullable=False),  # what was posted, for chat.update
+    Column("blocks", StorableJSON, nullable=False),
+    Column("withdrawn", StorableJSON, nullable=False),  # trace ID -> reason, as struck so far
+    Column("posted_at", UTCDateTime, nullable=False),
+    Index("ix_slack_posts_rule_route", "rule_id", "route", "posted_at"),
+)
