@@ -531,6 +531,7 @@ def test_a_store_password_never_survives_masking(secret: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(secret=SECRETS, noise=st.text(alphabet=PRINTABLE + " \n", max_size=60))
 def test_an_echoed_bearer_token_is_always_redacted(secret: str, noise: str) -> None:
+    assume(secret not in REDACTED)  # a "secret" inside the placeholder cannot be told from it
     redactor = Redactor([secret])
     for echoed in (f"{noise}Bearer {secret}{noise}", json.dumps({"auth": secret}), quote(secret, safe=""),
                    f"{noise}{secret}{secret}"):
