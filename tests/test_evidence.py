@@ -38,7 +38,7 @@ from checker.daemon.factory import open_daemon
 from checker.engine import Violation
 from checker.evidence.figures import Filters, build
 from checker.rules.load import load_text
-from checker.store import Store, WindowRecord, ledger
+from checker.store import Amendment, Store, WindowRecord, ledger
 from checker.store.migrate import alembic_config
 
 if TYPE_CHECKING:
@@ -575,3 +575,18 @@ class TestAmendments:
         assert f"ledger BROKEN at record {recorder}: record {recorder} is contradicted" in out
         assert f"the violation of trace {trace(6)}" in out
         assert "stored as confirmed, but the ledger says provisional" in out
+
+
+def test_an_amendment_of_no_provisional_record_is_named(tmp_path: Path) -> None:
+    """A final pass amends earlier provisional records of its rule, each once; the chain checks it."""
+    store = Store.open(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        fill(store)  # records 1.. are final (judged once)
+        store.start_checkpoint("settle:audit", T0)
+        committed = store.commit(WindowRecord(rules()["audit"], T0, T0 + HOUR, T0, 0.1, "ok",
+                                              checkpoint="settle:audit", amendment=Amendment((5,))))
+        verdict = ledger.verify(store.engine)
+        assert committed.evaluation_id == verdict.broken_at
+        assert "amends record 5, which is not an earlier provisional record" in (verdict.problem or "")
+    finally:
+        store.close()

@@ -10,7 +10,8 @@ record was chained), but every change is: a final pass's ``amendments`` name the
 it confirmed and retracted (with the reason), and ``verify`` checks every violation's status
 against the chained records — ``provisional`` until a final pass settles its window, then as
 that pass's amendments say, ``confirmed`` when a final record found it. A rewritten status or
-reason is named by the record whose verdict it contradicts. Appends are
+reason is named by the record whose verdict it contradicts. A final pass amends only earlier
+provisional records of its rule, each once. Appends are
 serialised: PostgreSQL through a transaction-scoped advisory lock, SQLite by its write lock,
 which the commit already holds when it appends.
 """
@@ -115,6 +116,7 @@ def verify(engine: Engine) -> Verdict:
     prev, count = GENESIS, 0
     settled: dict[int, tuple[int, Mapping[str, Any]]] = {}  # provisional id -> (final pass, amendments)
     recorded: list[tuple[int, str, list[_Found]]] = []  # (record, verdict, its violations)
+    unsettled: dict[int, str] = {}  # provisional record -> its rule, until a final pass settles it
     for row, found in _records(engine):
         count += 1
         if row["prev_hash"] != prev:
@@ -127,8 +129,14 @@ def verify(engine: Engine) -> Verdict:
                            f"record {row['id']} was altered (its content no longer matches its hash)")
         prev = digest
         amendments = row.get("amendments")
+        if row.get("verdict") == "provisional":
+            unsettled[row["id"]] = row["rule_id"]
         if isinstance(amendments, dict):
             for provisional in amendments.get("provisional", []):
+                if unsettled.pop(provisional, None) != row["rule_id"]:
+                    return Verdict(count, prev, row["id"],
+                                   f"record {row['id']} amends record {provisional}, which is not an earlier "
+                                   "provisional record of its rule still unsettled")
                 settled[provisional] = (row["id"], amendments)
         if found:
             recorded.append((row["id"], row.get("verdict", "final"), found))
