@@ -107,7 +107,7 @@ class RuleFigures:
     @property
     def provisional_violations(self) -> int:
         """Violations whose window has no final verdict yet."""
-        return sum(v["status"] == "provisional" for v in self.violations)
+        return sum(v.get("status") == "provisional" for v in self.violations)
 
     @property
     def amendment_totals(self) -> dict[str, int]:

@@ -181,9 +181,10 @@ def _md_trace(violation: dict[str, Any]) -> str:
 
 def _violation_note(violation: dict[str, Any]) -> str:
     """The reason, with the verdict where it is not plainly a confirmed violation."""
-    if violation["status"] == "retracted":
-        return f"{violation['reason']} (retracted: {violation['retraction_reason']})"
-    if violation["status"] == "provisional":
+    status = violation.get("status", "confirmed")
+    if status == "retracted":
+        return f"{violation['reason']} (retracted: {violation.get('retraction_reason', '')})"
+    if status == "provisional":
         return f"{violation['reason']} (provisional: not final yet)"
     return str(violation["reason"])
 
@@ -287,7 +288,8 @@ def _violations_html(listed: list[dict[str, Any]]) -> str:
         return ""
     rows = "".join(
         f"<tr><td>{_link(v)}</td><td>{escape(v['severity'])}</td><td>{_time(v['found_at'])}</td>"
-        f"<td>{escape(v['status'])}</td><td>{escape(_violation_note(v))}</td></tr>" for v in listed)
+        f"<td>{escape(v.get('status', 'confirmed'))}</td><td>{escape(_violation_note(v))}</td></tr>"
+        for v in listed)
     return ("<table><tr><th>Trace</th><th>Severity</th><th>Found</th><th>Status</th><th>Reason</th></tr>"
             f"{rows}</table>")
 
