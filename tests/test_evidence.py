@@ -502,8 +502,9 @@ class TestAmendments:
             (v["trace_id"], v["status"], v["retraction_reason"], v["settled_by"])
             for v in amendments["retracted"]]
         assert {"late": 1, "retracted": 1, "confirmed": 1} == amendments["totals"]
-        assert {"violations": 3, "provisional_violations": 1, "late": 1, "retracted": 1,
-                "confirmed": 1} == control["totals"]
+        assert {"windows_evaluated": 8, "windows_provisional": 5, "violations": 3,
+                "provisional_violations": 1, "late": 1, "retracted": 1, "confirmed": 1} == control["totals"]
+        assert 1.0 == control["coverage"]
         [day] = rule["daily"]
         assert {"day": SETTLED_FROM.date().isoformat(), "windows": 8, "traces_in_scope": 5, "violations": 3,
                 "compliance_rate": pytest.approx(1 - 3 / 5)} == day
@@ -528,7 +529,8 @@ class TestAmendments:
                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         for fmt in ("md", "html"):
             body = self.report(settled, capsys, monkeypatch, tmp_path, fmt)
-            for words in ("Totals: 3 violations (1 provisional); amendments: 1 late violations, 1 retracted",
+            for words in (("Coverage 100.00 %: 8 windows evaluated (5 not settled yet); 3 violations "
+                           "(1 provisional); amendments: 1 late violations, 1 retracted, 1 confirmed."),
                           "Late violations (amendments)", "Retracted (amendments, not violations)",
                           "retracted: audit.log arrived later", "provisional: not final yet",
                           "5 windows not settled yet"):

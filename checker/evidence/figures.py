@@ -138,10 +138,19 @@ class ControlFigures:
         return [merged[k] for k in sorted(merged)]
 
     @property
+    def coverage(self) -> float:
+        """The rules' covered time over their expected time, 0..1."""
+        expected = sum(rule.expected_seconds for rule in self.rules)
+        return sum(rule.covered_seconds for rule in self.rules) / expected if expected else 0.0
+
+    @property
     def totals(self) -> dict[str, int]:
-        """The rules' violations and amendments added up."""
-        total = {"violations": 0, "provisional_violations": 0, "late": 0, "retracted": 0, "confirmed": 0}
+        """The rules' windows, violations and amendments added up."""
+        total = {"windows_evaluated": 0, "windows_provisional": 0, "violations": 0,
+                 "provisional_violations": 0, "late": 0, "retracted": 0, "confirmed": 0}
         for rule in self.rules:
+            total["windows_evaluated"] += rule.windows_evaluated
+            total["windows_provisional"] += rule.windows_provisional
             total["violations"] += len(rule.violations)
             total["provisional_violations"] += rule.provisional_violations
             for kind, count in rule.amendment_totals.items():

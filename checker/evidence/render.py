@@ -72,7 +72,8 @@ def as_json(report: Report) -> dict[str, Any]:
         "ledger": {"records": report.ledger.records, "head": report.ledger.head, "intact": report.ledger.ok,
                    "broken_at": report.ledger.broken_at, "problem": report.ledger.problem,
                    "verify_command": report.verify_command},
-        "controls": [{"control": c.control, "totals": c.totals, "daily": [_day(d) for d in c.days],
+        "controls": [{"control": c.control, "coverage": c.coverage, "totals": c.totals,
+                      "daily": [_day(d) for d in c.days],
                       "rules": [_rule(r) for r in c.rules]} for c in report.controls],
     }
 
@@ -153,7 +154,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
     out.write(f"Generated {_time(report.generated_at)} by BeTrace Checker {_md(report.checker_version)}. "
               f"{_ledger_sentence(report)}\n")
     for control in report.controls:
-        out.write(f"\n## {_md(control.control)}\n\n{_md(_totals_sentence(control.totals))}\n")
+        out.write(f"\n## {_md(control.control)}\n\n{_md(_totals_sentence(control))}\n")
         for rule in control.rules:
             out.write(f"\n### {_md(rule.name)} ({_md(rule.rule_id)}, {_md(rule.severity)})\n\n")
             out.writelines(_version_md(v) for v in rule.versions)
@@ -197,10 +198,13 @@ def _verdict_sentence(rule: RuleFigures) -> str:
             f"{totals['confirmed']} provisional violations confirmed.")
 
 
-def _totals_sentence(totals: dict[str, int]) -> str:
-    return (f"Totals: {totals['violations']} violations ({totals['provisional_violations']} provisional); "
-            f"amendments: {totals['late']} late violations, {totals['retracted']} retracted, "
-            f"{totals['confirmed']} confirmed.")
+def _totals_sentence(control: ControlFigures) -> str:
+    """The control's coverage line, amendments included."""
+    totals = control.totals
+    return (f"Coverage {_pct(control.coverage)}: {totals['windows_evaluated']} windows evaluated "
+            f"({totals['windows_provisional']} not settled yet); {totals['violations']} violations "
+            f"({totals['provisional_violations']} provisional); amendments: {totals['late']} late "
+            f"violations, {totals['retracted']} retracted, {totals['confirmed']} confirmed.")
 
 
 def _version_md(version: dict[str, Any]) -> str:
@@ -301,7 +305,7 @@ def _link(violation: dict[str, Any]) -> str:
 
 
 def _control_html(control: ControlFigures) -> str:
-    return (f"<h2>{escape(control.control)}</h2><p>{escape(_totals_sentence(control.totals))}</p>"
+    return (f"<h2>{escape(control.control)}</h2><p>{escape(_totals_sentence(control))}</p>"
             '<p class="muted">Compliance rate per day</p>'
             f"{_chart(control.days)}" + "".join(_rule_html(r) for r in control.rules))
 
