@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+import test_settled as settled_kit
 from alembic import command
 from daemon_kit import (
     FIRST_TRACE,
@@ -26,6 +27,7 @@ from daemon_kit import (
     settings,
     write_settings,
 )
+from receivers import Receiver
 from recordings import needs_recordings
 from sqlalchemy import create_engine, text
 from stores import STORE_KINDS, store_url
@@ -36,7 +38,7 @@ from checker.daemon.factory import open_daemon
 from checker.engine import Violation
 from checker.evidence.figures import Filters, build
 from checker.rules.load import load_text
-from checker.store import Store, WindowRecord, ledger
+from checker.store import Amendment, Store, WindowRecord, ledger
 from checker.store.migrate import alembic_config
 
 if TYPE_CHECKING:
@@ -407,5 +409,186 @@ def test_rows_from_a_checker_older_than_the_ledger_are_chained_not_forked(tmp_pa
         verdict = ledger.verify(store.engine)
         assert verdict.ok
         assert 43 == verdict.records
+    finally:
+        store.close()
+
+
+# ----------------------------------------------------------------- settled verdicts: amendments
+# The scenario of tests/test_settled.py (retraction, late violations, a confirmation), plus a
+# violation in a window not settled yet: two rules, windows of a minute, settle 5m.
+SETTLED_FROM = datetime.fromtimestamp(settled_kit.T - 120, UTC)  # the first provisional window
+SETTLED_TO = datetime.fromtimestamp(settled_kit.T + 360, UTC)  # the second run's clock
+SETTLED_PERIOD = ("--from", SETTLED_FROM.isoformat(), "--to", SETTLED_TO.isoformat())
+
+
+def trace(n: int) -> str:
+    return f"{n:032x}"
+
+
+def settle_scenario(tmp_path: Path, url: str) -> str:
+    """Run the daemon twice over late trace parts; returns the settings' store URL."""
+    span, push, t = settled_kit.span, settled_kit.push, settled_kit.T
+    clock = Clock.at(t)
+    at = t - 100
+    with Receiver(secret=settled_kit.SECRET) as receiver, \
+            TempoDouble(now=lambda: clock.now.timestamp()) as tempo:  # noqa: PLW0108
+        config = settled_kit.config(tmp_path, tempo, receiver, store=url)
+        push(tempo, span(1, 1, "GET /patients", at), span(1, 2, "pii.access", at + 1, parent=1))
+        push(tempo, span(2, 1, "GET /patients", at))
+        push(tempo, span(3, 1, "GET /patients", at), span(3, 2, "pii.access", at + 1, parent=1))
+        push(tempo, span(4, 1, "GET /upstream", at),
+             *(span(4, n, "http.retry", at + n, parent=1) for n in (2, 3)))
+        push(tempo, span(5, 1, "GET /patients", at), span(5, 2, "pii.access", at + 1, parent=1),
+             span(5, 3, "audit.log", at + 2, parent=1))  # 5: compliant from the start
+        settled_kit.run_once(config, clock)
+        push(tempo, span(1, 3, "audit.log", at + 2, parent=1))  # 1: retracted
+        push(tempo, span(2, 2, "pii.access", at + 1, parent=1))  # 2: a late violation
+        push(tempo, *(span(4, n, "http.retry", at + n, parent=1) for n in (4, 5)))  # 4: late
+        # 6: in a window the second run judges provisionally, not settled at the report's end.
+        push(tempo, span(6, 1, "GET /patients", t + 250), span(6, 2, "pii.access", t + 251, parent=1))
+        clock.advance(minutes=6)
+        settled_kit.run_once(config, clock)
+    return config.store
+
+
+@pytest.fixture(params=STORE_KINDS)
+def settled(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with store_url(request.param, tmp_path) as url:
+        opened = Store.open(settle_scenario(tmp_path, url))
+        yield opened
+        opened.close()
+
+
+def settling_record(store: Store) -> int:
+    """The final pass of rule 'audited' that amends its provisional windows."""
+    [found] = [e["id"] for e in store.evaluations("audited") if e["amendments"] is not None]
+    return int(found)
+
+
+def recorder_of(store: Store, trace_id: str) -> int:
+    [found] = [s.evaluation_id for s in store.violations() if s.violation.trace_id == trace_id]
+    return found
+
+
+class TestAmendments:
+    def report(self, store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+               tmp_path: Path, fmt: str = "json") -> str:
+        monkeypatch.setenv("BETRACE_STORE", store.engine.url.render_as_string(hide_password=False))
+        monkeypatch.chdir(tmp_path)
+        assert 0 == main(["evidence", "report", *SETTLED_PERIOD, "--control", "164.312(b)", "--format", fmt])
+        return capsys.readouterr().out
+
+    def test_final_verdicts_counted_once(self, settled: Store, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        report = json.loads(self.report(settled, capsys, monkeypatch, tmp_path))
+        [control] = report["controls"]
+        assert "HIPAA:164.312(b)" == control["control"]
+        [rule] = control["rules"]
+        assert (480, 480, 1.0, []) == (rule["expected_seconds"], rule["covered_seconds"], rule["coverage"],
+                                       rule["gaps"])
+        # 2 provisional windows settled by one final pass, 1 judged final at once, 5 not settled yet.
+        assert (8, 5, 0) == (rule["windows_evaluated"], rule["windows_provisional"],
+                             rule["windows_incomplete"])
+        # The final pass's scope (4: trace 2 joined it late), not the provisional windows' (3) too,
+        # and trace 6's window.
+        assert 5 == rule["traces_in_scope"]
+        assert [(trace(3), "confirmed"), (trace(2), "confirmed"), (trace(6), "provisional")] == [
+            (v["trace_id"], v["status"]) for v in rule["violations"]]
+        assert 1 == rule["provisional_violations"]
+        amendments = rule["amendments"]
+        assert [trace(2)] == [v["trace_id"] for v in amendments["late"]]
+        settler = settling_record(settled)
+        assert [(trace(1), "retracted", "audit.log arrived later", settler)] == [
+            (v["trace_id"], v["status"], v["retraction_reason"], v["settled_by"])
+            for v in amendments["retracted"]]
+        assert {"late": 1, "retracted": 1, "confirmed": 1} == amendments["totals"]
+        assert {"windows_evaluated": 8, "windows_provisional": 5, "violations": 3,
+                "provisional_violations": 1, "late": 1, "retracted": 1, "confirmed": 1} == control["totals"]
+        assert 1.0 == control["coverage"]
+        [day] = rule["daily"]
+        assert {"day": SETTLED_FROM.date().isoformat(), "windows": 8, "traces_in_scope": 5, "violations": 3,
+                "compliance_rate": pytest.approx(1 - 3 / 5)} == day
+        assert control["daily"] == rule["daily"]
+        assert report["ledger"]["intact"]
+
+    def test_csv_holds_the_same_figures(self, settled: Store, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        rule = json.loads(self.report(settled, capsys, monkeypatch, tmp_path))["controls"][0]["rules"][0]
+        [total, *days] = list(csv.DictReader(io.StringIO(self.report(settled, capsys, monkeypatch, tmp_path,
+                                                                     "csv"))))
+        assert (rule["windows_evaluated"], rule["windows_provisional"], rule["traces_in_scope"],
+                len(rule["violations"]), rule["provisional_violations"], rule["amendments"]["totals"]["late"],
+                rule["amendments"]["totals"]["retracted"], rule["amendments"]["totals"]["confirmed"]) == (
+            int(total["windows_evaluated"]), int(total["windows_provisional"]), int(total["traces_in_scope"]),
+            int(total["violations"]), int(total["provisional_violations"]), int(total["late_violations"]),
+            int(total["retracted_violations"]), int(total["confirmed_by_final"]))
+        assert [(d["day"], d["windows"], d["violations"]) for d in rule["daily"]] == [
+            (r["day"], int(r["windows_evaluated"]), int(r["violations"])) for r in days]
+
+    def test_markdown_and_html_list_the_amendments(self, settled: Store, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        for fmt in ("md", "html"):
+            body = self.report(settled, capsys, monkeypatch, tmp_path, fmt)
+            for words in (("Coverage 100.00 %: 8 windows evaluated (5 not settled yet); 3 violations "
+                           "(1 provisional); amendments: 1 late violations, 1 retracted, 1 confirmed."),
+                          "Late violations (amendments)", "Retracted (amendments, not violations)",
+                          "retracted: audit.log arrived later", "provisional: not final yet",
+                          "5 windows not settled yet"):
+                assert words in body, (fmt, words)
+
+    def test_verify_covers_the_amendments(self, settled: Store) -> None:
+        assert ledger.verify(settled.engine).ok
+
+    @pytest.mark.parametrize("tamper", ["retracted to confirmed", "another reason", "late retracted",
+                                        "amendment edited"])
+    def test_a_rewritten_amendment_is_named(self, settled: Store, tamper: str) -> None:
+        settler = settling_record(settled)
+        retracted = {"trace": trace(1)}
+        reset = "update violations set status = 'confirmed', retraction_reason = null where trace_id = :trace"
+        reason = "update violations set retraction_reason = 'a test trace' where trace_id = :trace"
+        withdrawn = "update violations set status='retracted', retraction_reason='x' where trace_id = :trace"
+        document = json.dumps({"provisional": [], "confirmed": [], "retracted": {}, "late": []})
+        statements = {
+            "retracted to confirmed": (reset, retracted),
+            "another reason": (reason, retracted),
+            "late retracted": (withdrawn, {"trace": trace(2)}),
+            "amendment edited": ("update evaluations set amendments = :doc where id = :id",
+                                 {"id": settler, "doc": document}),
+        }
+        with settled.engine.begin() as connection:
+            statement, values = statements[tamper]
+            connection.execute(text(statement), values)
+        verdict = ledger.verify(settled.engine)
+        assert settler == verdict.broken_at
+        words = "was altered" if tamper == "amendment edited" else "is contradicted"
+        assert f"record {settler} {words}" in (verdict.problem or "")
+
+    def test_a_provisional_verdict_rewritten_as_final_is_named(
+            self, settled: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        with settled.engine.begin() as connection:
+            connection.execute(text("update violations set status = 'confirmed' where trace_id = :trace"),
+                               {"trace": trace(6)})
+        recorder = recorder_of(settled, trace(6))
+        monkeypatch.setenv("BETRACE_STORE", settled.engine.url.render_as_string(hide_password=False))
+        monkeypatch.chdir(tmp_path)
+        assert 1 == main(["evidence", "verify"])
+        out = capsys.readouterr().out
+        assert f"ledger BROKEN at record {recorder}: record {recorder} is contradicted" in out
+        assert f"the violation of trace {trace(6)}" in out
+        assert "stored as confirmed, but the ledger says provisional" in out
+
+
+def test_an_amendment_of_no_provisional_record_is_named(tmp_path: Path) -> None:
+    """A final pass amends earlier provisional records of its rule, each once; the chain checks it."""
+    store = Store.open(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        fill(store)  # records 1.. are final (judged once)
+        store.start_checkpoint("settle:audit", T0)
+        committed = store.commit(WindowRecord(rules()["audit"], T0, T0 + HOUR, T0, 0.1, "ok",
+                                              checkpoint="settle:audit", amendment=Amendment((5,))))
+        verdict = ledger.verify(store.engine)
+        assert committed.evaluation_id == verdict.broken_at
+        assert "amends record 5, which is not an earlier provisional record" in (verdict.problem or "")
     finally:
         store.close()

@@ -442,9 +442,11 @@ def _report() -> Report:
     found = {**_violation().to_json(), "found_at": moment, "trace_url": "http://tempo/trace/a b(c)"}
     version = {"version": "abc", "source": "rules|x.yaml", "condition": "when { a }\n```\nfence",
                "first_seen_at": moment}
+    withdrawn = {**found, "status": "retracted", "retraction_reason": "<i>audit</i> | arrived\nlater"}
     rule = RuleFigures(rule_id="audited", name="+cmd|x", severity="high", frameworks=["SOC2"],
                        controls=["CC6.1"], versions=[version],
-                       gaps=[Gap(moment, moment, "=gap | <b>reason</b>")], violations=[found])
+                       gaps=[Gap(moment, moment, "=gap | <b>reason</b>")], violations=[found],
+                       retracted=[withdrawn])
     return Report(Filters(moment, moment), [ControlFigures("CC6.1", [rule])], Verdict(1, "h"), moment)
 
 
@@ -478,6 +480,8 @@ class TestReports:
         assert "next" in line  # the newline did not end the list item
         assert "### +cmd\\|x" in text
         assert "````" in text  # a longer fence than the condition's own
+        assert "<i>" not in text
+        assert "(retracted: &lt;i&gt;audit&lt;/i&gt; \\| arrived later)" in text  # a retraction's reason too
 
     def test_html_escapes(self) -> None:
         out = io.StringIO()
@@ -486,6 +490,7 @@ class TestReports:
         assert "<img" not in text
         assert "<b>reason" not in text
         assert "&lt;img src=x onerror=alert(1)&gt;" in text
+        assert "<i>" not in text
 
     def test_table_shows_control_characters_escaped(self) -> None:
         out = io.StringIO()

@@ -4,6 +4,13 @@ Coverage is time: the part of the period covered by evaluated windows (``ok``,
 ``violations``, ``incomplete``), with every uncovered stretch listed as a gap and why
 (skipped beyond ``max_catchup``, failed, or never evaluated). Nothing is rounded away: a
 period with any gap is below 100 %.
+
+Settled verdicts: a window judged provisionally is judged again by a final pass, one record
+(``amendments`` set) covering the span of the provisional windows it settles. Each span of
+time counts once: windows are the provisional windows and those judged final at once (never
+the final pass that covers them again); scope and daily figures take the final pass where
+there is one. Violations count final verdicts: a retracted one is listed under amendments,
+not as a violation; one whose window is not settled yet counts, marked provisional.
 """
 
 from __future__ import annotations
@@ -84,14 +91,29 @@ class RuleFigures:
     failed_attempts: int = 0
     backfilled_windows: int = 0
     traces_in_scope: int | None = 0
+    windows_provisional: int = 0  # judged provisionally, no final pass yet
     gaps: list[Gap] = field(default_factory=list)
-    violations: list[dict[str, Any]] = field(default_factory=list)
+    violations: list[dict[str, Any]] = field(default_factory=list)  # not retracted: confirmed, provisional
+    late: list[dict[str, Any]] = field(default_factory=list)  # found only by a final pass
+    retracted: list[dict[str, Any]] = field(default_factory=list)  # withdrawn by a final pass, with why
+    confirmed_by_final: int = 0  # provisional violations a final pass confirmed
     days: list[Day] = field(default_factory=list)
 
     @property
     def coverage(self) -> float:
         """Covered share of the period, 0..1."""
         return self.covered_seconds / self.expected_seconds if self.expected_seconds else 0.0
+
+    @property
+    def provisional_violations(self) -> int:
+        """Violations whose window has no final verdict yet."""
+        return sum(v.get("status") == "provisional" for v in self.violations)
+
+    @property
+    def amendment_totals(self) -> dict[str, int]:
+        """What the final passes changed: late violations, retractions, confirmations."""
+        return {"late": len(self.late), "retracted": len(self.retracted),
+                "confirmed": self.confirmed_by_final}
 
 
 @dataclass
@@ -114,6 +136,26 @@ class ControlFigures:
                 total.in_scope = None if total.in_scope is None or day.in_scope is None else (
                     total.in_scope + day.in_scope)
         return [merged[k] for k in sorted(merged)]
+
+    @property
+    def coverage(self) -> float:
+        """The rules' covered time over their expected time, 0..1."""
+        expected = sum(rule.expected_seconds for rule in self.rules)
+        return sum(rule.covered_seconds for rule in self.rules) / expected if expected else 0.0
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """The rules' windows, violations and amendments added up."""
+        total = {"windows_evaluated": 0, "windows_provisional": 0, "violations": 0,
+                 "provisional_violations": 0, "late": 0, "retracted": 0, "confirmed": 0}
+        for rule in self.rules:
+            total["windows_evaluated"] += rule.windows_evaluated
+            total["windows_provisional"] += rule.windows_provisional
+            total["violations"] += len(rule.violations)
+            total["provisional_violations"] += rule.provisional_violations
+            for kind, count in rule.amendment_totals.items():
+                total[kind] += count
+        return total
 
 
 @dataclass
@@ -191,13 +233,42 @@ def _rule_figures(store: Store, rule_id: str, versions: list[dict[str, Any]], fi
                    "first_seen_at": v["first_seen_at"]}
                   for v in versions if v["version"] in used or not used],
         expected_seconds=(filters.end - filters.start).total_seconds())
+    settled_by = _settled_by(rows)
     kept = counted(rows, filters)
-    _coverage(figures, rows, kept, filters)
-    figures.violations = [{"trace_id": v["trace_id"], "found_at": v["found_at"], "severity": v["severity"],
-                           "reason": v["detail"].get("reason", ""), "evaluation_id": v["evaluation_id"],
-                           "trace_url": trace_url(template, v["trace_id"])} for v in found]
-    figures.days = _days(kept, filters)
+    _coverage(figures, rows, kept, filters, settled_by)
+    by_id = {r["id"]: r for r in rows}
+    for v in found:
+        entry = {"trace_id": v["trace_id"], "found_at": v["found_at"], "severity": v["severity"],
+                 "reason": v["detail"].get("reason", ""), "evaluation_id": v["evaluation_id"],
+                 "trace_url": trace_url(template, v["trace_id"]), "status": v["status"]}
+        recorder = by_id[v["evaluation_id"]]
+        settler = settled_by.get(v["evaluation_id"])
+        if v["status"] == "retracted":
+            figures.retracted.append({**entry, "retraction_reason": v["retraction_reason"] or "",
+                                      "amended_at": v["amended_at"],
+                                      "settled_by": None if settler is None else settler["id"]})
+            continue
+        figures.violations.append(entry)
+        if recorder["amendments"] is not None:
+            figures.late.append({**entry, "settled_by": recorder["id"]})
+        elif settler is not None:
+            figures.confirmed_by_final += 1
+    figures.days = _days(kept, filters, found, settled_by)
     return figures
+
+
+def _settled_by(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Provisional evaluation id → the final pass that settled it."""
+    settled: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        for provisional in (row["amendments"] or {}).get("provisional", []):
+            settled[provisional] = row
+    return settled
+
+
+def _settles(row: dict[str, Any]) -> bool:
+    """A final pass over provisional windows: it covers them again, it is not a window of its own."""
+    return row["amendments"] is not None
 
 
 def _clip(start: datetime, end: datetime, filters: Filters) -> tuple[datetime, datetime]:
@@ -207,12 +278,15 @@ def _clip(start: datetime, end: datetime, filters: Filters) -> tuple[datetime, d
 def counted(rows: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
     """The evaluated windows whose figures (scope, daily rates) count.
 
-    Those starting in the period, live before backfill, each not already covered by one
-    counted before (a backfill over time the daemon evaluated is not counted twice).
+    Those starting in the period, live before backfill, final before provisional, each not
+    already covered by one counted before (a backfill over time the daemon evaluated, or a
+    provisional window a final pass judged again, is not counted twice).
     """
     kept: list[dict[str, Any]] = []
     spans: list[tuple[datetime, datetime]] = []
-    for row in sorted((r for r in rows if r["outcome"] in EVALUATED), key=lambda r: (r["backfill"], r["id"])):
+    order = sorted((r for r in rows if r["outcome"] in EVALUATED),
+                   key=lambda r: (r["backfill"], r["verdict"] == "provisional", r["id"]))
+    for row in order:
         if not filters.start <= row["window_start"] < filters.end:
             continue
         if any(s <= row["window_start"] and row["window_end"] <= e for s, e in spans):
@@ -223,7 +297,7 @@ def counted(rows: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]
 
 
 def _coverage(figures: RuleFigures, rows: list[dict[str, Any]], kept: list[dict[str, Any]],
-              filters: Filters) -> None:
+              filters: Filters, settled_by: dict[int, dict[str, Any]]) -> None:
     covered: list[tuple[datetime, datetime]] = []
     for row in kept:
         if figures.traces_in_scope is not None:
@@ -232,10 +306,15 @@ def _coverage(figures: RuleFigures, rows: list[dict[str, Any]], kept: list[dict[
     for row in rows:
         outcome = row["outcome"]
         if outcome in EVALUATED:
-            figures.windows_evaluated += 1
-            figures.windows_incomplete += outcome == "incomplete"
-            figures.backfilled_windows += bool(row["backfill"])
             covered.append(_clip(row["window_start"], row["window_end"], filters))
+            if _settles(row):
+                continue
+            settler = settled_by.get(row["id"])
+            final = row if settler is None else settler
+            figures.windows_evaluated += 1
+            figures.windows_incomplete += final["outcome"] == "incomplete"
+            figures.backfilled_windows += bool(row["backfill"])
+            figures.windows_provisional += row["verdict"] == "provisional" and settler is None
         elif outcome == "skipped":
             figures.windows_skipped += 1
         elif outcome == "failed":
@@ -270,18 +349,35 @@ def _why(rows: list[dict[str, Any]], start: datetime, end: datetime) -> str:
     return "not evaluated (no record: the rule was not running, or the period is not over yet)"
 
 
-def _days(kept: list[dict[str, Any]], filters: Filters) -> list[Day]:
+def _days(kept: list[dict[str, Any]], filters: Filters, found: list[dict[str, Any]],
+          settled_by: dict[int, dict[str, Any]]) -> list[Day]:
+    """Each counted record on the day its window starts; a final pass counts the windows it settles.
+
+    Violations are those not retracted, recorded by the record or by a window it settles; a
+    settled window is clean unless one of them was recorded by it; late violations (recorded by
+    the final pass itself) make one of its windows not clean.
+    """
     days: dict[str, Day] = {}
     moment = filters.start.replace(hour=0, minute=0, second=0, microsecond=0)
     while moment < filters.end:
         key = moment.date().isoformat()
         days[key] = Day(key)
         moment += timedelta(days=1)
+    by_record: dict[int, int] = {}
+    for v in found:
+        if v["status"] != "retracted":
+            by_record[v["evaluation_id"]] = by_record.get(v["evaluation_id"], 0) + 1
+    settles: dict[int, list[int]] = {}
+    for provisional, settler in settled_by.items():
+        settles.setdefault(settler["id"], []).append(provisional)
     for row in kept:
+        settled = settles.get(row["id"], [])
+        windows = len(settled) or 1
+        records = [*settled, row["id"]]
         day = days[row["window_start"].date().isoformat()]
-        day.windows += 1
-        day.violations += row["new_violations"]
-        day.clean_windows += row["new_violations"] == 0
+        day.windows += windows
+        day.violations += sum(by_record.get(e, 0) for e in records)
+        day.clean_windows += max(0, windows - sum(1 for e in records if by_record.get(e)))
         if day.in_scope is not None:
             day.in_scope = None if row["scope_size"] is None else day.in_scope + row["scope_size"]
     return list(days.values())

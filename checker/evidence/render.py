@@ -47,9 +47,19 @@ def _rule(rule: RuleFigures) -> dict[str, Any]:
         "failed_attempts": rule.failed_attempts, "backfilled_windows": rule.backfilled_windows,
         "traces_in_scope": rule.traces_in_scope,
         "gaps": [{"start": _time(g.start), "end": _time(g.end), "reason": g.reason} for g in rule.gaps],
-        "violations": [{**v, "found_at": _time(v["found_at"])} for v in rule.violations],
+        "windows_provisional": rule.windows_provisional,
+        "violations": [_violation(v) for v in rule.violations],
+        "provisional_violations": rule.provisional_violations,
+        "amendments": {"late": [_violation(v) for v in rule.late],
+                       "retracted": [_violation(v) for v in rule.retracted],
+                       "totals": rule.amendment_totals},
         "daily": [_day(d) for d in rule.days],
     }
+
+
+def _violation(violation: dict[str, Any]) -> dict[str, Any]:
+    return {k: _time(v) if k in {"found_at", "amended_at"} and v is not None else v
+            for k, v in violation.items()}
 
 
 def as_json(report: Report) -> dict[str, Any]:
@@ -62,7 +72,8 @@ def as_json(report: Report) -> dict[str, Any]:
         "ledger": {"records": report.ledger.records, "head": report.ledger.head, "intact": report.ledger.ok,
                    "broken_at": report.ledger.broken_at, "problem": report.ledger.problem,
                    "verify_command": report.verify_command},
-        "controls": [{"control": c.control, "daily": [_day(d) for d in c.days],
+        "controls": [{"control": c.control, "coverage": c.coverage, "totals": c.totals,
+                      "daily": [_day(d) for d in c.days],
                       "rules": [_rule(r) for r in c.rules]} for c in report.controls],
     }
 
@@ -75,11 +86,16 @@ def write_json(report: Report, out: TextIO) -> None:
 
 CSV_COLUMNS = ("control", "rule_id", "rule_name", "day", "coverage", "covered_seconds", "expected_seconds",
                "windows_evaluated", "windows_skipped", "failed_attempts", "gaps", "traces_in_scope",
-               "violations", "compliance_rate", "ledger_head")
+               "violations", "compliance_rate", "ledger_head", "provisional_violations",
+               "windows_provisional", "late_violations", "retracted_violations", "confirmed_by_final")
 
 
 def write_csv(report: Report, out: TextIO) -> None:
-    """One summary row per control and rule (``day`` empty), then one row per day."""
+    """One summary row per control and rule (``day`` empty), then one row per day.
+
+    The verdict columns (provisional violations and windows, amendments) come last and are
+    filled on summary rows only, so older consumers that read columns by name are unaffected.
+    """
     writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for control in report.controls:
@@ -91,7 +107,9 @@ def write_csv(report: Report, out: TextIO) -> None:
                 "windows_skipped": rule.windows_skipped, "failed_attempts": rule.failed_attempts,
                 "gaps": len(rule.gaps), "traces_in_scope": rule.traces_in_scope,
                 "violations": len(rule.violations), "compliance_rate": _overall_rate(rule),
-                "ledger_head": report.ledger.head}))
+                "ledger_head": report.ledger.head, "provisional_violations": rule.provisional_violations,
+                "windows_provisional": rule.windows_provisional, "late_violations": len(rule.late),
+                "retracted_violations": len(rule.retracted), "confirmed_by_final": rule.confirmed_by_final}))
             for day in rule.days:
                 writer.writerow(safe_csv_row({**base, "day": day.day, "windows_evaluated": day.windows,
                                               "traces_in_scope": day.in_scope,
@@ -136,7 +154,7 @@ def write_markdown(report: Report, out: TextIO) -> None:
     out.write(f"Generated {_time(report.generated_at)} by BeTrace Checker {_md(report.checker_version)}. "
               f"{_ledger_sentence(report)}\n")
     for control in report.controls:
-        out.write(f"\n## {_md(control.control)}\n")
+        out.write(f"\n## {_md(control.control)}\n\n{_md(_totals_sentence(control))}\n")
         for rule in control.rules:
             out.write(f"\n### {_md(rule.name)} ({_md(rule.rule_id)}, {_md(rule.severity)})\n\n")
             out.writelines(_version_md(v) for v in rule.versions)
@@ -148,11 +166,45 @@ def write_markdown(report: Report, out: TextIO) -> None:
             if rule.gaps:
                 out.write("\nGaps:\n\n")
                 out.writelines(f"- {_time(g.start)} to {_time(g.end)}: {_md(g.reason)}\n" for g in rule.gaps)
-            if rule.violations:
-                out.write("\nViolations:\n\n")
-                out.writelines(f"- [{_md(v['trace_id'])}]({_md_url(v['trace_url'])}) {_md(v['reason'])}\n"
-                               if v["trace_url"] else f"- {_md(v['trace_id'])} {_md(v['reason'])}\n"
-                               for v in rule.violations)
+            out.write(f"\n{_md(_verdict_sentence(rule))}\n")
+            for title, listed in (("Violations", rule.violations),
+                                  ("Late violations (amendments)", rule.late),
+                                  ("Retracted (amendments, not violations)", rule.retracted)):
+                if listed:
+                    out.write(f"\n{title}:\n\n")
+                    out.writelines(f"- {_md_trace(v)} {_md(_violation_note(v))}\n" for v in listed)
+
+
+def _md_trace(violation: dict[str, Any]) -> str:
+    trace = _md(violation["trace_id"])
+    return f"[{trace}]({_md_url(violation['trace_url'])})" if violation["trace_url"] else trace
+
+
+def _violation_note(violation: dict[str, Any]) -> str:
+    """The reason, with the verdict where it is not plainly a confirmed violation."""
+    status = violation.get("status", "confirmed")
+    if status == "retracted":
+        return f"{violation['reason']} (retracted: {violation.get('retraction_reason', '')})"
+    if status == "provisional":
+        return f"{violation['reason']} (provisional: not final yet)"
+    return str(violation["reason"])
+
+
+def _verdict_sentence(rule: RuleFigures) -> str:
+    totals = rule.amendment_totals
+    return (f"Verdicts: {len(rule.violations)} violations, {rule.provisional_violations} of them provisional "
+            f"(not final yet); {rule.windows_provisional} windows not settled yet. Amendments by final "
+            f"passes: {totals['late']} late violations, {totals['retracted']} retracted, "
+            f"{totals['confirmed']} provisional violations confirmed.")
+
+
+def _totals_sentence(control: ControlFigures) -> str:
+    """The control's coverage line, amendments included."""
+    totals = control.totals
+    return (f"Coverage {_pct(control.coverage)}: {totals['windows_evaluated']} windows evaluated "
+            f"({totals['windows_provisional']} not settled yet); {totals['violations']} violations "
+            f"({totals['provisional_violations']} provisional); amendments: {totals['late']} late "
+            f"violations, {totals['retracted']} retracted, {totals['confirmed']} confirmed.")
 
 
 def _version_md(version: dict[str, Any]) -> str:
@@ -216,9 +268,7 @@ def _rule_html(rule: RuleFigures) -> str:
     coverage_class = "ok" if rule.coverage >= 1 else "bad"
     gaps = "".join(f'<tr class="gap"><td>{_time(g.start)}</td><td>{_time(g.end)}</td>'
                    f"<td>{escape(g.reason)}</td></tr>" for g in rule.gaps)
-    found = "".join(
-        f"<tr><td>{_link(v)}</td><td>{escape(v['severity'])}</td><td>{_time(v['found_at'])}</td>"
-        f"<td>{escape(v['reason'])}</td></tr>" for v in rule.violations)
+    found = _violations_html(rule.violations)
     return (
         f'<section class="rule"><h3>{escape(rule.name)} <span class="muted">({escape(rule.rule_id)}, '
         f"{escape(rule.severity)})</span></h3><ul>{versions}</ul>"
@@ -229,9 +279,23 @@ def _rule_html(rule: RuleFigures) -> str:
         f"<td>{len(rule.violations)}</td><td>{_pct(_overall_rate(rule))}</td></tr></table>"
         + (f"<h4>Gaps</h4><table><tr><th>From</th><th>To</th><th>Why</th></tr>{gaps}</table>" if gaps
            else '<p class="ok">No gaps: every window of the period was evaluated.</p>')
-        + (f"<h4>Violations</h4><table><tr><th>Trace</th><th>Severity</th><th>Found</th><th>Reason</th></tr>"
-           f"{found}</table>" if found else "<p>No violations.</p>")
+        + (f"<h4>Violations</h4>{found}" if found else "<p>No violations.</p>")
+        + f"<p>{escape(_verdict_sentence(rule))}</p>"
+        + (f"<h4>Late violations (amendments)</h4>{_violations_html(rule.late)}" if rule.late else "")
+        + (f"<h4>Retracted (amendments, not violations)</h4>{_violations_html(rule.retracted)}"
+           if rule.retracted else "")
         + "</section>")
+
+
+def _violations_html(listed: list[dict[str, Any]]) -> str:
+    if not listed:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_link(v)}</td><td>{escape(v['severity'])}</td><td>{_time(v['found_at'])}</td>"
+        f"<td>{escape(v.get('status', 'confirmed'))}</td><td>{escape(_violation_note(v))}</td></tr>"
+        for v in listed)
+    return ("<table><tr><th>Trace</th><th>Severity</th><th>Found</th><th>Status</th><th>Reason</th></tr>"
+            f"{rows}</table>")
 
 
 def _link(violation: dict[str, Any]) -> str:
@@ -241,7 +305,8 @@ def _link(violation: dict[str, Any]) -> str:
 
 
 def _control_html(control: ControlFigures) -> str:
-    return (f'<h2>{escape(control.control)}</h2><p class="muted">Compliance rate per day</p>'
+    return (f"<h2>{escape(control.control)}</h2><p>{escape(_totals_sentence(control))}</p>"
+            '<p class="muted">Compliance rate per day</p>'
             f"{_chart(control.days)}" + "".join(_rule_html(r) for r in control.rules))
 
 

@@ -3,7 +3,15 @@
 Each row stores ``prev_hash`` and ``hash = sha256(prev_hash + canonical record)``, where the
 canonical record is the row's evidence (rule, version, window, counts, outcome, plan,
 checker version, the traces it found) as sorted, compact JSON. Altering, deleting or
-reordering a record breaks the chain at that record; ``verify`` names it. Appends are
+reordering a record breaks the chain at that record; ``verify`` names it.
+
+A violation's status is not itself hashed (a final pass changes it after the provisional
+record was chained), but every change is: a final pass's ``amendments`` name the violations
+it confirmed and retracted (with the reason), and ``verify`` checks every violation's status
+against the chained records — ``provisional`` until a final pass settles its window, then as
+that pass's amendments say, ``confirmed`` when a final record found it. A rewritten status or
+reason is named by the record whose verdict it contradicts. A final pass amends only earlier
+provisional records of its rule, each once. Appends are
 serialised: PostgreSQL through a transaction-scoped advisory lock, SQLite by its write lock,
 which the commit already holds when it appends.
 """
@@ -104,27 +112,92 @@ class Verdict:
 
 
 def verify(engine: Engine) -> Verdict:
-    """Recompute the whole chain, oldest first."""
+    """Recompute the whole chain, oldest first; then check each violation's status against it."""
     prev, count = GENESIS, 0
-    for row, traces in _records(engine):
+    settled: dict[int, tuple[int, Mapping[str, Any]]] = {}  # provisional id -> (final pass, amendments)
+    recorded: list[tuple[int, str, list[_Found]]] = []  # (record, verdict, its violations)
+    unsettled: dict[int, str] = {}  # provisional record -> its rule, until a final pass settles it
+    for row, found in _records(engine):
         count += 1
         if row["prev_hash"] != prev:
             return Verdict(count, prev, row["id"],
                            f"record {row['id']} does not follow the record before it: a record was "
                            "deleted, inserted or reordered just before it")
-        digest = link(prev, canonical(row, traces))
+        digest = link(prev, canonical(row, [f.trace_id for f in found]))
         if row["hash"] != digest:
             return Verdict(count, prev, row["id"],
                            f"record {row['id']} was altered (its content no longer matches its hash)")
         prev = digest
+        amendments = row.get("amendments")
+        if row.get("verdict") == "provisional":
+            unsettled[row["id"]] = row["rule_id"]
+        if isinstance(amendments, dict):
+            for provisional in amendments.get("provisional", []):
+                if unsettled.pop(provisional, None) != row["rule_id"]:
+                    return Verdict(count, prev, row["id"],
+                                   f"record {row['id']} amends record {provisional}, which is not an earlier "
+                                   "provisional record of its rule still unsettled")
+                settled[provisional] = (row["id"], amendments)
+        if found:
+            recorded.append((row["id"], row.get("verdict", "final"), found))
+    problems = [found_problem for record_id, verdict, found in recorded for v in found
+                if (found_problem := _status_problem(record_id, verdict, v, settled.get(record_id)))]
+    if problems:
+        broken_at, problem = min(problems)
+        return Verdict(count, prev, broken_at, problem)
     return Verdict(count, prev)
 
 
-def _records(engine: Engine) -> Iterator[tuple[Mapping[str, Any], list[str]]]:
+@dataclass(frozen=True)
+class _Found:
+    """A violation as stored: what the chain hashes (its trace) and what it checks (its status)."""
+
+    trace_id: str
+    status: str
+    reason: str | None
+
+
+def _status_problem(record_id: int, verdict: str, found: _Found,
+                    settler: tuple[int, Mapping[str, Any]] | None) -> tuple[int, str] | None:
+    """The record a violation's stored status contradicts, and how; None when it agrees."""
+    named, expected, reason = record_id, "confirmed", None
+    if verdict == "provisional" and settler is None:
+        expected = "provisional"
+    elif verdict == "provisional" and settler is not None:
+        named, amendments = settler
+        retracted = amendments.get("retracted") or {}
+        if found.trace_id in retracted:
+            expected, reason = "retracted", retracted[found.trace_id]
+        elif found.trace_id not in (amendments.get("confirmed") or []):
+            return named, (f"record {named} was altered or a violation added: its amendment settles "
+                           f"record {record_id} but does not name trace {found.trace_id}")
+    if (found.status, found.reason) == (expected, reason):
+        return None
+    said = expected + (f" ({reason})" if reason is not None else "")
+    return named, (f"record {named} is contradicted: the violation of trace {found.trace_id} (recorded by "
+                   f"record {record_id}) is stored as {found.status}"
+                   + (f" ({found.reason})" if found.reason is not None else "")
+                   + f", but the ledger says {said}")
+
+
+def _records(engine: Engine) -> Iterator[tuple[Mapping[str, Any], list[_Found]]]:
+    """Each record with its violations, from one statement: one snapshot of both tables."""
+    query = (select(evaluations, violations.c.trace_id.label("found_trace"),
+                    violations.c.status.label("found_status"),
+                    violations.c.retraction_reason.label("found_reason"))
+             .outerjoin(violations, violations.c.evaluation_id == evaluations.c.id)
+             .order_by(evaluations.c.id, violations.c.id))
+    current: dict[str, Any] | None = None
+    found: list[_Found] = []
     with engine.connect() as connection:
-        found: dict[int, list[str]] = {}
-        for evaluation_id, trace_id in connection.execute(
-                select(violations.c.evaluation_id, violations.c.trace_id)):
-            found.setdefault(evaluation_id, []).append(trace_id)
-        for row in connection.execute(select(evaluations).order_by(evaluations.c.id)):
-            yield dict(row._mapping), found.get(row.id, [])  # noqa: SLF001
+        for joined in connection.execute(query):
+            row = dict(joined._mapping)  # noqa: SLF001
+            trace, status, reason = row.pop("found_trace"), row.pop("found_status"), row.pop("found_reason")
+            if current is None or current["id"] != row["id"]:
+                if current is not None:
+                    yield current, found
+                current, found = row, []
+            if trace is not None:
+                found.append(_Found(trace, status, reason))
+    if current is not None:
+        yield current, found
