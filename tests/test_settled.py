@@ -8,6 +8,8 @@ see), moves the clock past ``settle`` and runs again (the final verdict).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,6 +20,7 @@ from tempo_double import TempoDouble
 
 from checker.config import load_settings
 from checker.daemon.factory import open_daemon
+from checker.daemon.windows import RuleSchedule, settle_batches
 from checker.store import Store, ledger
 
 if TYPE_CHECKING:
@@ -168,3 +171,72 @@ class TestLateParts:
                 assert ledger.verify(store.engine).ok
             finally:
                 store.close()
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A provisional window as ``settle_batches`` sees it."""
+
+    start: datetime
+    end: datetime
+
+
+W0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def minutes(*indexes: int) -> list[Judged]:
+    """One-minute windows starting ``index`` minutes after W0."""
+    return [Judged(W0 + i * MINUTE, W0 + (i + 1) * MINUTE) for i in indexes]
+
+
+def starts(batches: list[list[Judged]]) -> list[list[int]]:
+    return [[int((w.start - W0) / MINUTE) for w in batch] for batch in batches]
+
+
+class TestSettleBatches:
+    """Which provisional windows a run settles, and which are searched together."""
+
+    EVERY_MINUTE = RuleSchedule(MINUTE, timedelta(seconds=45), settle=10 * MINUTE)  # batches of 5m
+
+    def test_consecutive_windows_are_batched_by_half_the_settle(self) -> None:
+        batches = settle_batches(minutes(*range(15)), W0, W0 + 20 * MINUTE, self.EVERY_MINUTE)
+        assert [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]] == starts(batches)
+
+    def test_the_newest_batch_waits_until_whole(self) -> None:
+        # Windows 10 and 11 are settled, but 12 to 14 will be within three minutes: wait for them.
+        batches = settle_batches(minutes(*range(12)), W0, W0 + 12 * MINUTE, self.EVERY_MINUTE)
+        assert [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]] == starts(batches)
+        batches = settle_batches(minutes(*range(14)), W0, W0 + 14 * MINUTE, self.EVERY_MINUTE)
+        assert [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]] == starts(batches)
+
+    def test_the_newest_batch_goes_once_its_first_window_has_waited_a_batch(self) -> None:
+        # Nothing after window 11 (a rule removed, a backlog's end): settled 5m after window 10 started.
+        assert [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]] == starts(
+            settle_batches(minutes(*range(12)), W0, W0 + 15 * MINUTE, self.EVERY_MINUTE))
+
+    def test_a_gap_ends_a_batch(self) -> None:
+        # Window 3 was never judged provisionally (skipped): a batch never searches across it.
+        batches = settle_batches(minutes(0, 1, 2, 4, 5, 6, 7, 8), W0, W0 + 20 * MINUTE, self.EVERY_MINUTE)
+        assert [[0, 1, 2], [4, 5, 6, 7, 8]] == starts(batches)
+
+    def test_windows_already_settled_or_not_yet_settled_are_left_out(self) -> None:
+        batches = settle_batches(minutes(*range(12)), W0 + 2 * MINUTE, W0 + 11 * MINUTE, self.EVERY_MINUTE)
+        assert [[2, 3, 4, 5, 6]] == starts(batches)  # 7 to 10 wait for the whole batch
+
+    def test_a_period_longer_than_half_the_settle_is_a_batch_of_one(self) -> None:
+        hourly = RuleSchedule(60 * MINUTE, timedelta(seconds=45), settle=10 * MINUTE)
+        windows = [Judged(W0 + i * 60 * MINUTE, W0 + (i + 1) * 60 * MINUTE) for i in range(3)]
+        batches = settle_batches(windows, W0, W0 + 200 * MINUTE, hourly)
+        assert [[w] for w in windows] == batches
+
+    def test_short_windows_after_a_catch_up_fill_a_batch(self) -> None:
+        # A window cut short (the first of a rule, or one before a restart) still batches by time.
+        windows = [Judged(W0, W0 + timedelta(seconds=15)), *(
+            Judged(W0 + timedelta(seconds=15) + i * MINUTE, W0 + timedelta(seconds=15) + (i + 1) * MINUTE)
+            for i in range(6))]
+        batches = settle_batches(windows, W0, W0 + 30 * MINUTE, self.EVERY_MINUTE)
+        assert [windows[:5], windows[5:]] == batches
+
+    def test_nothing_pending(self) -> None:
+        assert [] == settle_batches([], W0, W0 + 20 * MINUTE, self.EVERY_MINUTE)
