@@ -66,11 +66,28 @@ class Pass:
     searches: Counter[Key] = field(default_factory=Counter)
     fetches: Counter[Key] = field(default_factory=Counter)
     fetched: Counter[str] = field(default_factory=Counter)  # final passes: why each fetch
+    # Searches by kind: a rule's query, the same query again over a cut window (a full page),
+    # and the final pass's "anything new?" search (in parts when too long for one request).
+    kinds: Counter[str] = field(default_factory=Counter)
+    cut_by_rule: Counter[str] = field(default_factory=Counter)
+    new_by_rule: Counter[str] = field(default_factory=Counter)
 
-    def add(self, rule: str, starts: list[int], searches: int, fetches: int) -> None:
+    def add(self, rule: str, starts: list[int], searches: list[Any], fetches: int) -> None:
+        seen: set[str] = set()
+        for request in searches:
+            query = request.params.get("q", "")
+            if "trace:id" in query:
+                self.kinds["anything new?"] += 1
+                self.new_by_rule[rule] += 1
+            elif query in seen:
+                self.kinds["rule query, window cut (page full)"] += 1
+                self.cut_by_rule[rule] += 1
+            else:
+                self.kinds["rule query"] += 1
+            seen.add(query)
         self.passes += 1
         self.windows |= {(rule, s) for s in starts}
-        self.searches[(rule, starts[0])] += searches
+        self.searches[(rule, starts[0])] += len(searches)
         self.fetches[(rule, starts[0])] += fetches
 
     def total(self, key: str, over: set[Key]) -> int:
@@ -155,10 +172,10 @@ class Counting:
         self._last_final: dict[str, Any] = {}
         self._saved: dict[str, Any] = {}
 
-    def _delta(self, before: int) -> tuple[int, list[str]]:
+    def _delta(self, before: int) -> tuple[list[Any], list[str]]:
         requests = self.double.requests[before:]
         fetched = [r.path.rstrip("/").rsplit("/", 1)[-1] for r in requests if r.route == "trace"]
-        return sum(r.route == "search" for r in requests), fetched
+        return [r for r in requests if r.route == "search"], fetched
 
     def __enter__(self) -> Self:
         counting = self
@@ -306,6 +323,21 @@ def report(single: Outcome, settled: Outcome, expected: set[tuple[str, str]], da
     print(f"final passes: {settled.final.passes:,} over {len(settled.final.windows):,} windows "
           f"({len(settled.final.windows) / max(1, settled.final.passes):.1f} windows a pass)")
     ratio = (both["searches"] - one["searches"]) / max(1, one["searches"])
+    for name, kind in (("single pass", single.final), ("provisional", settled.provisional),
+                       ("final", settled.final)):
+        print(f"searches of the {name} passes: " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(kind.kinds.items())))
+        if kind.cut_by_rule:
+            print("  windows cut, by rule: " + ", ".join(
+                f"{r} {n:,}" for r, n in kind.cut_by_rule.most_common()))
+    print(f"\n{'searches per window, by rule':<44}{'single':>8}{'final':>8}{'extra':>8}"
+          f"{'anything new?':>15}{'cut':>6}")
+    for rule in sorted({r for r, _ in over}):
+        mine = {k for k in over if k[0] == rule}
+        alone, final = single.final.total("searches", mine), settled.final.total("searches", mine)
+        print(f"{rule:<44}{per(alone, len(mine)):>8}{per(final, len(mine)):>8}"
+              f"{final / max(1, alone):>+8.0%}{settled.final.new_by_rule[rule]:>15,}"
+              f"{settled.final.cut_by_rule[rule]:>6,}")
     print("final-pass fetches by reason: " + (", ".join(
         f"{k} {v:,}" for k, v in sorted(settled.final.fetched.items())) or "none"))
     unchanged = settled.final.fetched.get("WHOLE AND UNCHANGED", 0)
