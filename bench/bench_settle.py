@@ -250,6 +250,7 @@ class Outcome:
     retracted: set[tuple[str, str]]
     runs: int
     wall: float
+    failed: int
 
 
 def simulate(label: str, args: argparse.Namespace, data: Traffic, settle: str) -> Outcome:
@@ -259,6 +260,8 @@ def simulate(label: str, args: argparse.Namespace, data: Traffic, settle: str) -
         with TempoDouble(now=lambda: clock.now.timestamp()) as double:  # noqa: PLW0108
             settings = load_settings(write_settings(
                 tmp, tempo_url=double.url, store=f"sqlite:///{tmp / 'betrace.db'}", rules_dir=RULES_D,
+                # The double answers a long "anything new?" search slowly (Python, every fragment).
+                tempo={"url": double.url, "query_end_cutoff": "0s", "retries": 0, "timeout": "600s"},
                 schedule={"every": "1m", "evaluation_delay": args.delay, "settle": settle,
                           "trace_idle": "30s", "initial_lookback": "1m", "jitter": "0s",
                           "parallel_rules": 1}))
@@ -288,11 +291,12 @@ def simulate(label: str, args: argparse.Namespace, data: Traffic, settle: str) -
         store = Store.open(settings.store)
         try:
             rows = store.violations()
+            failed = sum(e["outcome"] == "failed" for e in store.evaluations())
         finally:
             store.close()
     stored = {(s.violation.rule_id, s.violation.trace_id) for s in rows if s.status != "retracted"}
     retracted = {(s.violation.rule_id, s.violation.trace_id) for s in rows if s.status == "retracted"}
-    return Outcome(label, counting.provisional, counting.final, stored, retracted, runs, wall)
+    return Outcome(label, counting.provisional, counting.final, stored, retracted, runs, wall, failed)
 
 
 def per(value: int, windows: int) -> str:
@@ -349,7 +353,7 @@ def report(single: Outcome, settled: Outcome, expected: set[tuple[str, str]], da
         false_alerts = outcome.stored - expected
         missed = expected - outcome.stored
         print(f"\n{outcome.label}: {len(outcome.stored):,} violations standing, {len(outcome.retracted):,} "
-              f"retracted; {outcome.runs} runs in {outcome.wall:.1f}s")
+              f"retracted; {outcome.runs} runs in {outcome.wall:.1f}s, {outcome.failed} windows failed")
         print(f"  equal to the truth: {outcome.stored == expected}; false alerts never withdrawn: "
               f"{len(false_alerts)}; missed violations: {len(missed)}")
         for name, pairs in (("false alerts", false_alerts), ("missed", missed)):
