@@ -150,7 +150,7 @@ def traffic(args: argparse.Namespace) -> Traffic:
     return Traffic(pushes, finished, split)
 
 
-def truth_from_file(finished: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
+def truth_from_file(finished: dict[str, dict[str, Any]], rules_path: Path = RULES_D) -> set[tuple[str, str]]:
     import json  # noqa: PLC0415
 
     from checker.traces.otlp import read_traces  # noqa: PLC0415
@@ -158,7 +158,7 @@ def truth_from_file(finished: dict[str, dict[str, Any]]) -> set[tuple[str, str]]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "finished.otlp.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in finished.values()))
-        rules = load_paths([RULES_D]).rules
+        rules = load_paths([rules_path]).rules
         return {(v.rule_id, v.trace_id) for v in Scanner(rules).scan(read_traces([path]))}
 
 
@@ -251,6 +251,7 @@ class Outcome:
     runs: int
     wall: float
     failed: int
+    found: dict[tuple[str, str], Any]
 
 
 def simulate(label: str, args: argparse.Namespace, data: Traffic, settle: str) -> Outcome:
@@ -259,7 +260,7 @@ def simulate(label: str, args: argparse.Namespace, data: Traffic, settle: str) -
         clock = Clock.at(START + 60)
         with TempoDouble(now=lambda: clock.now.timestamp()) as double:  # noqa: PLW0108
             settings = load_settings(write_settings(
-                tmp, tempo_url=double.url, store=f"sqlite:///{tmp / 'betrace.db'}", rules_dir=RULES_D,
+                tmp, tempo_url=double.url, store=f"sqlite:///{tmp / 'betrace.db'}", rules_dir=args.rules,
                 # The double answers a long "anything new?" search slowly (Python, every fragment).
                 tempo={"url": double.url, "query_end_cutoff": "0s", "retries": 0, "timeout": "600s"},
                 schedule={"every": "1m", "evaluation_delay": args.delay, "settle": settle,
@@ -291,12 +292,16 @@ def simulate(label: str, args: argparse.Namespace, data: Traffic, settle: str) -
         store = Store.open(settings.store)
         try:
             rows = store.violations()
+            windows = {e["id"]: (e["window_start"].timestamp() - START, e["window_end"].timestamp() - START,
+                                 e["verdict"]) for e in store.evaluations()}
+            found = {(s.violation.rule_id, s.violation.trace_id): (s.status, windows[s.evaluation_id])
+                     for s in rows}
             failed = sum(e["outcome"] == "failed" for e in store.evaluations())
         finally:
             store.close()
     stored = {(s.violation.rule_id, s.violation.trace_id) for s in rows if s.status != "retracted"}
     retracted = {(s.violation.rule_id, s.violation.trace_id) for s in rows if s.status == "retracted"}
-    return Outcome(label, counting.provisional, counting.final, stored, retracted, runs, wall, failed)
+    return Outcome(label, counting.provisional, counting.final, stored, retracted, runs, wall, failed, found)
 
 
 def per(value: int, windows: int) -> str:
@@ -360,6 +365,13 @@ def report(single: Outcome, settled: Outcome, expected: set[tuple[str, str]], da
             if pairs:
                 by_rule = Counter(rule for rule, _ in pairs)
                 print(f"  {name} by rule: " + ", ".join(f"{r} {n}" for r, n in sorted(by_rule.items())))
+            if pairs and outcome is settled:
+                for rule, trace_id in sorted(pairs):
+                    spans = spans_of(data.finished[trace_id])
+                    times = sorted(int(sp["startTimeUnixNano"]) / 1e9 - START for sp in spans)
+                    print(f"    {rule} {trace_id}: {outcome.found.get((rule, trace_id))}, "
+                          f"split {trace_id in data.split}, spans at {[round(t, 2) for t in times]} "
+                          f"(seconds after the first trace)")
 
 
 def main() -> None:
@@ -374,10 +386,11 @@ def main() -> None:
     parser.add_argument("--settle", default="10m")
     parser.add_argument("--tail-minutes", type=int, default=17, help="minutes run after the last push")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rules", type=Path, default=RULES_D, help="rules file or directory")
     args = parser.parse_args()
     configure(level=logging.WARNING)
     data = traffic(args)
-    expected = truth_from_file(data.finished)
+    expected = truth_from_file(data.finished, args.rules)
     single = simulate("single pass (settle = evaluation_delay)", args, data, args.delay)
     settled = simulate(f"settled (settle {args.settle})", args, data, args.settle)
     report(single, settled, expected, data, args)
