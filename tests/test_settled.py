@@ -450,3 +450,31 @@ class TestSettleBatches:
 
     def test_nothing_pending(self) -> None:
         assert [] == settle_batches([], W0, W0 + 20 * MINUTE, self.EVERY_MINUTE)
+
+
+class TestTraceInTwoWindowsOfABatch:
+    """A trace on a window boundary is judged by both windows' provisional passes."""
+
+    def test_a_violation_judged_on_fewer_spans_is_retracted(self, tmp_path: Path, receiver: Receiver) -> None:
+        # Found by bench/bench_settle.py: Tempo's search bounds are whole seconds, inclusive, so a
+        # trace starting at T-60 is in [T-120, T-60) and [T-60, T). The first window's pass saw it
+        # without its audit.log (a violation); the second's saw it whole (compliant). The final
+        # pass over both must not take the second judgment as the one the violation was made on.
+        clock = Clock.at(T - 15)  # the first window, [T-120, T-60), is 45s old
+        with TempoDouble(now=lambda: clock.now.timestamp()) as tempo:  # noqa: PLW0108
+            settings = config(tmp_path, tempo, receiver, schedule__evaluation_delay="45s",
+                              schedule__initial_lookback="105s")
+            push(tempo, span(1, 1, "GET /patients", T - 60), span(1, 2, "pii.access", T - 60, parent=1))
+            run_once(settings, clock)
+            push(tempo, span(1, 3, "audit.log", T - 60, parent=1))
+            clock.advance(minutes=1)  # the second window, [T-60, T), sees the whole trace
+            run_once(settings, clock)
+            store = Store.open(settings.store)
+            try:
+                assert {("audited", f"{1:032x}"): ("provisional", None)} == statuses(store)
+                clock.advance(minutes=6)
+                run_once(settings, clock)
+                assert [] == [v for v in store.violations() if v.status != "retracted"]
+                assert_each_pass_once(store, T)
+            finally:
+                store.close()
