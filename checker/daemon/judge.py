@@ -100,7 +100,12 @@ class WindowJudge:
         span = (windows[0].start, windows[-1].end)
         ids = [w.evaluation_id for w in windows]
         earlier = await asyncio.to_thread(self.store.provisional_violations, rule.id, ids)
-        judged = {trace: spans for w in windows for trace, spans in w.judged.items()}
+        # A trace judged by several windows with different spans grew between them: the verdict
+        # of the first may stand on fewer spans than the last saw, so it is judged again.
+        judged: dict[str, frozenset[str] | None] = {}
+        for window in windows:
+            for trace, spans in window.judged.items():
+                judged[trace] = spans if judged.get(trace, spans) == spans else None
         before = Provisional(judged, frozenset(v.trace_id for v in earlier))
         record = await self.evaluate(rule, span, before=before)
         record = replace(record, checkpoint=settle_checkpoint)
