@@ -206,8 +206,8 @@ class Counting:
             return committed
 
         async def wrapped_unchanged(client: Any, candidates: set[str], provisional: Any,
-                                    wide: tuple[int, int]) -> frozenset[str]:
-            result: frozenset[str] = await unchanged(client, candidates, provisional, wide)
+                                    *rest: Any) -> frozenset[str]:
+            result: frozenset[str] = await unchanged(client, candidates, provisional, *rest)
             counting._last_final = {"candidates": set(candidates), "provisional": provisional,
                                     "unchanged": result}
             return result

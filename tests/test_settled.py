@@ -321,7 +321,7 @@ class TestTwoReplicas:
                 two = await open_daemon(settings, clock=clock)
                 busy: list[bool] = []
                 try:
-                    for minute in range(8):
+                    for minute in range(10):  # a batch of 5m settles at T + 8m
                         if minute == 1:
                             late_parts(tempo, at)
                         first, second = await asyncio.gather(one.run_once(), two.run_once())
@@ -353,7 +353,8 @@ class TestCatchUp:
         clock = Clock.at(T)
         at = T - 500  # in [T-540, T-480): settled (5m) when the daemon first looks, 10m back
         with TempoDouble(now=lambda: clock.now.timestamp()) as tempo:  # noqa: PLW0108
-            settings = config(tmp_path, tempo, receiver, schedule__initial_lookback="10m")
+            settings = config(tmp_path, tempo, receiver, schedule__initial_lookback="10m",
+                              schedule__settle="5m")
             first_parts(tempo, at)
             late_parts(tempo, at)  # all of it there before the first look
             run_once(settings, clock)
@@ -407,11 +408,15 @@ def starts(batches: list[list[Judged]]) -> list[list[int]]:
 class TestSettleBatches:
     """Which provisional windows a run settles, and which are searched together."""
 
-    EVERY_MINUTE = RuleSchedule(MINUTE, timedelta(seconds=45), settle=10 * MINUTE)  # batches of 5m
+    # Batches of settle - evaluation_delay: 5m.
+    EVERY_MINUTE = RuleSchedule(MINUTE, 5 * MINUTE, settle=10 * MINUTE)
 
-    def test_consecutive_windows_are_batched_by_half_the_settle(self) -> None:
+    def test_consecutive_windows_are_batched_by_settle_minus_delay(self) -> None:
         batches = settle_batches(minutes(*range(15)), W0, W0 + 20 * MINUTE, self.EVERY_MINUTE)
         assert [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]] == starts(batches)
+        short_delay = RuleSchedule(MINUTE, timedelta(seconds=45), settle=10 * MINUTE)  # 9m15s
+        assert [list(range(9)), list(range(9, 18)), [18, 19]] == starts(
+            settle_batches(minutes(*range(20)), W0, W0 + 30 * MINUTE, short_delay))
 
     def test_the_newest_batch_waits_until_whole(self) -> None:
         # Windows 10 and 11 are settled, but 12 to 14 will be within three minutes: wait for them.
@@ -434,7 +439,7 @@ class TestSettleBatches:
         batches = settle_batches(minutes(*range(12)), W0 + 2 * MINUTE, W0 + 11 * MINUTE, self.EVERY_MINUTE)
         assert [[2, 3, 4, 5, 6]] == starts(batches)  # 7 to 10 wait for the whole batch
 
-    def test_a_period_longer_than_half_the_settle_is_a_batch_of_one(self) -> None:
+    def test_a_period_longer_than_a_batch_is_a_batch_of_one(self) -> None:
         hourly = RuleSchedule(60 * MINUTE, timedelta(seconds=45), settle=10 * MINUTE)
         windows = [Judged(W0 + i * 60 * MINUTE, W0 + (i + 1) * 60 * MINUTE) for i in range(3)]
         batches = settle_batches(windows, W0, W0 + 200 * MINUTE, hourly)

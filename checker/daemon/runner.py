@@ -120,7 +120,7 @@ class RuleRunner:
         # Windows committed before settled verdicts existed count as final.
         settled = await asyncio.to_thread(self.store.start_checkpoint, settle_key(rule.id), checkpoint)
         # A final pass that failed (recorded, retried next run) holds back no provisional alert.
-        settled = await self._settle(rule, schedule, settled, summary, now)
+        settled = await self._settle(rule, schedule, (settled, checkpoint), summary, now)
         self.settled[rule.id] = settled
         # Tempo hides its newest query_end_cutoff from search: a window never ends inside it.
         searchable = replace(schedule, delay=max(schedule.delay, self.query_end_cutoff))
@@ -150,13 +150,17 @@ class RuleRunner:
             summary.violations += len(committed.new_violations)
             summary.incomplete += record.outcome == "incomplete"
 
-    async def _settle(self, rule: Rule, schedule: RuleSchedule, settled: datetime, summary: RunSummary,
-                      now: datetime) -> datetime:
-        """Judge finally the provisional windows that are ``settle`` old; returns the new position."""
+    async def _settle(self, rule: Rule, schedule: RuleSchedule, positions: tuple[datetime, datetime],
+                      summary: RunSummary, now: datetime) -> datetime:
+        """Judge finally the provisional windows that are ``settle`` old; returns the new position.
+
+        ``positions`` are the rule's final-pass checkpoint and its own.
+        """
+        settled, checkpoint = positions
         until = floor_second(now - schedule.settle)
         pending: list[ProvisionalWindow] = await asyncio.to_thread(
             self.store.provisional_windows, rule.id, settled, until)
-        for batch in settle_batches(pending, settled, until, schedule):
+        for batch in settle_batches(pending, settled, until, schedule, judged_until=checkpoint):
             if self._stopping:
                 break
             if batch[0].start != settled:  # a span never judged provisionally (a skipped backlog)

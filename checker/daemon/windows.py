@@ -125,15 +125,18 @@ class Judged(Protocol):
 J = TypeVar("J", bound=Judged)
 
 
-def settle_batches(pending: list[J], settled: datetime, until: datetime,
-                   schedule: RuleSchedule) -> list[list[J]]:
+def settle_batches(pending: list[J], settled: datetime, until: datetime, schedule: RuleSchedule,
+                   judged_until: datetime | None = None) -> list[list[J]]:
     """The provisional windows to judge finally now, in batches searched together.
 
     A final pass searches a batch of consecutive windows at once, so settling costs a fraction
-    of the provisional passes' searches: a batch spans ``max(period, settle / 2)``. The newest
-    batch waits until it is whole, unless its first window has waited that long already.
+    of the provisional passes' searches: a batch spans ``max(period, settle - delay)`` (the
+    time between a window's first look and its settling), so a window's final verdict comes at
+    most that much after ``settle``. The newest batch waits until it is whole while windows
+    judged after it (up to ``judged_until``, the rule's checkpoint; None: more may come) will
+    join it, unless its first window has waited a whole batch already.
     """
-    span = max(schedule.period, schedule.settle / 2)
+    span = max(schedule.period, schedule.settle - schedule.delay)
     batches: list[list[J]] = []
     for window in pending:
         if window.end > until or window.start < settled:
@@ -142,7 +145,9 @@ def settle_batches(pending: list[J], settled: datetime, until: datetime,
             batches[-1].append(window)
         else:
             batches.append([window])
-    if batches and until - batches[-1][0].start < span:  # more of it may settle soon
+    newest = batches[-1] if batches else None
+    coming = judged_until is None or (newest is not None and judged_until > newest[-1].end)
+    if newest is not None and coming and until - newest[0].start < span:  # more of it settles soon
         batches.pop()
     return batches
 
