@@ -248,6 +248,7 @@ def assert_each_pass_once(store: Store, settled_until: float) -> None:
     assert len(once) == len(set(once))
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped daemons
 class TestKilledBetweenThePasses:
     """``kill -9`` after the provisional pass, and again inside the final pass.
 

@@ -60,8 +60,9 @@ class Provisional:
     """What a provisional pass judged, handed to the final pass over the same windows.
 
     ``judged`` maps each trace it judged to the IDs of the spans it saw whose names the rules
-    look at (``span_names``: no other span can change a verdict), or to None when the trace was
-    unfinished (``is_unfinished``); ``violators`` are the traces it found violating.
+    look at (``span_names``: no other span can change a verdict), or to None when the final pass
+    must fetch it again: it was unfinished (``is_unfinished``), or it has more such spans than
+    one request can list (``MAX_SEEN_SPANS``). ``violators`` are the traces it found violating.
     """
 
     judged: Mapping[str, frozenset[str] | None]
@@ -153,8 +154,9 @@ async def evaluate_window(
     for trace_id, fetched in traces.items():
         if fetched.trace is not None and not fetched.partial:
             whole = idle_since_ns is None or not is_unfinished(fetched.trace, idle_since_ns)
-            result.judged[trace_id] = frozenset(
-                s.span_id for s in fetched.trace.spans if s.name in names) if whole else None
+            seen = frozenset(s.span_id for s in fetched.trace.spans if s.name in names)
+            # More spans than a request can list: the final pass fetches it again instead.
+            result.judged[trace_id] = seen if whole and len(seen) <= MAX_SEEN_SPANS else None
     result.missing = [t for t in wanted if traces[t].trace is None and not traces[t].partial]
     result.partial = [t for t in wanted if traces[t].partial]
     result.reasons = {t: reason for t in result.partial if (reason := traces[t].partial)}
@@ -165,13 +167,8 @@ async def evaluate_window(
 
 async def _unchanged(client: TempoClient, candidates: set[str], provisional: Provisional,
                      names: frozenset[str], wide: tuple[int, int]) -> frozenset[str]:
-    """The candidates judged whole by the provisional pass that no span has joined since.
-
-    A trace with more than ``MAX_SEEN_SPANS`` such spans is not asked about (its part of the
-    query would not fit in a request): it is fetched again instead.
-    """
-    whole = {t: spans for t in candidates
-             if (spans := provisional.judged.get(t)) is not None and len(spans) <= MAX_SEEN_SPANS}
+    """The candidates judged whole by the provisional pass that no span has joined since."""
+    whole = {t: spans for t in candidates if (spans := provisional.judged.get(t)) is not None}
     if not whole:
         return frozenset()
     grown = await client.search_all(unseen_spans(whole, names), *wide)
