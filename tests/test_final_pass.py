@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from otlp_build import attribute
 from tempo_double import TempoDouble
 
 from checker.rules.load import load_text
-from checker.tempo.client import TempoClient
+from checker.tempo.client import MAX_QUERY_BYTES, TempoClient
 from checker.tempo.run import MAX_SEEN_SPANS, Provisional, WindowResult, evaluate_window, is_unfinished
 from checker.tempo.settings import TempoSettings
 from checker.traceql.syntax import unseen_spans
@@ -153,6 +154,20 @@ class TestUnseenSpans:
         push(tempo, span(1, 3, "ignored", parent=1))  # a name the rules do not read
         push(tempo, span(0x100, 3, "late", parent=1))
         assert {0x100} == found()
+
+    def test_the_question_fills_each_request(self, tempo: TempoDouble) -> None:
+        count = 150
+        for n in range(1, count + 1):
+            push(tempo, span(n, 1, "GET /a"), span(n, 2, "pii.access", parent=1))
+        first = evaluate(tempo, idle_since_ns=(NOW - 30) * 10**9)
+        before = Provisional(first.judged, frozenset(v.trace_id for v in first.violations))
+        tempo.clear_requests()
+        assert {f"{n:032x}" for n in range(1, count + 1)} == evaluate(tempo, provisional=before).unchanged
+        asked = [r.params["q"] for r in tempo.requests if "span:id" in r.params.get("q", "")]
+        one = len(str(httpx.QueryParams({"q": unseen_spans(
+            {f"{7:032x}": frozenset({f"{7:08x}{2:08x}"})}, frozenset({"pii.access", "audit.log"}))})))
+        assert len(asked) <= -(-count * one // MAX_QUERY_BYTES) + 1  # about full requests, not halves
+        assert all(len(str(httpx.QueryParams({"q": q}))) <= MAX_QUERY_BYTES for q in asked)
 
     def test_a_trace_too_big_to_list_is_fetched_again_instead(self, tempo: TempoDouble) -> None:
         push(tempo, span(1, 1, "GET /a"), span(1, 2, "pii.access", parent=1),

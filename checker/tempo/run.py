@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from checker.engine import Scanner
 from checker.engine.compiled import span_names
-from checker.tempo.client import TempoClient, gather_strict
+from checker.tempo.client import TempoClient, fits_in_url, gather_strict
 from checker.tempo.settings import TempoSettings
 from checker.traceql import QueryPlan, compile_rule
 from checker.traceql.plan import evaluate as evaluate_set
@@ -167,12 +167,23 @@ async def evaluate_window(
 
 async def _unchanged(client: TempoClient, candidates: set[str], provisional: Provisional,
                      names: frozenset[str], wide: tuple[int, int]) -> frozenset[str]:
-    """The candidates judged whole by the provisional pass that no span has joined since."""
+    """The candidates judged whole by the provisional pass that no span has joined since.
+
+    The traces are asked about in as few requests as hold them: each query is filled up to the
+    length one request can carry.
+    """
     whole = {t: spans for t in candidates if (spans := provisional.judged.get(t)) is not None}
-    if not whole:
-        return frozenset()
-    grown = await client.search_all(unseen_spans(whole, names), *wide)
-    return frozenset(whole) - grown
+    queries: list[str] = []
+    chunk: dict[str, frozenset[str]] = {}
+    for trace_id, spans in sorted(whole.items()):
+        if chunk and not fits_in_url(unseen_spans({**chunk, trace_id: spans}, names)):
+            queries.append(unseen_spans(chunk, names))
+            chunk = {}
+        chunk[trace_id] = spans
+    if chunk:
+        queries.append(unseen_spans(chunk, names))
+    found = await gather_strict(*(client.search_all(query, *wide) for query in queries))
+    return frozenset(whole) - set().union(*found)
 
 
 async def _fetch_all(client: TempoClient, ids: list[str],

@@ -164,16 +164,20 @@ def _parse(query: str) -> _Node:
 
 
 def _render(node: _Node) -> str:
+    """The query without spaces around operators and braces.
+
+    A part exists only because the whole was too long, so every byte saved is a request saved.
+    """
     match node:
         case _Leaf():
             return node.text
         case _Group():
-            return node.joiner.join(_render(item) for item in node.items)
+            return node.joiner.strip().join(_render(item) for item in node.items)
         case _Wrap(opening="("):
             return "(" + _render(node.inner) + ")"
         case _Wrap():
             inner = _render(node.inner)
-            return "{ " + inner + " }" if inner else "{ }"
+            return "{" + inner + "}" if inner else "{ }"
 
 
 def _longest_disjunction(node: _Node) -> _Group | None:
