@@ -20,7 +20,7 @@ from stores import needs_postgres, postgres_schema
 from tempo_double import Fault, TempoDouble
 
 from checker.config import load_settings
-from checker.daemon.factory import open_daemon
+from checker.daemon.factory import once_exit_code, open_daemon
 from checker.daemon.windows import RuleSchedule, settle_batches
 from checker.store import Store, WindowRecord, ledger
 
@@ -90,15 +90,16 @@ def config(tmp_path: Path, tempo: TempoDouble, receiver: Receiver, **overrides: 
                   "settle": "5m", "trace_idle": "30s"}, **overrides))
 
 
-def run_once(settings: Settings, clock: Clock) -> None:
-    async def once() -> None:
+def run_once(settings: Settings, clock: Clock) -> int:
+    """One ``run --once`` pass; its exit code."""
+    async def once() -> int:
         daemon = await open_daemon(settings, clock=clock)
         try:
-            await daemon.run_once()
+            return once_exit_code(await daemon.run_once())
         finally:
             await daemon.close()
 
-    asyncio.run(once())
+    return asyncio.run(once())
 
 
 def received(receiver: Receiver, route: str) -> list[dict[str, Any]]:
@@ -484,3 +485,51 @@ class TestTraceInTwoWindowsOfABatch:
                 assert_each_pass_once(store, T)
             finally:
                 store.close()
+
+
+class TestFinalPassEdges:
+    """Found in review: an edited rule, and a violator the final pass cannot judge."""
+
+    def test_a_rule_edited_before_the_final_pass_judges_every_trace_again(
+            self, tmp_path: Path, receiver: Receiver) -> None:
+        clock = Clock.at(T)
+        at = T - 100
+        with TempoDouble(now=lambda: clock.now.timestamp()) as tempo:  # noqa: PLW0108
+            settings = config(tmp_path, tempo, receiver)
+            push(tempo, span(5, 1, "GET /upstream", at),
+                 *(span(5, n, "http.retry", at + n, parent=1) for n in (2, 3, 4)))  # 3 retries: fine
+            run_once(settings, clock)
+            (tmp_path / "rules.d" / "r.yaml").write_text(RULES.replace("count(http.retry) > 3",
+                                                                        "count(http.retry) > 2"))
+            clock.advance(minutes=6)
+            run_once(settings, clock)
+            store = Store.open(settings.store)
+            try:
+                assert ("confirmed", None) == statuses(store)[("retries", f"{5:032x}")]
+            finally:
+                store.close()
+
+    def test_a_violator_not_judged_at_the_final_pass_stays_provisional(
+            self, tmp_path: Path, receiver: Receiver) -> None:
+        clock = Clock.at(T)
+        at = T - 100
+        with TempoDouble(now=lambda: clock.now.timestamp()) as tempo:  # noqa: PLW0108
+            settings = config(tmp_path, tempo, receiver)
+            push(tempo, span(1, 1, "GET /patients", at), span(1, 2, "pii.access", at + 1, parent=1))
+            run_once(settings, clock)
+            push(tempo, span(1, 3, "audit.log", at + 2, parent=1))
+            tempo.max_bytes_per_trace = 10  # Tempo now returns the trace only in part
+            clock.advance(minutes=6)
+            assert 3 == run_once(settings, clock)  # an incomplete final pass, as for any window
+            store = Store.open(settings.store)
+            try:
+                assert ("provisional", None) == statuses(store)[("audited", f"{1:032x}")]
+                final = [e for e in store.evaluations() if e["amendments"] is not None]
+                assert {"incomplete"} == {e["outcome"] for e in final if e["rule_id"] == "audited"}
+                assert [f"{1:032x}"] == next(e["amendments"]["unjudged"] for e in final
+                                            if e["rule_id"] == "audited")
+                assert ledger.verify(store.engine).ok
+            finally:
+                store.close()
+            assert [] == messages(receiver, "settled")  # a final route is told nothing unjudged
+

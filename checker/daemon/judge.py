@@ -106,6 +106,10 @@ class WindowJudge:
         for window in windows:
             for trace, spans in window.judged.items():
                 judged[trace] = spans if judged.get(trace, spans) == spans else None
+        # A rule edited since: no earlier verdict stands, every trace is judged by the new version.
+        edited = any(w.rule_version != rule.version for w in windows)
+        if edited:
+            judged = dict.fromkeys(judged)
         before = Provisional(judged, frozenset(v.trace_id for v in earlier))
         record = await self.evaluate(rule, span, before=before)
         record = replace(record, checkpoint=settle_checkpoint)
@@ -114,17 +118,19 @@ class WindowJudge:
             return await self._commit(rule, record, None)
         holding = {v.trace_id for v in record.violations}
         unjudged = record.unjudged
-        kept = [v for v in earlier if v.trace_id in holding or v.trace_id in unjudged
-                or v.trace_id in record.unchanged]
-        edited = any(w.rule_version != rule.version for w in windows)
+        kept = [v for v in earlier if v.trace_id in holding or v.trace_id in record.unchanged]
+        # Not judged on the finished trace (Tempo returned it in part, or no longer has it): neither
+        # confirmed nor retracted; it stays provisional and the record is incomplete.
+        unsettled = [v for v in earlier if v not in kept and v.trace_id in unjudged]
         retracted = [(v, f"rule {rule.id} was edited (now version {rule.version[:12]}) and the finished "
                       "trace does not violate it" if edited else v.retraction_reason())
-                     for v in earlier if v not in kept]
+                     for v in earlier if v not in kept and v not in unsettled]
         record = replace(
             record, violations=(*record.violations, *(v for v in kept if v.trace_id not in holding)),
             outcome=_outcome(bool(unjudged), bool(holding or kept)),
             amendment=Amendment(tuple(ids), tuple(v.trace_id for v in kept),
-                                {v.trace_id: why for v, why in retracted}))
+                                {v.trace_id: why for v, why in retracted},
+                                tuple(v.trace_id for v in unsettled)))
         if notice is not None:
             notice = replace(notice, verdict="amendment", confirmed=tuple(kept), retracted=tuple(retracted))
         committed = await self._commit(rule, record, notice)

@@ -172,6 +172,7 @@ class RuleRunner:
                 break
             settled = committed.record.end
             summary.settled += len(batch)
+            summary.incomplete += committed.record.outcome == "incomplete"
             summary.violations += len(committed.new_violations)
             amendment = committed.record.amendment
             summary.retracted += len(amendment.retracted) if amendment else 0

@@ -168,6 +168,8 @@ def _status_problem(record_id: int, verdict: str, found: _Found,
         retracted = amendments.get("retracted") or {}
         if found.trace_id in retracted:
             expected, reason = "retracted", retracted[found.trace_id]
+        elif found.trace_id in (amendments.get("unjudged") or []):
+            expected = "provisional"
         elif found.trace_id not in (amendments.get("confirmed") or []):
             return named, (f"record {named} was altered or a violation added: its amendment settles "
                            f"record {record_id} but does not name trace {found.trace_id}")

@@ -83,11 +83,13 @@ class Amendment:
     provisional: tuple[int, ...]
     confirmed: tuple[str, ...] = ()
     retracted: Mapping[str, str] = field(default_factory=dict)
+    unjudged: tuple[str, ...] = ()  # provisional violations the final pass could not judge: kept so
 
     def to_json(self, late: Sequence[str]) -> dict[str, Any]:
         """What the ledger chains with the final pass's record."""
         return {"provisional": list(self.provisional), "confirmed": sorted(self.confirmed),
-                "retracted": dict(sorted(self.retracted.items())), "late": sorted(late)}
+                "retracted": dict(sorted(self.retracted.items())), "late": sorted(late),
+                **({"unjudged": sorted(self.unjudged)} if self.unjudged else {})}
 
 
 @dataclass(frozen=True)
