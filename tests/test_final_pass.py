@@ -16,6 +16,7 @@ from tempo_double import TempoDouble
 
 from checker.rules.load import load_text
 from checker.tempo.client import MAX_QUERY_BYTES, TempoClient
+from checker.tempo.errors import TempoError
 from checker.tempo.run import MAX_SEEN_SPANS, Provisional, WindowResult, evaluate_window, is_unfinished
 from checker.tempo.settings import TempoSettings
 from checker.traceql.syntax import unseen_spans
@@ -117,6 +118,26 @@ class TestFinalPass:
         tempo.clear_requests()
         result = evaluate(tempo, provisional=before)
         assert {1} == violators(result)
+        assert 2 == tempo.count("trace")
+
+    def test_a_tempo_refusing_the_question_gets_every_trace_fetched(
+            self, tempo: TempoDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A Tempo without the trace:id/span:id intrinsics answers 400: never stuck, only dearer.
+        for n in (1, 2):
+            push(tempo, span(n, 1, "GET /a"), span(n, 2, "pii.access", parent=1))
+        before = self.provisional(tempo)
+        search_all = TempoClient.search_all
+
+        async def refusing(client: TempoClient, query: str, start: int, end: int) -> set[str]:
+            if "span:id" in query:
+                raise TempoError("parse error", url=f"{tempo.url}/api/search", status=400)
+            return await search_all(client, query, start, end)
+
+        monkeypatch.setattr(TempoClient, "search_all", refusing)
+        tempo.clear_requests()
+        result = evaluate(tempo, provisional=before)
+        assert set() == result.unchanged
+        assert {1, 2} == violators(result)
         assert 2 == tempo.count("trace")
 
     def test_a_late_trigger_is_a_new_candidate(self, tempo: TempoDouble) -> None:

@@ -11,13 +11,16 @@ import asyncio
 import math
 import sys
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+import structlog
 from tqdm import tqdm
 
 from checker.engine import Scanner
 from checker.engine.compiled import span_names
 from checker.tempo.client import TempoClient, fits_in_url, gather_strict
+from checker.tempo.errors import TempoError
 from checker.tempo.settings import TempoSettings
 from checker.traceql import QueryPlan, compile_rule
 from checker.traceql.plan import evaluate as evaluate_set
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from checker.traceql.plan import Search
     from checker.traces.model import Trace
 
+
+log = structlog.get_logger(__name__)
 
 # How far around a window to look for the rest of a trace: the longest expected trace plus
 # ingestion delay (shared/tempo.md §4.5).
@@ -170,7 +175,9 @@ async def _unchanged(client: TempoClient, candidates: set[str], provisional: Pro
     """The candidates judged whole by the provisional pass that no span has joined since.
 
     The traces are asked about in as few requests as hold them: each query is filled up to the
-    length one request can carry.
+    length one request can carry. A Tempo that refuses the question (400: a version without the
+    ``trace:id``/``span:id`` intrinsics) makes none of them unchanged: they are all fetched again,
+    dearer but never wrong, rather than the window never settling.
     """
     whole = {t: spans for t in candidates if (spans := provisional.judged.get(t)) is not None}
     queries: list[str] = []
@@ -182,7 +189,14 @@ async def _unchanged(client: TempoClient, candidates: set[str], provisional: Pro
         chunk[trace_id] = spans
     if chunk:
         queries.append(unseen_spans(chunk, names))
-    found = await gather_strict(*(client.search_all(query, *wide) for query in queries))
+    try:
+        found = await gather_strict(*(client.search_all(query, *wide) for query in queries))
+    except TempoError as err:
+        if err.status != HTTPStatus.BAD_REQUEST:
+            raise
+        log.warning("tempo.unseen_spans_refused", error=str(err),
+                    detail="every trace of the final pass is fetched again")
+        return frozenset()
     return frozenset(whole) - set().union(*found)
 
 
