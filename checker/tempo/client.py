@@ -345,7 +345,7 @@ class TempoClient:
 
     def _query_parts(self, query: str) -> list[str]:
         try:
-            parts = split_query(query, fits_in_url)
+            parts = split_query(query, _fits_url)
         except QueryTooLongError as err:
             raise TempoError(f"the TraceQL query ({len(query)} characters) is too long for one request "
                              f"and cannot be split: {err}", url=f"{self._shown_url}/api/search",
@@ -437,7 +437,7 @@ def _decode(trace_id: str, container: dict[str, Any] | None, url: str) -> Trace 
     return traces[0] if traces else None
 
 
-def fits_in_url(query: str) -> bool:
+def _fits_url(query: str) -> bool:
     """Whether one search request can carry ``query`` (``MAX_QUERY_BYTES`` once encoded)."""
     return len(str(httpx.QueryParams({"q": query}))) <= MAX_QUERY_BYTES  # as httpx will encode it
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from checker.engine import Scanner
 from checker.engine.compiled import span_names
-from checker.tempo.client import TempoClient, fits_in_url, gather_strict
+from checker.tempo.client import TempoClient, gather_strict
 from checker.tempo.errors import TempoError
 from checker.tempo.settings import TempoSettings
 from checker.traceql import QueryPlan, compile_rule
@@ -174,30 +174,22 @@ async def _unchanged(client: TempoClient, candidates: set[str], provisional: Pro
                      names: frozenset[str], wide: tuple[int, int]) -> frozenset[str]:
     """The candidates judged whole by the provisional pass that no span has joined since.
 
-    The traces are asked about in as few requests as hold them: each query is filled up to the
-    length one request can carry. A Tempo that refuses the question (400: a version without the
+    A Tempo that refuses the question (400: a version without the
     ``trace:id``/``span:id`` intrinsics) makes none of them unchanged: they are all fetched again,
     dearer but never wrong, rather than the window never settling.
     """
     whole = {t: spans for t in candidates if (spans := provisional.judged.get(t)) is not None}
-    queries: list[str] = []
-    chunk: dict[str, frozenset[str]] = {}
-    for trace_id, spans in sorted(whole.items()):
-        if chunk and not fits_in_url(unseen_spans({**chunk, trace_id: spans}, names)):
-            queries.append(unseen_spans(chunk, names))
-            chunk = {}
-        chunk[trace_id] = spans
-    if chunk:
-        queries.append(unseen_spans(chunk, names))
+    if not whole:
+        return frozenset()
     try:
-        found = await gather_strict(*(client.search_all(query, *wide) for query in queries))
+        grown = await client.search_all(unseen_spans(whole, names), *wide)
     except TempoError as err:
         if err.status != HTTPStatus.BAD_REQUEST:
             raise
         log.warning("tempo.unseen_spans_refused", error=str(err),
                     detail="every trace of the final pass is fetched again")
         return frozenset()
-    return frozenset(whole) - set().union(*found)
+    return frozenset(whole) - grown
 
 
 async def _fetch_all(client: TempoClient, ids: list[str],

@@ -55,8 +55,9 @@ _Node: TypeAlias = _Leaf | _Group | _Wrap
 def split_query(query: str, fits: Callable[[str], bool]) -> list[str]:
     """Queries that each ``fit``, whose results' union equals ``query``'s; ``[query]`` when it fits.
 
-    Each step halves the longest disjunction, so the number of queries stays close to the
-    length over the budget. Raises ``QueryTooLongError`` when a part cannot be cut further.
+    Each step cuts the longest disjunction into runs of its items, each as long as still fits,
+    so every query but the last of a run is nearly full and the number of queries stays close to
+    the length over the budget. Raises ``QueryTooLongError`` when a part cannot be cut further.
     """
     if fits(query):
         return [query]
@@ -71,10 +72,24 @@ def split_query(query: str, fits: Callable[[str], bool]) -> list[str]:
         target = _longest_disjunction(node)
         if target is None:
             raise QueryTooLongError(f"a part of the query cannot be cut further: {text[:200]}")
-        half = len(target.items) // 2
-        halves = (_Group(OR, target.items[:half]), _Group(OR, target.items[half:]))
-        pending.extend(_replace(node, target, part) for part in reversed(halves))
+        pending.extend(reversed(_full_runs(node, target, fits)))
     return done
+
+
+def _full_runs(node: _Node, target: _Group, fits: Callable[[str], bool]) -> list[_Node]:
+    """``node`` once per run of ``target``'s items, each run as long as still fits.
+
+    An item that does not fit even alone is a run of its own, cut further at the next step.
+    """
+    runs: list[_Node] = []
+    items: list[_Node] = []
+    for item in target.items:
+        if items and not fits(_render(_replace(node, target, _Group(OR, (*items, item))))):
+            runs.append(_replace(node, target, _Group(OR, tuple(items))))
+            items = []
+        items.append(item)
+    runs.append(_replace(node, target, _Group(OR, tuple(items))))
+    return runs
 
 
 def _tokens(text: str) -> list[tuple[str, int, int]]:
