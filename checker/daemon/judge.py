@@ -118,13 +118,14 @@ class WindowJudge:
             return await self._commit(rule, record, None)
         holding = {v.trace_id for v in record.violations}
         unjudged = record.unjudged
-        kept = [v for v in earlier if v.trace_id in holding or v.trace_id in record.unchanged]
+        standing = holding | record.unchanged
+        kept = [v for v in earlier if v.trace_id in standing]
         # Not judged on the finished trace (Tempo returned it in part, or no longer has it): neither
         # confirmed nor retracted; it stays provisional and the record is incomplete.
-        unsettled = [v for v in earlier if v not in kept and v.trace_id in unjudged]
+        unsettled = [v for v in earlier if v.trace_id not in standing and v.trace_id in unjudged]
         retracted = [(v, f"rule {rule.id} was edited (now version {rule.version[:12]}) and the finished "
                       "trace does not violate it" if edited else v.retraction_reason())
-                     for v in earlier if v not in kept and v not in unsettled]
+                     for v in earlier if v.trace_id not in standing | unjudged]
         record = replace(
             record, violations=(*record.violations, *(v for v in kept if v.trace_id not in holding)),
             outcome=_outcome(bool(unjudged), bool(holding or kept)),

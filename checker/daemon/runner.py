@@ -126,8 +126,11 @@ class RuleRunner:
         searchable = replace(schedule, delay=max(schedule.delay, self.query_end_cutoff))
         due = due_windows(checkpoint, now, searchable, self.schedule.max_catchup)
         if due.skipped is not None:
-            await self._skip(rule, due.skipped, settled == due.skipped[0])
-            settled = due.skipped[1] if settled == due.skipped[0] else settled
+            # With nothing before it left to settle, the skipped span is final as well.
+            settles = settled == due.skipped[0]
+            await self._skip(rule, due.skipped, settle=settles)
+            if settles:
+                settled = self.settled[rule.id] = due.skipped[1]
             summary.windows += 1
         for window in due.windows:
             latest = current(rule.id)
@@ -165,7 +168,7 @@ class RuleRunner:
                 break
             if batch[0].start != settled:  # a span never judged provisionally (a skipped backlog)
                 await self.judge.commit_skipped(rule, (settled, batch[0].start), "no provisional verdict",
-                                                settle_checkpoint=None, checkpoint=settle_key(rule.id))
+                                                checkpoint=settle_key(rule.id))
             committed = await self.judge.commit_final(rule, batch, settle_key(rule.id))
             if committed.record.outcome == "failed":
                 summary.failed = committed.record.error
@@ -178,14 +181,15 @@ class RuleRunner:
             summary.retracted += len(amendment.retracted) if amendment else 0
         return settled
 
-    async def _skip(self, rule: Rule, window: tuple[datetime, datetime], settled: bool) -> None:
+    async def _skip(self, rule: Rule, window: tuple[datetime, datetime], *, settle: bool) -> None:
+        """Record the skipped span; with ``settle`` it moves the final-pass checkpoint too."""
         start, end = window
         limit = self.schedule.max_catchup
         log.warning("window.skipped", rule=rule.id, window_start=start.isoformat(),
                     window_end=end.isoformat(),
                     detail=f"backlog longer than max_catchup ({limit}); recorded as skipped")
         await self.judge.commit_skipped(rule, window, f"the backlog exceeded max_catchup ({limit})",
-                                        settle_checkpoint=settle_key(rule.id) if settled else None)
+                                        settle_checkpoint=settle_key(rule.id) if settle else None)
         self.checkpoints[rule.id] = end
 
 
