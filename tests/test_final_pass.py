@@ -76,22 +76,22 @@ class TestProvisionalPass:
         # Only the spans the rule looks at (pii.access, audit.log) are kept: no other span can
         # change its verdict.
         assert {f"{1:032x}": frozenset({f"{1:08x}{2:08x}"}), f"{2:032x}": None, f"{3:032x}": None
-                } == result.judged
+                } == result.outcomes[0].judged
 
 
 class TestFinalPass:
     def provisional(self, tempo: TempoDouble) -> Provisional:
         first = evaluate(tempo, idle_since_ns=(NOW - 30) * 10**9)
-        return Provisional(first.judged, frozenset(v.trace_id for v in first.violations))
+        return Provisional(first.outcomes[0].judged, frozenset(v.trace_id for v in first.violations))
 
     def test_unchanged_whole_traces_are_not_fetched_again(self, tempo: TempoDouble) -> None:
         for n in (1, 2, 3):
             push(tempo, span(n, 1, "GET /a"), span(n, 2, "pii.access", parent=1))
         before = self.provisional(tempo)
         tempo.clear_requests()
-        result = evaluate(tempo, provisional=before)
+        result = evaluate(tempo, provisional={RULE.id: before})
         assert 0 == tempo.count("trace")
-        assert {f"{n:032x}" for n in (1, 2, 3)} == result.unchanged
+        assert {f"{n:032x}" for n in (1, 2, 3)} == result.outcomes[0].unchanged
         assert [] == result.violations  # their verdicts stand: the caller keeps them
 
     def test_a_grown_trace_is_fetched_and_judged_again(self, tempo: TempoDouble) -> None:
@@ -101,8 +101,8 @@ class TestFinalPass:
         push(tempo, span(1, 3, "audit.log", parent=1))  # a late part of trace 1: compliant now
         push(tempo, span(2, 3, "cache.get", parent=1))  # trace 2 grew, but no span the rule reads
         tempo.clear_requests()
-        result = evaluate(tempo, provisional=before)
-        assert {f"{2:032x}"} == result.unchanged
+        result = evaluate(tempo, provisional={RULE.id: before})
+        assert {f"{2:032x}"} == result.outcomes[0].unchanged
         assert set() == violators(result)
         assert 1 == tempo.count("trace")
 
@@ -116,7 +116,7 @@ class TestFinalPass:
         push(tempo, span(2, 1, "GET /b"), span(2, 3, "audit.log", parent=1),
              span(2, 4, "pii.access", parent=1))
         tempo.clear_requests()
-        result = evaluate(tempo, provisional=before)
+        result = evaluate(tempo, provisional={RULE.id: before})
         assert {1} == violators(result)
         assert 2 == tempo.count("trace")
 
@@ -135,8 +135,8 @@ class TestFinalPass:
 
         monkeypatch.setattr(TempoClient, "search_all", refusing)
         tempo.clear_requests()
-        result = evaluate(tempo, provisional=before)
-        assert set() == result.unchanged
+        result = evaluate(tempo, provisional={RULE.id: before})
+        assert set() == result.outcomes[0].unchanged
         assert {1, 2} == violators(result)
         assert 2 == tempo.count("trace")
 
@@ -145,14 +145,14 @@ class TestFinalPass:
         before = self.provisional(tempo)
         assert before.judged == {}
         push(tempo, span(1, 2, "pii.access", parent=1))
-        assert {1} == violators(evaluate(tempo, provisional=before))
+        assert {1} == violators(evaluate(tempo, provisional={RULE.id: before}))
 
     def test_one_search_asks_whether_anything_arrived(self, tempo: TempoDouble) -> None:
         for n in (1, 2):
             push(tempo, span(n, 1, "GET /a"), span(n, 2, "pii.access", parent=1))
         before = self.provisional(tempo)
         tempo.clear_requests()
-        evaluate(tempo, provisional=before)
+        evaluate(tempo, provisional={RULE.id: before})
         searches = [r for r in tempo.requests if r.route == "search"]
         assert 1 == sum("span:id" in r.params.get("q", "") for r in searches)
 
@@ -162,7 +162,7 @@ class TestUnseenSpans:
         push(tempo, span(1, 1, "GET /a"), span(1, 2, "x", parent=1))
         push(tempo, span(0x100, 1, "GET /b"), span(0x100, 2, "x", parent=1))
         seen = {f"{n:032x}": frozenset({f"{n:08x}{1:08x}", f"{n:08x}{2:08x}"}) for n in (1, 0x100)}
-        query = unseen_spans(seen, frozenset({"GET /a", "GET /b", "x", "late"}))
+        query = unseen_spans({frozenset({"GET /a", "GET /b", "x", "late"}): seen})
         assert '"1"' in query  # Tempo prints IDs without leading zeros: both forms are asked
 
         def found() -> set[str]:
@@ -181,12 +181,13 @@ class TestUnseenSpans:
         for n in range(1, count + 1):
             push(tempo, span(n, 1, "GET /a"), span(n, 2, "pii.access", parent=1))
         first = evaluate(tempo, idle_since_ns=(NOW - 30) * 10**9)
-        before = Provisional(first.judged, frozenset(v.trace_id for v in first.violations))
+        before = Provisional(first.outcomes[0].judged, frozenset(v.trace_id for v in first.violations))
         tempo.clear_requests()
-        assert {f"{n:032x}" for n in range(1, count + 1)} == evaluate(tempo, provisional=before).unchanged
+        unchanged = evaluate(tempo, provisional={RULE.id: before}).outcomes[0].unchanged
+        assert {f"{n:032x}" for n in range(1, count + 1)} == unchanged
         asked = [r.params["q"] for r in tempo.requests if "span:id" in r.params.get("q", "")]
         one = len(str(httpx.QueryParams({"q": unseen_spans(
-            {f"{7:032x}": frozenset({f"{7:08x}{2:08x}"})}, frozenset({"pii.access", "audit.log"}))})))
+            {frozenset({"pii.access", "audit.log"}): {f"{7:032x}": frozenset({f"{7:08x}{2:08x}"})}})})))
         assert len(asked) <= -(-count * one // MAX_QUERY_BYTES) + 1  # about full requests, not halves
         assert all(len(str(httpx.QueryParams({"q": q}))) <= MAX_QUERY_BYTES for q in asked)
 
@@ -195,10 +196,10 @@ class TestUnseenSpans:
              *(span(1, n, "pii.access", parent=1) for n in range(3, MAX_SEEN_SPANS + 3)))
         push(tempo, span(2, 1, "GET /b"), span(2, 2, "pii.access", parent=1))
         first = evaluate(tempo, idle_since_ns=(NOW - 30) * 10**9)
-        before = Provisional(first.judged, frozenset(v.trace_id for v in first.violations))
+        before = Provisional(first.outcomes[0].judged, frozenset(v.trace_id for v in first.violations))
         tempo.clear_requests()
-        result = evaluate(tempo, provisional=before)
-        assert {f"{2:032x}"} == result.unchanged
+        result = evaluate(tempo, provisional={RULE.id: before})
+        assert {f"{2:032x}"} == result.outcomes[0].unchanged
         assert 1 == tempo.count("trace")
         assert {1} == violators(result)
 

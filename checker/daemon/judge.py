@@ -1,9 +1,12 @@
-"""One window of one rule: evaluated against Tempo, then committed with what it notifies.
+"""One window of a group of rules: evaluated against Tempo once, then committed rule by rule.
 
 The one path from a window to the store, for the daemon's runs and for backfill alike: the
-rule version is on record before its first window, the evaluation is bounded by
+rule versions are on record before their first window, the evaluation is bounded by
 ``schedule.evaluation_timeout``, and a failure of any kind becomes a ``failed`` record (the
-checkpoint stays, so the window is evaluated again) rather than an exception.
+checkpoint stays, so the window is evaluated again) rather than an exception. The rules of a
+group share the searches and each candidate's fetch (``evaluate_window``); each still has its
+own record, checkpoint, ledger entry, notifications and metrics. A Tempo failure fails every
+rule of the window; a bug in judging one rule fails that rule's window alone.
 
 A window may be judged twice (design: settled verdicts). The provisional pass judges what
 Tempo has soon after the window and keeps, per trace, the spans it saw; the final pass, once
@@ -28,7 +31,7 @@ from checker.tempo.run import Provisional, WindowResult, evaluate_window
 from checker.traceql import compile_rule
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Mapping
     from datetime import datetime, timedelta
 
     from checker.daemon.metrics import Metrics
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from checker.rules.rule import Rule
     from checker.store import Outcome, ProvisionalWindow, Store
     from checker.tempo.client import TempoClient
+    from checker.tempo.run import RuleOutcome
     from checker.tempo.settings import TempoSettings
 
 log = structlog.get_logger(__name__)
@@ -51,8 +55,35 @@ class CommittedWindow:
     new_violations: list[Violation]
 
 
+@dataclass(frozen=True)
+class Member:
+    """One rule's part in a group's window: how its verdict is committed.
+
+    A ``provisional`` verdict keeps what it judged for the final pass; a final one moves the
+    ``settle_checkpoint`` too (nothing is left to settle in the window).
+    """
+
+    rule: Rule
+    provisional: bool = False
+    settle_checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Settling:
+    """One rule's provisional windows, judged finally in a group's final pass."""
+
+    rule: Rule
+    windows: list[ProvisionalWindow]
+    settle_checkpoint: str
+
+
+# Per member: its committed window, or why it could not be committed (``CheckpointMoved``: another
+# worker committed it first; a store error), so that one rule's trouble never stops the others.
+MemberResult = CommittedWindow | Exception
+
+
 class WindowJudge:
-    """Evaluates and commits single windows; it keeps no position (its callers do)."""
+    """Evaluates and commits windows; it keeps no position (its callers do)."""
 
     def __init__(self, store: Store, tempo: TempoClient, policy: NotifyPolicy, metrics: Metrics, *,
                  tempo_settings: TempoSettings, timeout: timedelta, trace_idle: timedelta,
@@ -71,51 +102,91 @@ class WindowJudge:
     async def commit_window(self, rule: Rule, window: Window, *, backfill: str | None = None,
                             notify: bool = True, provisional: bool = False,
                             settle_checkpoint: str | None = None) -> CommittedWindow:
-        """Evaluate ``rule`` over ``window`` and commit the record.
-
-        ``backfill`` is the backfill's checkpoint key: the record moves that checkpoint and is
-        marked as a backfill in the ledger. Without ``notify`` nothing enters the outbox. A
-        ``provisional`` verdict keeps what it judged for the final pass; a final one moves the
-        ``settle_checkpoint`` too (nothing is left to settle in the window).
+        """Evaluate ``rule`` alone over ``window`` and commit the record (``commit_group``).
 
         :raises CheckpointMoved: another worker committed this window first.
         """
-        await self.record_version(rule)
-        record = await self.evaluate(rule, window, provisional=provisional)
-        record = replace(record, settle_checkpoint=settle_checkpoint)
-        if backfill is not None:
-            record = replace(record, backfill=True, checkpoint=backfill)
-        notice = self.policy.notice(rule, window) if notify else None
-        if notice is not None and provisional:
-            notice = replace(notice, verdict="provisional")
-        return await self._commit(rule, record, notice)
+        [committed] = await self.commit_group([Member(rule, provisional, settle_checkpoint)], window,
+                                              backfill=backfill, notify=notify)
+        if isinstance(committed, Exception):
+            raise committed
+        return committed
+
+    async def commit_group(self, members: list[Member], window: Window, *, backfill: str | None = None,
+                           notify: bool = True) -> list[MemberResult]:
+        """Evaluate the members' rules over ``window`` together, then commit each rule's record.
+
+        ``backfill`` is the backfill's checkpoint key: the record moves that checkpoint and is
+        marked as a backfill in the ledger. Without ``notify`` nothing enters the outbox.
+        """
+        failures = await self._record_versions([m.rule for m in members])
+        ready = [m for m in members if m.rule.id not in failures]
+        records = await self.evaluate([m.rule for m in ready], window,
+                                      provisional=any(m.provisional for m in ready)) if ready else []
+        results: dict[str, MemberResult] = dict(failures)
+        for member, evaluated in zip(ready, records, strict=True):
+            record = replace(evaluated, settle_checkpoint=member.settle_checkpoint)
+            if not member.provisional:  # judged at once finally, beside provisional members
+                record = replace(record, verdict="final", judged=None)
+            if backfill is not None:
+                record = replace(record, backfill=True, checkpoint=backfill)
+            notice = self.policy.notice(member.rule, window) if notify else None
+            if notice is not None and member.provisional:
+                notice = replace(notice, verdict="provisional")
+            results[member.rule.id] = await _caught(self._commit(member.rule, record, notice))
+        return [results[m.rule.id] for m in members]
 
     async def commit_final(self, rule: Rule, windows: list[ProvisionalWindow],
                            settle_checkpoint: str) -> CommittedWindow:
-        """The final pass over consecutive provisional windows: one record that amends them.
+        """The final pass of one rule (``commit_final_group``).
 
         :raises CheckpointMoved: another worker settled these windows first.
         """
-        await self.record_version(rule)
-        span = (windows[0].start, windows[-1].end)
+        [committed] = await self.commit_final_group([Settling(rule, windows, settle_checkpoint)])
+        if isinstance(committed, Exception):
+            raise committed
+        return committed
+
+    async def commit_final_group(self, settlings: list[Settling]) -> list[MemberResult]:
+        """The final pass over the same consecutive provisional windows of several rules.
+
+        One evaluation for all (searches shared, each trace fetched once); each rule's own
+        provisional verdicts decide what it may skip, and each gets one record that amends its
+        provisional windows.
+        """
+        failures = await self._record_versions([s.rule for s in settlings])
+        earlier: dict[str, list[Violation]] = {}
+        for settling in settlings:
+            if settling.rule.id not in failures:
+                try:
+                    earlier[settling.rule.id] = await asyncio.to_thread(
+                        self.store.provisional_violations, settling.rule.id,
+                        [w.evaluation_id for w in settling.windows])
+                except Exception as err:  # noqa: BLE001  (this rule's failure, reported by the runner)
+                    failures[settling.rule.id] = err
+        ready = [s for s in settlings if s.rule.id not in failures]
+        edited = {s.rule.id: any(w.rule_version != s.rule.version for w in s.windows) for s in ready}
+        before = {s.rule.id: Provisional(_judged(s.windows, edited=edited[s.rule.id]),
+                                         frozenset(v.trace_id for v in earlier[s.rule.id]))
+                  for s in ready}
+        span = (settlings[0].windows[0].start, settlings[0].windows[-1].end)
+        records = await self.evaluate([s.rule for s in ready], span, before=before) if ready else []
+        results: dict[str, MemberResult] = dict(failures)
+        for settling, record in zip(ready, records, strict=True):
+            results[settling.rule.id] = await _caught(self._amend(
+                settling, record, earlier[settling.rule.id], edited=edited[settling.rule.id]))
+        return [results[s.rule.id] for s in settlings]
+
+    async def _amend(self, settling: Settling, record: WindowRecord, earlier: list[Violation], *,
+                     edited: bool) -> CommittedWindow:
+        """Commit one rule's final pass: late violations, confirmations, retractions."""
+        rule, windows = settling.rule, settling.windows
+        span = (record.start, record.end)
         ids = [w.evaluation_id for w in windows]
-        earlier = await asyncio.to_thread(self.store.provisional_violations, rule.id, ids)
-        # A trace judged by several windows with different spans grew between them: the verdict
-        # of the first may stand on fewer spans than the last saw, so it is judged again.
-        judged: dict[str, frozenset[str] | None] = {}
-        for window in windows:
-            for trace, spans in window.judged.items():
-                judged[trace] = spans if judged.get(trace, spans) == spans else None
-        # A rule edited since: no earlier verdict stands, every trace is judged by the new version.
-        edited = any(w.rule_version != rule.version for w in windows)
-        if edited:
-            judged = dict.fromkeys(judged)
-        before = Provisional(judged, frozenset(v.trace_id for v in earlier))
-        record = await self.evaluate(rule, span, before=before)
-        record = replace(record, checkpoint=settle_checkpoint)
-        notice = self.policy.notice(rule, span)
+        record = replace(record, checkpoint=settling.settle_checkpoint)
         if record.outcome == "failed":
             return await self._commit(rule, record, None)
+        notice = self.policy.notice(rule, span)
         holding = {v.trace_id for v in record.violations}
         unjudged = record.unjudged
         standing = holding | record.unchanged
@@ -162,67 +233,125 @@ class WindowJudge:
             checkpoint=checkpoint, settle_checkpoint=settle_checkpoint))
         self.metrics.evaluations.labels(rule.id, "skipped").inc()
 
+    async def _record_versions(self, rules: list[Rule]) -> dict[str, Exception]:
+        """Put each rule's version on record; the rules that could not be, and why (judged no further)."""
+        failures: dict[str, Exception] = {}
+        for rule in rules:
+            try:
+                await self.record_version(rule)
+            except Exception as err:  # noqa: BLE001  (this rule's failure, reported by the runner)
+                failures[rule.id] = err
+        return failures
+
     async def record_version(self, rule: Rule) -> None:
         """Every evaluated version of a rule is on record (once per process)."""
         if (rule.id, rule.version) not in self._recorded:
             await asyncio.to_thread(self.store.record_rule, rule)
             self._recorded.add((rule.id, rule.version))
 
-    async def evaluate(self, rule: Rule, window: Window, *, provisional: bool = False,
-                       before: Provisional | None = None) -> WindowRecord:
-        """Every log line inside (Tempo retries included) names the rule and the window."""
-        start, end = window
-        with structlog.contextvars.bound_contextvars(rule=rule.id, window_start=start.isoformat(),
-                                                     window_end=end.isoformat()):
-            return await self._evaluate_bound(rule, start, end, provisional, before)
+    async def evaluate(self, rules: list[Rule], window: Window, *, provisional: bool = False,
+                       before: Mapping[str, Provisional] | None = None) -> list[WindowRecord]:
+        """One record per rule, in order; every log line inside (Tempo retries included) names the window.
 
-    async def _evaluate_bound(self, rule: Rule, start: datetime, end: datetime, provisional: bool,
-                              before: Provisional | None) -> WindowRecord:
+        ``provisional`` records what each trace judged whole showed (``judged``), for the final pass.
+        """
+        start, end = window
+        names = {"rule": rules[0].id} if len(rules) == 1 else {"rules": [r.id for r in rules]}
+        with structlog.contextvars.bound_contextvars(**names, window_start=start.isoformat(),
+                                                     window_end=end.isoformat()):
+            return await self._evaluate_bound(rules, start, end, provisional, before)
+
+    async def _evaluate_bound(self, rules: list[Rule], start: datetime, end: datetime, provisional: bool,
+                              before: Mapping[str, Provisional] | None) -> list[WindowRecord]:
         started, clock = self.clock(), time.monotonic()
-        plan_text = ""
-        tempo = self.tempo_settings
-        timeout = self.timeout.total_seconds()
         # A trace judged provisionally that ended within trace_idle may still grow.
         idle = math.floor((started - self.trace_idle).timestamp() * 1e9) if provisional else None
+        plans: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for rule in rules:
+            try:
+                plans[rule.id] = "\n".join(compile_rule(rule.invariant).describe())
+            except Exception as err:  # a bug must not stop the daemon: record it, retry the window
+                log.exception("window.internal_error", rule=rule.id)
+                errors[rule.id] = f"internal error: {type(err).__name__}: {err}"
+        judged = [rule for rule in rules if rule.id not in errors]
+        records: dict[str, WindowRecord] = {}
+        result = await self._search_and_judge(judged, (start, end), started, idle, before) if judged else None
+        if isinstance(result, str):
+            errors |= dict.fromkeys(plans, result)
+        elif result is not None:
+            for outcome in result.outcomes:
+                if outcome.error is not None:
+                    errors[outcome.rule.id] = outcome.error
+                    continue
+                record = _record(result, outcome, window=(start, end), started=started,
+                                 seconds=time.monotonic() - clock, plan=plans[outcome.rule.id])
+                if provisional:
+                    record = replace(record, verdict="provisional", judged=outcome.judged)
+                log.info("window.evaluated", rule=outcome.rule.id, outcome=record.outcome,
+                         verdict=record.verdict, candidates=record.candidates,
+                         violations=len(record.violations), seconds=round(record.duration, 3))
+                records[outcome.rule.id] = record
+        for rule_id, error in errors.items():
+            log.error("window.failed", rule=rule_id, error=error,
+                      detail="the checkpoint stays; the next run retries")
+        return [records.get(rule.id) or WindowRecord(
+            rule, start, end, started, time.monotonic() - clock, "failed", plan=plans.get(rule.id, ""),
+            error=errors.get(rule.id, "internal error: the rule was not evaluated")) for rule in rules]
+
+
+    async def _search_and_judge(self, rules: list[Rule], window: Window, started: datetime, idle: int | None,
+                                before: Mapping[str, Provisional] | None) -> WindowResult | str:
+        """The group's evaluation, or why it failed for every rule of the group."""
+        tempo = self.tempo_settings
+        timeout = self.timeout.total_seconds()
         try:
-            plan_text = "\n".join(compile_rule(rule.invariant).describe())
-            result = await asyncio.wait_for(evaluate_window(
-                [rule], self.tempo, int(start.timestamp()), int(end.timestamp()),
+            return await asyncio.wait_for(evaluate_window(
+                rules, self.tempo, int(window[0].timestamp()), int(window[1].timestamp()),
                 margin=math.ceil(tempo.trace_margin.total_seconds()),
                 latest=math.floor(started.timestamp() - tempo.query_end_cutoff.total_seconds()),
                 idle_since_ns=idle, provisional=before,
             ), timeout)
         except TimeoutError:
-            error = f"evaluation timed out after {timeout:g}s (schedule.evaluation_timeout)"
+            return f"evaluation timed out after {timeout:g}s (schedule.evaluation_timeout)"
         except TraceSourceError as err:
-            error = str(err)
+            return str(err)
         except Exception as err:  # a bug must not stop the daemon: record it, retry the window
             log.exception("window.internal_error")
-            error = f"internal error: {type(err).__name__}: {err}"
-        else:
-            record = _record(rule, result, window=(start, end), started=started,
-                             seconds=time.monotonic() - clock, plan=plan_text)
-            if provisional:
-                record = replace(record, verdict="provisional", judged=result.judged)
-            log.info("window.evaluated", outcome=record.outcome, verdict=record.verdict,
-                     candidates=record.candidates, violations=len(record.violations),
-                     seconds=round(record.duration, 3))
-            return record
-        log.error("window.failed", error=error, detail="the checkpoint stays; the next run retries")
-        return WindowRecord(rule, start, end, started, time.monotonic() - clock, "failed",
-                            plan=plan_text, error=error)
+            return f"internal error: {type(err).__name__}: {err}"
 
 
-def _record(rule: Rule, result: WindowResult, *, window: Window, started: datetime, seconds: float,
-            plan: str) -> WindowRecord:
-    outcome = result.outcomes[0]
-    unjudged = result.unjudged
+async def _caught(commit: Awaitable[CommittedWindow]) -> MemberResult:
+    """The commit, or its exception: one rule's store trouble is its caller's to report, not the group's."""
+    try:
+        return await commit
+    except Exception as err:  # noqa: BLE001  (handed back to the runner, which reports it per rule)
+        return err
+
+
+def _judged(windows: list[ProvisionalWindow], *, edited: bool) -> dict[str, frozenset[str] | None]:
+    """What a rule's provisional windows judged, for its final pass.
+
+    A trace judged by several windows with different spans grew between them: the verdict of
+    the first may stand on fewer spans than the last saw, so it is judged again. A rule edited
+    since: no earlier verdict stands, every trace is judged by the new version.
+    """
+    judged: dict[str, frozenset[str] | None] = {}
+    for window in windows:
+        for trace, spans in window.judged.items():
+            judged[trace] = spans if judged.get(trace, spans) == spans else None
+    return dict.fromkeys(judged) if edited else judged
+
+
+def _record(result: WindowResult, outcome: RuleOutcome, *, window: Window, started: datetime,
+            seconds: float, plan: str) -> WindowRecord:
+    unjudged = result.unjudged_of(outcome)
+    lost = frozenset(t for t in (*result.missing, *result.partial) if t in outcome.candidates)
     return WindowRecord(
-        rule, *window, started, seconds, _outcome(bool(unjudged), bool(outcome.violations)),
+        outcome.rule, *window, started, seconds, _outcome(bool(unjudged), bool(outcome.violations)),
         scope_size=outcome.scope_size, candidates=len(outcome.candidates), plan=plan,
         error=f"{len(unjudged)} candidates not judged: " + ", ".join(unjudged) if unjudged else None,
-        violations=tuple(outcome.violations), unjudged=frozenset(result.missing + result.partial),
-        unchanged=result.unchanged)
+        violations=tuple(outcome.violations), unjudged=lost, unchanged=outcome.unchanged)
 
 
 def _outcome(unjudged: bool, violating: bool) -> Outcome:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from checker.engine import Scanner
 from checker.engine.compiled import span_names
+from checker.errors import CheckerError
 from checker.tempo.client import TempoClient, gather_strict
 from checker.tempo.errors import TempoError
 from checker.tempo.settings import TempoSettings
@@ -54,6 +55,12 @@ class RuleOutcome:
     scope_size: int | None = None  # traces the scope searches matched; None when not searched
     in_scope: int = 0
     violations: list[Violation] = field(default_factory=list)
+    # Each candidate judged: the span IDs seen whose names the rule reads, or None when the
+    # final pass must fetch it again (``Provisional``).
+    judged: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    # A final pass: the candidates whose provisional verdict stands (judged whole, nothing new since).
+    unchanged: frozenset[str] = frozenset()
+    error: str | None = None  # judging failed for this rule alone (a bug): its window fails, not the others
 
 
 # The most spans of one trace the final pass's "anything new?" search lists (about 2 KiB of query).
@@ -95,10 +102,6 @@ class WindowResult:
     missing: list[str] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # why each of ``partial`` was not judged
-    # Each trace judged here: the span IDs seen, or None when it was unfinished.
-    judged: dict[str, frozenset[str] | None] = field(default_factory=dict)
-    # A final pass: the traces whose provisional verdict stands (judged whole, nothing arrived since).
-    unchanged: frozenset[str] = frozenset()
 
     @property
     def violations(self) -> list[Violation]:
@@ -108,15 +111,21 @@ class WindowResult:
     @property
     def unjudged(self) -> list[str]:
         """Each candidate that could not be judged, and why: a window is never quietly clean."""
-        return [f"{t} (not found)" for t in self.missing] + [
-            f"{t} ({self.reasons.get(t, 'returned only in part')})" for t in self.partial]
+        return self.unjudged_of(None)
+
+    def unjudged_of(self, outcome: RuleOutcome | None) -> list[str]:
+        """``unjudged``, of one rule's candidates only: another rule's lost trace is not its gap."""
+        wanted = None if outcome is None else outcome.candidates
+        return [f"{t} (not found)" for t in self.missing if wanted is None or t in wanted] + [
+            f"{t} ({self.reasons.get(t, 'returned only in part')})" for t in self.partial
+            if wanted is None or t in wanted]
 
 
 async def evaluate_window(
     rules: list[Rule], client: TempoClient, start: int, end: int,
     *, margin: int = DEFAULT_MARGIN, latest: int | None = None,
     on_fetched: Callable[[int, int], None] | None = None,
-    idle_since_ns: int | None = None, provisional: Provisional | None = None,
+    idle_since_ns: int | None = None, provisional: Mapping[str, Provisional] | None = None,
 ) -> WindowResult:
     """Run every rule over [start, end] (unix seconds) and confirm each candidate exactly.
 
@@ -124,8 +133,8 @@ async def evaluate_window(
     (up to ``latest``, the newest second Tempo shows), because Tempo matches each trace
     fragment on its own time range and a trace's other fragments may lie outside.
 
-    A final pass passes what its ``provisional`` pass judged: a candidate judged whole then is
-    fetched again only when one search says spans arrived since (``unseen_spans``); the
+    A final pass passes what each rule's ``provisional`` pass judged (by rule ID): a candidate
+    judged whole then is fetched again only when one search says spans arrived since (``unseen_spans``); the
     provisional violators that are no longer candidates are fetched to confirm the retraction.
     ``idle_since_ns`` marks the traces judged now that may still grow (``is_unfinished``).
     """
@@ -144,52 +153,87 @@ async def evaluate_window(
         outcome.candidates = evaluate_set(outcome.plan.candidates, lookup)
         if set(searches(outcome.plan.scope)) <= set(outcome.plan.searches):
             outcome.scope_size = len(evaluate_set(outcome.plan.scope, lookup))
-    candidates: set[str] = set().union(*(o.candidates for o in outcomes))
-    names = frozenset().union(*(span_names(o.rule.invariant) for o in outcomes))
-    unchanged: frozenset[str] = frozenset()
     if provisional is not None:
-        unchanged = await _unchanged(client, candidates, provisional, names, wide)
-        dropped = provisional.violators - candidates
-        for outcome in outcomes:
-            outcome.candidates = (outcome.candidates - unchanged) | dropped
-        candidates = (candidates - unchanged) | dropped
-    wanted = sorted(candidates)
+        await _settled(client, outcomes, provisional, wide)
+    wanted = sorted(set().union(*(o.candidates for o in outcomes)))
     traces = await _fetch_all(client, wanted, on_fetched)
-    result = WindowResult(start, end, outcomes, unchanged=unchanged)
-    for trace_id, fetched in traces.items():
-        if fetched.trace is not None and not fetched.partial:
-            whole = idle_since_ns is None or not is_unfinished(fetched.trace, idle_since_ns)
-            seen = frozenset(s.span_id for s in fetched.trace.spans if s.name in names)
-            # More spans than a request can list: the final pass fetches it again instead.
-            result.judged[trace_id] = seen if whole and len(seen) <= MAX_SEEN_SPANS else None
+    result = WindowResult(start, end, outcomes)
     result.missing = [t for t in wanted if traces[t].trace is None and not traces[t].partial]
     result.partial = [t for t in wanted if traces[t].partial]
     result.reasons = {t: reason for t in result.partial if (reason := traces[t].partial)}
+    whole_traces = {t: f.trace for t, f in traces.items() if not f.partial}
     for outcome in outcomes:
-        _confirm(outcome, {t: f.trace for t, f in traces.items() if not f.partial})
+        try:
+            _keep_judged(outcome, whole_traces, idle_since_ns)
+            _confirm(outcome, whole_traces)
+        except Exception as err:  # one rule's bug must not fail the rules judged with it
+            log.exception("rule.judging_failed", rule=outcome.rule.id)
+            outcome.error = f"internal error: {type(err).__name__}: {err}"
     return result
 
 
-async def _unchanged(client: TempoClient, candidates: set[str], provisional: Provisional,
-                     names: frozenset[str], wide: tuple[int, int]) -> frozenset[str]:
-    """The candidates judged whole by the provisional pass that no span has joined since.
+def _keep_judged(outcome: RuleOutcome, traces: dict[str, Trace | None], idle_since_ns: int | None) -> None:
+    """What the rule's final pass needs of each candidate judged now (``Provisional``)."""
+    names = span_names(outcome.rule.invariant)
+    for trace_id in outcome.candidates:
+        trace = traces.get(trace_id)
+        if trace is not None:
+            whole = idle_since_ns is None or not is_unfinished(trace, idle_since_ns)
+            seen = frozenset(s.span_id for s in trace.spans if s.name in names)
+            # More spans than a request can list: the final pass fetches it again instead.
+            outcome.judged[trace_id] = seen if whole and len(seen) <= MAX_SEEN_SPANS else None
+
+
+async def _settled(client: TempoClient, outcomes: list[RuleOutcome], provisional: Mapping[str, Provisional],
+                   wide: tuple[int, int]) -> None:
+    """Each rule's candidates for its final pass: less its unchanged traces, plus its dropped violators.
+
+    Each rule has its own provisional pass, so a trace's unchanged status is asked with that
+    rule's spans and names; one search asks it for every rule (a trace new to any of them is
+    fetched once and judged again for each rule that wants it).
+    """
+    whole: dict[str, dict[str, frozenset[str]]] = {}
+    for outcome in outcomes:
+        before = provisional.get(outcome.rule.id)
+        if before is not None:
+            whole[outcome.rule.id] = {t: spans for t in outcome.candidates
+                                      if (spans := before.judged.get(t)) is not None}
+    grown = await _grown(client, outcomes, whole, wide)
+    for outcome in outcomes:
+        before = provisional.get(outcome.rule.id)
+        if before is not None:
+            outcome.unchanged = frozenset(whole[outcome.rule.id]) - grown
+            dropped = before.violators - outcome.candidates
+            outcome.candidates = (outcome.candidates - outcome.unchanged) | dropped
+
+
+async def _grown(client: TempoClient, outcomes: list[RuleOutcome],
+                 whole: dict[str, dict[str, frozenset[str]]], wide: tuple[int, int]) -> frozenset[str]:
+    """The traces judged whole that a span has joined since, for the rules that read its name.
 
     A Tempo that refuses the question (400: a version without the
-    ``trace:id``/``span:id`` intrinsics) makes none of them unchanged: they are all fetched again,
+    ``trace:id``/``span:id`` intrinsics) makes every one grown: they are all fetched again,
     dearer but never wrong, rather than the window never settling.
     """
-    whole = {t: spans for t in candidates if (spans := provisional.judged.get(t)) is not None}
-    if not whole:
+    asked: dict[frozenset[str], dict[str, frozenset[str]]] = {}
+    for outcome in outcomes:
+        names = asked.setdefault(span_names(outcome.rule.invariant), {})
+        for trace_id, spans in whole.get(outcome.rule.id, {}).items():
+            # Two rules reading the same names judged it on different looks: only the spans both
+            # saw are old (a span the other saw may be new to this rule).
+            names[trace_id] = names[trace_id] & spans if trace_id in names else spans
+    asked = {names: traces for names, traces in asked.items() if traces}
+    if not asked:
         return frozenset()
+    everything = frozenset().union(*asked.values())
     try:
-        grown = await client.search_all(unseen_spans(whole, names), *wide)
+        return frozenset(await client.search_all(unseen_spans(asked), *wide))
     except TempoError as err:
         if err.status != HTTPStatus.BAD_REQUEST:
             raise
         log.warning("tempo.unseen_spans_refused", error=str(err),
                     detail="every trace of the final pass is fetched again")
-        return frozenset()
-    return frozenset(whole) - grown
+        return everything
 
 
 async def _fetch_all(client: TempoClient, ids: list[str],
@@ -235,6 +279,10 @@ def scan_window(rules: list[Rule], settings: TempoSettings, start: int, end: int
                 margin = math.ceil(settings.trace_margin.total_seconds())
                 result = await evaluate_window(rules, client, start, end, margin=margin,
                                                latest=latest, on_fetched=advance)
+                for outcome in result.outcomes:
+                    if outcome.error is not None:
+                        raise CheckerError(f"rule {outcome.rule.id}: {outcome.error}",
+                                           hint="a bug in the checker: please report it with the rule")
                 return result, client.stats
 
     return asyncio.run(run())

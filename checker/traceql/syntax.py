@@ -8,8 +8,12 @@ except through these functions; the one exception is how Tempo spells each intri
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from checker.rules import model as m
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 EVERYTHING = "{ }"
 SPANSET = "{{ {} }}"
@@ -158,21 +162,24 @@ def _id_forms(hex_id: str) -> list[str]:
     return [hex_id] if trimmed == hex_id else [hex_id, trimmed]
 
 
-def unseen_spans(seen: dict[str, frozenset[str]], names: frozenset[str]) -> str:
-    """Spans named ``names`` of these traces other than the ``seen`` ones: what arrived since.
+def unseen_spans(seen: Mapping[frozenset[str], Mapping[str, frozenset[str]]]) -> str:
+    """Spans of these traces other than the ``seen`` ones, among the span names each is keyed by.
 
     Every part of a trace that reaches Tempo later brings spans not seen before, in a fragment
     of its own or merged into an old one, so a trace this query does not return has no new span
-    of those names. Written without spaces: it lists many IDs, and every byte counts against
-    the length of a request.
+    of those names. Several rules ask at once, each with the names it reads. Written without
+    spaces: it lists many IDs, and every byte counts against the length of a request.
     """
     def either(parts: list[str]) -> str:
         return parts[0] if len(parts) == 1 else "(" + "||".join(parts) + ")"
 
-    named = [either([f"name={string(name)}" for name in sorted(names)])] if names else []
-    traces = []
-    for trace_id, spans in sorted(seen.items()):
-        trace = either([f"trace:id={string(form)}" for form in _id_forms(trace_id)])
-        others = [f"span:id!={string(form)}" for span in sorted(spans) for form in _id_forms(span)]
-        traces.append("(" + "&&".join([trace, *others]) + ")" if others else trace)
-    return "{" + "&&".join([*named, either(traces)]) + "}"
+    asked = []
+    for names, traces in sorted(seen.items(), key=lambda item: sorted(item[0])):
+        named = [either([f"name={string(name)}" for name in sorted(names)])] if names else []
+        each = []
+        for trace_id, spans in sorted(traces.items()):
+            trace = either([f"trace:id={string(form)}" for form in _id_forms(trace_id)])
+            others = [f"span:id!={string(form)}" for span in sorted(spans) for form in _id_forms(span)]
+            each.append("(" + "&&".join([trace, *others]) + ")" if others else trace)
+        asked.append("&&".join([*named, either(each)]))
+    return "{" + (asked[0] if len(asked) == 1 else "||".join(f"({part})" for part in asked)) + "}"
