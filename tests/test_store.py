@@ -239,6 +239,32 @@ class TestLocks:
                 one.close()
                 two.close()
 
+    @pytest.mark.parametrize("kind", STORE_KINDS)
+    def test_many_locks_take_the_free_ones_on_one_connection(self, kind: str, tmp_path: Path) -> None:
+        with store_url(kind, tmp_path) as url:
+            one, two = Store.open(url), Store.open(url)
+            try:
+                first = one.try_lock_many(["a", "b"])
+                assert {"a", "b"} == first.held
+                second = two.try_lock_many(["a", "b", "c"])
+                assert {"c"} == second.held  # the others are left to their holder
+                if kind == "postgres":  # one session per group of locks, not one per rule
+                    keys = [lock_key(name) & 0xFFFFFFFFFFFFFFFF for name in "abc"]
+                    with two.engine.connect() as connection:
+                        sessions = {pid for key in keys for pid in connection.scalars(text(
+                            "select pid from pg_locks where locktype = 'advisory' and objsubid = 1 "
+                            "and classid::bigint = :high and objid::bigint = :low"),
+                            {"high": key >> 32, "low": key & 0xFFFFFFFF})}
+                    assert 2 == len(sessions)
+                first.release()
+                second.release()
+                third = two.try_lock_many(["a", "b", "c"])
+                assert {"a", "b", "c"} == third.held
+                third.release()
+            finally:
+                one.close()
+                two.close()
+
     @pytest.mark.external_service
     def test_a_dead_holder_loses_its_lock(self, tmp_path: Path) -> None:
         with store_url("postgres", tmp_path) as url:

@@ -145,6 +145,44 @@ class _AdvisoryLock:
             self._connection.close()
 
 
+class _AdvisoryLocks:
+    """Several advisory locks on one connection (one per replica's group, not one per rule)."""
+
+    def __init__(self, connection: Connection, keys: list[int]) -> None:
+        self._connection = connection
+        self._keys = keys
+
+    def release(self) -> None:
+        try:
+            for key in self._keys:
+                self._connection.execute(select(func.pg_advisory_unlock(key)))
+        finally:
+            self._connection.close()
+
+
+class _Locks:
+    """Locks taken together, released together."""
+
+    def __init__(self, locks: list[RuleLock]) -> None:
+        self._locks = locks
+
+    def release(self) -> None:
+        for lock in self._locks:
+            lock.release()
+
+
+@dataclass(frozen=True)
+class HeldLocks:
+    """What ``try_lock_many`` got: the names it holds, and how to let them go."""
+
+    held: frozenset[str]
+    lock: RuleLock
+
+    def release(self) -> None:
+        """Let other workers take every name held."""
+        self.lock.release()
+
+
 class _FileLock:
     """For SQLite: an exclusive ``flock`` on a file beside the database, dropped if the holder dies."""
 
@@ -272,6 +310,27 @@ class Store:
             raise
         connection.close()
         return None
+
+    def try_lock_many(self, names: Sequence[str]) -> HeldLocks:
+        """As many of the names' locks as are free now, on one connection (PostgreSQL).
+
+        A replica takes a group's rules this way and evaluates those it got; another worker
+        holds the others and evaluates them itself.
+        """
+        if self._locks is None:
+            files = {name: lock for name in names if (lock := self._file_lock(name)) is not None}
+            return HeldLocks(frozenset(files), _Locks(list(files.values())))
+        connection = self._locks.connect().execution_options(isolation_level="AUTOCOMMIT")
+        held: dict[str, int] = {}
+        try:
+            for name in names:
+                key = lock_key(name)
+                if connection.scalar(select(func.pg_try_advisory_lock(key))):
+                    held[name] = key
+        except BaseException:
+            connection.close()  # the session's locks end with it
+            raise
+        return HeldLocks(frozenset(held), _AdvisoryLocks(connection, list(held.values())))
 
     def _file_lock(self, name: str) -> RuleLock | None:
         database = self.engine.url.database
