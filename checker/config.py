@@ -41,7 +41,7 @@ class ScheduleSettings(Section):
     jitter: Duration = timedelta(seconds=5)
     evaluation_timeout: Duration = timedelta(minutes=5)
     shutdown_grace: Duration = timedelta(seconds=30)
-    parallel_rules: int = Field(8, ge=1)
+    parallel_rules: int = Field(8, ge=1)  # groups of rules (shards) evaluated at the same time
     # A window is judged again, finally, when it is this old: late spans have arrived by then.
     settle: Duration = timedelta(minutes=10)
     # A trace with a span that ended less than this before it was judged may still grow.

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from checker.daemon.service import Daemon
 
 pytestmark = needs_recordings
-END = LAST_TRACE + 60  # the clock of most tests: one minute after the last trace started
+END = LAST_TRACE + 150  # the clock of most tests: on the 5m grid, 2.5 minutes after the last trace started
 LOOKBACK = timedelta(minutes=15)
 
 
@@ -95,8 +95,11 @@ class TestRunOnce:
             # Nothing is due a second time: no new windows, no new violations, exit 0.
             assert 0 == asyncio.run(run_once(config, clock))[0]
             assert len(daemon.live.rules) * 3 == len(store.evaluations())
-            # A minute later, one short window per rule.
+            # A minute later nothing is due: the next 5m window of the grid is not whole yet.
             clock.advance(minutes=1)
+            assert 0 == asyncio.run(run_once(config, clock))[0]
+            assert len(daemon.live.rules) * 3 == len(store.evaluations())
+            clock.advance(minutes=4)  # now it is: one window per rule
             assert 0 == asyncio.run(run_once(config, clock))[0]
             assert len(daemon.live.rules) * 4 == len(store.evaluations())
         finally:
@@ -118,12 +121,13 @@ class TestRunOnce:
     def test_cli_exit_codes_and_violations_command(self, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-        # The CLI runs on the real clock: the dataset is moved to end two minutes ago.
-        moved = dataset(int(time.time()) - LAST_TRACE - 120)
+        # The CLI runs on the real clock: the dataset is moved to end two minutes before the last
+        # whole 5m window.
+        moved = dataset(int(time.time()) // 300 * 300 - LAST_TRACE - 120)
         with TempoDouble() as tempo:
             tempo.push(moved)
             path = write_settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'c.db'}",
-                                  schedule__initial_lookback="5m")
+                                  schedule__initial_lookback="10m")
             assert 1 == main(["run", "--once", "--config", str(path)])
         capsys.readouterr()
         assert 0 == main(["violations", "--config", str(path), "--format", "json"])
@@ -170,7 +174,7 @@ class TestCatchUp:
                                                        few_rules: Path) -> None:
         config = settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'e.db'}",
                           rules_dir=few_rules, schedule__every="1m", schedule__initial_lookback="5m")
-        clock = Clock.at(FIRST_TRACE - 60)
+        clock = Clock.at(FIRST_TRACE - 32)  # on the minute
 
         async def scenario() -> Daemon:
             daemon = await open_daemon(config, clock=clock)
@@ -189,7 +193,7 @@ class TestCatchUp:
         store = Store.open(config.store)
         try:
             evaluations = store.evaluations()
-            start = Clock.at(FIRST_TRACE - 60).now - timedelta(minutes=5)
+            start = Clock.at(FIRST_TRACE - 32).now - timedelta(minutes=5)
             assert_contiguous(evaluations, start, clock.now)
             failed = [e for e in evaluations if e["outcome"] == "failed"]
             assert len(daemon.live.rules) * 4 == len(failed)
@@ -240,8 +244,9 @@ class TestCatchUp:
         try:
             slow = store.evaluations("slow")
             assert all(e["window_end"] - e["window_start"] <= timedelta(minutes=2) for e in slow)
-            assert clock.now - timedelta(minutes=3) == slow[-1]["window_end"]
-            assert 9 == len(slow)  # 17 minutes in 2-minute windows
+            # The last whole window of the 2m grid before now - 3m; 16 minutes in 2-minute windows.
+            assert clock.now - timedelta(minutes=4) == slow[-1]["window_end"]
+            assert 8 == len(slow)
             cron = store.evaluations("cron")
             assert [timedelta(minutes=10), timedelta(minutes=10)] == [
                 e["window_end"] - e["window_start"] for e in cron]

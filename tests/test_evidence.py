@@ -298,20 +298,20 @@ def test_a_daemon_outage_beyond_max_catchup_is_a_gap(tmp_path: Path) -> None:
         tempo.push(dataset())
         config = settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'g.db'}",
                           rules_dir=rules_dir, schedule__max_catchup="30m", schedule__initial_lookback="10m")
-        clock = Clock.at(LAST_TRACE + 60 - 86_400)
+        clock = Clock.at(LAST_TRACE + 150 - 86_400)
 
         async def run() -> None:
             for _ in range(2):  # up a day ago; then down until now
                 daemon = await open_daemon(config, clock=clock)
                 await daemon.run_once()
                 await daemon.close()
-                clock.now = Clock.at(LAST_TRACE + 60).now
+                clock.now = Clock.at(LAST_TRACE + 150).now
 
         asyncio.run(run())
     store = Store.open(config.store)
     try:
-        start = Clock.at(LAST_TRACE + 60 - 86_400 - 600).now
-        filters = Filters(start, Clock.at(LAST_TRACE + 60).now, rule="sre-slow-database-query")
+        start = Clock.at(LAST_TRACE + 150 - 86_400 - 600).now
+        filters = Filters(start, Clock.at(LAST_TRACE + 150).now, rule="sre-slow-database-query")
         report = build(store, filters, None)
     finally:
         store.close()

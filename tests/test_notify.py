@@ -302,7 +302,7 @@ class TestWithTheDaemon:
         with TempoDouble() as tempo:
             tempo.push(dataset())
             settings = notify_settings(tmp_path, receiver, tempo_url=tempo.url, rules_dir=rules)
-            clock = Clock.at(LAST_TRACE + 60)
+            clock = Clock.at(LAST_TRACE + 150)  # on the 5m grid
 
             async def crash_before_sending() -> None:
                 daemon = await open_daemon(settings, clock=clock)
@@ -364,13 +364,13 @@ def test_kill_9_between_commit_and_send_then_restart(receiver: Receiver, tmp_pat
     rules = tmp_path / "rules.d"
     rules.mkdir()
     (rules / "sre.yaml").write_text((RULES_D / "sre.yaml").read_text())
-    data = dataset(int(time.time()) - LAST_TRACE - 120)
+    data = dataset(int(time.time()) // 600 * 600 - LAST_TRACE - 120)  # in the last whole 10m window
     with TempoDouble() as tempo:
         tempo.push(data)
         hook = {"ops-hook": routes(receiver)["ops-hook"]}
         path = write_settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'k.db'}",
                               rules_dir=rules, notifiers=hook, default_notifiers=["ops-hook"],
-                              schedule__initial_lookback="10m", schedule__every="10m")
+                              schedule__initial_lookback="20m", schedule__every="10m")
         receiver.slow(30)  # every delivery hangs: the process dies with notifications committed, unsent
         process = subprocess.Popen([sys.executable, "-m", "checker", "run", "--config", str(path)],  # noqa: S603
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

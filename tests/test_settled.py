@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from daemon_kit import Clock, write_settings
-from otlp_build import attribute
+from otlp_build import push, span
 from receivers import Receiver
 from stores import needs_postgres, postgres_schema
 from tempo_double import Fault, TempoDouble
@@ -50,26 +50,6 @@ rules:
 def receiver() -> Iterator[Receiver]:
     with Receiver(secret=SECRET) as started:
         yield started
-
-
-def span(trace: int, n: int, name: str, at: float, *, parent: int | None = None,
-         **attributes: object) -> dict[str, Any]:
-    """One span of trace ``trace`` (span IDs are the trace number and ``n``), 1 ms long."""
-    start = int(at * 1e9)
-    made: dict[str, Any] = {
-        "traceId": f"{trace:032x}", "spanId": f"{trace:08x}{n:08x}", "name": name, "kind": 1,
-        "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 1_000_000),
-        "attributes": [attribute(k, v) for k, v in attributes.items()]}
-    if parent is not None:
-        made["parentSpanId"] = f"{trace:08x}{parent:08x}"
-    return made
-
-
-def push(tempo: TempoDouble, *spans: dict[str, Any]) -> None:
-    """One export: Tempo stores it as a fragment of its own."""
-    tempo.push({"resourceSpans": [{
-        "resource": {"attributes": [attribute("service.name", "api")]},
-        "scopeSpans": [{"scope": {"name": "test"}, "spans": list(spans)}]}]})
 
 
 def config(tmp_path: Path, tempo: TempoDouble, receiver: Receiver, **overrides: Any) -> Settings:
@@ -416,8 +396,8 @@ class TestSettleBatches:
     def test_consecutive_windows_are_batched_by_settle_minus_delay(self) -> None:
         batches = settle_batches(minutes(*range(15)), W0, W0 + 20 * MINUTE, self.EVERY_MINUTE)
         assert [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]] == starts(batches)
-        short_delay = RuleSchedule(MINUTE, timedelta(seconds=45), settle=10 * MINUTE)  # 9m15s
-        assert [list(range(9)), list(range(9, 18)), [18, 19]] == starts(
+        short_delay = RuleSchedule(MINUTE, timedelta(seconds=45), settle=10 * MINUTE)  # 9m15s: 10 windows
+        assert [list(range(10)), list(range(10, 20))] == starts(
             settle_batches(minutes(*range(20)), W0, W0 + 30 * MINUTE, short_delay))
 
     def test_the_newest_batch_waits_until_whole(self) -> None:
@@ -435,11 +415,17 @@ class TestSettleBatches:
     def test_a_gap_ends_a_batch(self) -> None:
         # Window 3 was never judged provisionally (skipped): a batch never searches across it.
         batches = settle_batches(minutes(0, 1, 2, 4, 5, 6, 7, 8), W0, W0 + 20 * MINUTE, self.EVERY_MINUTE)
-        assert [[0, 1, 2], [4, 5, 6, 7, 8]] == starts(batches)
+        assert [[0, 1, 2], [4], [5, 6, 7, 8]] == starts(batches)
 
     def test_windows_already_settled_or_not_yet_settled_are_left_out(self) -> None:
         batches = settle_batches(minutes(*range(12)), W0 + 2 * MINUTE, W0 + 11 * MINUTE, self.EVERY_MINUTE)
-        assert [[2, 3, 4, 5, 6]] == starts(batches)  # 7 to 10 wait for the whole batch
+        assert [[2, 3, 4], [5, 6, 7, 8, 9]] == starts(batches)  # 10 waits for the whole batch
+
+    def test_batches_lie_on_the_grid_so_rules_started_apart_share_them(self) -> None:
+        one = settle_batches(minutes(*range(3, 20)), W0 + 3 * MINUTE, W0 + 30 * MINUTE, self.EVERY_MINUTE)
+        two = settle_batches(minutes(*range(7, 20)), W0 + 7 * MINUTE, W0 + 30 * MINUTE, self.EVERY_MINUTE)
+        assert [[3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]] == starts(one)
+        assert starts(one)[2:] == starts(two)[1:]
 
     def test_a_period_longer_than_a_batch_is_a_batch_of_one(self) -> None:
         hourly = RuleSchedule(60 * MINUTE, timedelta(seconds=45), settle=10 * MINUTE)
@@ -448,12 +434,12 @@ class TestSettleBatches:
         assert [[w] for w in windows] == batches
 
     def test_short_windows_after_a_catch_up_fill_a_batch(self) -> None:
-        # A window cut short (the first of a rule, or one before a restart) still batches by time.
+        # Windows off the grid (an older version's) batch by the cell each starts in.
         windows = [Judged(W0, W0 + timedelta(seconds=15)), *(
             Judged(W0 + timedelta(seconds=15) + i * MINUTE, W0 + timedelta(seconds=15) + (i + 1) * MINUTE)
             for i in range(6))]
         batches = settle_batches(windows, W0, W0 + 30 * MINUTE, self.EVERY_MINUTE)
-        assert [windows[:5], windows[5:]] == batches
+        assert [windows[:6], windows[6:]] == batches
 
     def test_nothing_pending(self) -> None:
         assert [] == settle_batches([], W0, W0 + 20 * MINUTE, self.EVERY_MINUTE)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from checker.config import ScheduleSettings
-from checker.daemon.windows import Due, RuleSchedule, Window, cron_period, due_windows, schedule_of
+from checker.daemon.windows import EPOCH, Due, RuleSchedule, Window, cron_period, due_windows, schedule_of
 from checker.rules.load import load_text
 
 if TYPE_CHECKING:
@@ -57,16 +57,32 @@ class TestDueWindows:
         assert due.skipped is None
         assert due.windows == [(T0 + i * MINUTE, T0 + (i + 1) * MINUTE) for i in range(5)]
 
-    def test_last_window_is_cut_at_floor_of_now_less_delay(self) -> None:
+    def test_a_window_not_yet_whole_waits(self) -> None:
         now = T0 + timedelta(seconds=150, microseconds=999_999) + 2 * MINUTE
         due = due_windows(T0, now, every(MINUTE, 2 * MINUTE), max_catchup=24 * HOUR)
-        assert spans(due.windows) == [MINUTE, MINUTE, timedelta(seconds=30)]
-        assert due.windows[-1][1] == T0 + timedelta(seconds=150)
-        assert all(whole(start) and whole(end) for start, end in due.windows)
+        assert spans(due.windows) == [MINUTE, MINUTE]
+        assert due.windows[-1][1] == T0 + 2 * MINUTE
+        assert due_windows(T0, T0 + timedelta(seconds=17.5), every(MINUTE), max_catchup=HOUR) == Due()
 
-    def test_one_short_window_when_less_than_a_period_is_due(self) -> None:
-        due = due_windows(T0, T0 + timedelta(seconds=17.5), every(MINUTE), max_catchup=HOUR)
-        assert due == Due(None, [(T0, T0 + timedelta(seconds=17))])
+    def test_a_checkpoint_off_the_grid_gets_one_short_window_to_reach_it(self) -> None:
+        off = T0 + timedelta(seconds=17)
+        due = due_windows(off, T0 + 3 * MINUTE + timedelta(seconds=5), every(MINUTE), max_catchup=HOUR)
+        assert due == Due(None, [(off, T0 + MINUTE), (T0 + MINUTE, T0 + 2 * MINUTE),
+                                 (T0 + 2 * MINUTE, T0 + 3 * MINUTE)])
+
+    def test_rules_started_apart_have_the_same_windows_once_on_the_grid(self) -> None:
+        now = T0 + 10 * MINUTE + timedelta(seconds=3)
+        ten = every(timedelta(seconds=10))
+        one = due_windows(T0 + timedelta(seconds=4), now, ten, max_catchup=HOUR).windows
+        two = due_windows(T0 + timedelta(minutes=7, seconds=33), now, ten, max_catchup=HOUR).windows
+        assert all(end.timestamp() % 10 == 0 for _, end in one + two)
+        assert two[1:] == one[-(len(two) - 1):]
+
+    def test_cron_windows_follow_the_checkpoint(self) -> None:
+        cron = RuleSchedule(5 * MINUTE, timedelta(0), "*/5 * * * *")
+        off = T0 + timedelta(seconds=17)
+        due = due_windows(off, off + 7 * MINUTE, cron, max_catchup=HOUR)
+        assert due.windows == [(off, off + 5 * MINUTE), (off + 5 * MINUTE, off + 7 * MINUTE)]
 
     @pytest.mark.parametrize("after_delay", [
         timedelta(0), -SECOND, -HOUR, timedelta(milliseconds=999),
@@ -96,6 +112,11 @@ class TestDueWindows:
         assert due.skipped == (T0, T0 + 8 * HOUR)  # max_catchup is never less than two periods
         assert due.windows == [(T0 + 8 * HOUR, T0 + 9 * HOUR), (T0 + 9 * HOUR, T0 + 10 * HOUR)]
 
+    def test_the_skip_ends_on_the_grid(self) -> None:
+        due = due_windows(T0, T0 + 3 * HOUR, every(timedelta(seconds=7)), max_catchup=timedelta(seconds=100))
+        assert due.skipped is not None
+        assert due.skipped[1].timestamp() % 7 == 0
+
     def test_a_rule_slower_than_max_catchup_never_skips_a_normal_run(self) -> None:
         weekly = every(timedelta(days=7))
         late = T0 + timedelta(days=7, seconds=1)
@@ -113,13 +134,14 @@ class TestDueWindows:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[datetime, datetime, RuleSchedule, timedelta]:
-    """Whole-second checkpoints (as the daemon keeps them) and periods; any clock and delay."""
+    """Whole-second checkpoints (as the daemon keeps them) and periods; any clock and delay; cron or not."""
     checkpoint = T0 + timedelta(seconds=draw(st.integers(-10**8, 10**8)))
     period = timedelta(seconds=draw(st.integers(1, 7200)))
     max_catchup = timedelta(seconds=draw(st.integers(1, 300 * int(period.total_seconds()))))
     delay = timedelta(microseconds=draw(st.integers(0, 3 * 3600 * 10**6)))
     backlog = timedelta(microseconds=draw(st.integers(-10**9, 2 * int(max_catchup.total_seconds()) * 10**6)))
-    return checkpoint, checkpoint + delay + backlog, RuleSchedule(period, delay), max_catchup
+    cron = draw(st.sampled_from([None, "* * * * *"]))
+    return checkpoint, checkpoint + delay + backlog, RuleSchedule(period, delay, cron), max_catchup
 
 
 @given(scenarios())
@@ -128,6 +150,8 @@ def test_windows_exactly_cover_checkpoint_to_now_less_delay(
     checkpoint, now, schedule, max_catchup = scenario
     max_catchup = max(max_catchup, 2 * schedule.period)  # the floor due_windows applies
     end = (now - schedule.delay).replace(microsecond=0)
+    if schedule.cron is None:  # the last grid point: a window not yet whole waits
+        end -= (end - EPOCH) % schedule.period
     due = due_windows(checkpoint, now, schedule, max_catchup)
     if end <= checkpoint:
         assert due == Due()
@@ -140,12 +164,16 @@ def test_windows_exactly_cover_checkpoint_to_now_less_delay(
     assert all(start < stop for start, stop in pieces)
     assert all(whole(start) and whole(stop) for start, stop in due.windows)
     assert all(span <= schedule.period for span in spans(due.windows))
+    if schedule.cron is None:  # every window ends on the grid; only the first may be short
+        assert all((stop - EPOCH) % schedule.period == timedelta(0) for _, stop in due.windows)
+        assert all(span == schedule.period for span in spans(due.windows)[1:])
     evaluated = end - due.windows[0][0]
-    assert evaluated <= max_catchup + SECOND
+    slack = SECOND if schedule.cron else schedule.period  # the skip ends on the grid
+    assert evaluated <= max_catchup + slack
     if due.skipped is None:
         assert end - checkpoint <= max_catchup
     else:
-        assert evaluated >= max_catchup  # nothing skipped that could have been evaluated
+        assert evaluated >= max_catchup - slack  # nothing skipped that could have been evaluated
 
 
 class TestScheduleOf:
@@ -185,7 +213,7 @@ class TestScheduleOf:
 
 class TestTrigger:
     def test_cron_gives_a_utc_cron_trigger(self) -> None:
-        trigger = RuleSchedule(5 * MINUTE, MINUTE, "*/5 * * * *").trigger(timedelta(seconds=5))
+        trigger = RuleSchedule(5 * MINUTE, MINUTE, "*/5 * * * *").trigger()
         assert isinstance(trigger, CronTrigger)
         assert str(trigger.timezone) == "UTC"
         fire = trigger.get_next_fire_time(None, T0 + timedelta(minutes=1, seconds=1))
@@ -197,15 +225,21 @@ class TestTrigger:
         (MINUTE, timedelta(seconds=30), 20),  # a third of the period
         (timedelta(seconds=6), timedelta(seconds=5), 2),
         (timedelta(seconds=10), timedelta(seconds=5), 3),
-        (timedelta(seconds=2), timedelta(seconds=5), None),  # a third of 2s is under a second
-        (MINUTE, timedelta(0), None),
+        (timedelta(seconds=2), timedelta(seconds=5), 0),  # a third of 2s is under a second
+        (MINUTE, timedelta(0), 0),
     ])
-    def test_interval_jitter_is_capped_at_a_third_of_the_period(
-            self, period: timedelta, jitter: timedelta, expected: int | None) -> None:
-        trigger = every(period).trigger(jitter)
+    def test_jitter_is_capped_at_a_third_of_the_period(
+            self, period: timedelta, jitter: timedelta, expected: int) -> None:
+        assert every(period).spread(jitter) == expected
+
+    def test_an_interval_fires_on_the_grid_when_a_window_becomes_due(self) -> None:
+        trigger = every(10 * SECOND, timedelta(seconds=45)).trigger()
         assert isinstance(trigger, IntervalTrigger)
-        assert trigger.interval == period
-        assert trigger.jitter == expected
+        assert trigger.jitter is None
+        fire = trigger.get_next_fire_time(None, T0 + timedelta(seconds=1))
+        assert fire == T0 + timedelta(seconds=5)  # the window ending at T0 - 40s
+        assert fire is not None
+        assert trigger.get_next_fire_time(fire, fire) == fire + 10 * SECOND
 
 
 class TestCronInRules:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from checker.rules.rule import Rule
 
 log = structlog.get_logger(__name__)
+# How long a due rule waits for the others firing at the same moment, to be evaluated with them.
+GATHER_SECONDS = 0.2
 
 
 class Daemon:
@@ -47,7 +50,8 @@ class Daemon:
         self.http: HttpServer | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._reloading = asyncio.Lock()
-        self._parallel = asyncio.Semaphore(schedule.parallel_rules)
+        self._due: set[str] = set()  # rules whose trigger fired, waiting for the next group run
+        self._busy: set[str] = set()  # rules in a run of this process
 
     async def close(self) -> None:
         """Release Tempo connections and the store."""
@@ -103,35 +107,69 @@ class Daemon:
                     self._schedule(rule.id, schedule)
 
     def _schedule(self, rule_id: str, schedule: RuleSchedule) -> None:
+        """Schedule the rule's trigger, on the grid of its period: rules alike fire together.
+
+        A new rule is due at once as well.
+        """
         assert self.scheduler is not None  # noqa: S101
         self.scheduler.add_job(
-            self._tick, schedule.trigger(self.schedule.jitter), args=[rule_id], id=rule_id,
-            name=rule_id, replace_existing=True, coalesce=True, max_instances=1,
-            misfire_grace_time=None, next_run_time=datetime.now(UTC))
+            self._tick, schedule.trigger(), args=[rule_id], id=rule_id, name=rule_id,
+            replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=None)
+        self._mark_due(rule_id)
 
     # ----------------------------------------------------------------- running
 
     async def run_rule(self, rule: Rule) -> RunSummary:
-        """One run of one rule, with its logs bound to the rule id."""
+        """One run of one rule."""
+        [summary] = await self.run_rules([rule])
+        return summary
+
+    async def run_rules(self, rules: list[Rule]) -> list[RunSummary]:
+        """One run of these rules, grouped (``RuleRunner.run_rules``)."""
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
+        ids = {rule.id for rule in rules}
+        self._busy |= ids
         try:
-            async with self._parallel:
-                with structlog.contextvars.bound_contextvars(rule=rule.id):
-                    return await self.runner.run(rule, self.schedules[rule.id], self.live.rules.get)
+            return await self.runner.run_rules([(rule, self.schedules[rule.id]) for rule in rules],
+                                               self.live.rules.get)
         finally:
+            self._busy -= ids
             if task is not None:
                 self._running.discard(task)
 
     async def _tick(self, rule_id: str) -> None:
-        rule = self.live.rules.get(rule_id)
-        if rule is not None and not self.runner.stopping:
-            await self.run_rule(rule)
+        """A coroutine, so that APScheduler runs it on the event loop (a function goes to a thread)."""
+        self._mark_due(rule_id)
+
+    def _mark_due(self, rule_id: str) -> None:
+        """The rule is due: it joins the next group run.
+
+        That run starts after a short wait that gathers the rules firing at the same moment,
+        plus a random delay up to ``jitter`` (spreading the load on Tempo).
+        """
+        if self.runner.stopping or rule_id in self._busy or rule_id not in self.schedules:
+            return  # a run still busy with the rule catches up its windows itself
+        first = not self._due
+        self._due.add(rule_id)
+        if first:
+            delay = GATHER_SECONDS + random.uniform(0, self.schedules[rule_id].spread(self.schedule.jitter))  # noqa: S311
+            task = asyncio.get_running_loop().create_task(self._run_due(delay))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run_due(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        due, self._due = self._due, set()
+        rules = [rule for rule_id in sorted(due) if (rule := self.live.rules.get(rule_id)) is not None
+                 and rule_id not in self._busy]
+        if rules and not self.runner.stopping:
+            await self.run_rules(rules)
 
     async def run_once(self) -> list[RunSummary]:
-        """Every due window of every rule, once (rules side by side), then one outbox pass."""
-        summaries = list(await asyncio.gather(*(self.run_rule(rule) for rule in self.live.rules.values())))
+        """Every due window of every rule, once (grouped), then one outbox pass."""
+        summaries = await self.run_rules(list(self.live.rules.values()))
         await self.dispatcher.drain()
         return summaries
 

@@ -4,6 +4,12 @@ Pure functions of the checkpoint and the clock, so the catch-up behaviour can be
 without a scheduler: windows are contiguous, whole seconds, never longer than the rule's
 period, and end ``evaluation_delay`` before now; a backlog beyond ``max_catchup`` becomes one
 explicit skipped span instead of silently vanishing.
+
+An ``every`` rule's windows lie on the epoch grid of its period (``every: 10s``: they end at
+multiples of 10 s), so rules with the same period have the same windows whatever their start
+and can be evaluated together (``groups``); a checkpoint off the grid (a first run, an older
+version's windows) gets one shorter window to reach it. A cron rule's windows follow its
+checkpoint, as its firings do.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
     from checker.rules.rule import Rule
 
 Window = tuple[datetime, datetime]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -36,15 +43,32 @@ class RuleSchedule:
     cron: str | None = None
     settle: timedelta = timedelta(0)  # the final pass: when a window is this old (0: only one pass)
 
-    def trigger(self, jitter: timedelta) -> BaseTrigger:
-        """APScheduler's trigger: the rule's cron expression (UTC), else its interval."""
-        seconds = math.ceil(jitter.total_seconds()) or None
+    def trigger(self) -> BaseTrigger:
+        """APScheduler's trigger: the rule's cron expression (UTC), else its interval.
+
+        An interval fires when a window of the grid becomes due (its end plus the delay), so
+        the rules with one period fire together and their windows are evaluated at once. No
+        jitter here: APScheduler adds it to the previous firing, which would drift off the grid
+        (the daemon delays the whole group instead, ``spread``).
+        """
         if self.cron is not None:
             return CronTrigger.from_crontab(self.cron, timezone=UTC)
-        # Jitter never exceeds a third of the period, so runs cannot pile up.
-        limit = max(0, math.floor(self.period.total_seconds() / 3))
-        return IntervalTrigger(seconds=self.period.total_seconds(), timezone=UTC,
-                               jitter=min(seconds, limit) if seconds and limit else None)
+        first_due = EPOCH + timedelta(seconds=math.ceil(self.delay.total_seconds()))
+        return IntervalTrigger(seconds=self.period.total_seconds(), timezone=UTC, start_date=first_due)
+
+    def spread(self, jitter: timedelta) -> float:
+        """The longest random delay of a run, in whole seconds.
+
+        ``jitter``, but at most a third of the period, so runs cannot pile up.
+        """
+        seconds = math.ceil(jitter.total_seconds())
+        limit = math.floor(self.period.total_seconds() / 3)
+        return float(min(seconds, limit)) if seconds and limit else 0.0
+
+    @property
+    def aligned(self) -> bool:
+        """Whether windows lie on the epoch grid of the period (every rule but a cron one)."""
+        return self.cron is None
 
 
 @dataclass(frozen=True)
@@ -97,19 +121,41 @@ def due_windows(checkpoint: datetime, now: datetime, schedule: RuleSchedule,
                 max_catchup: timedelta) -> Due:
     """The windows from ``checkpoint`` to ``now - delay``, at most ``schedule.period`` each.
 
-    The backlog kept is never less than two periods: a weekly rule, or a daily one that
-    fires a second late, is a normal run, not a gap.
+    Aligned windows stop at the last grid point before ``now - delay``: the part after it is a
+    window not yet whole. The backlog kept is never less than two periods: a weekly rule, or a
+    daily one that fires a second late, is a normal run, not a gap.
     """
     max_catchup = max(max_catchup, 2 * schedule.period)
     end = floor_second(now - schedule.delay)
+    if schedule.aligned:
+        end = grid_floor(end, schedule.period)
     if end <= checkpoint:
         return Due()
     skipped = None
     start = checkpoint
     if end - checkpoint > max_catchup and (resume := floor_second(end - max_catchup)) > checkpoint:
-        start = resume
+        start = grid_ceil(resume, schedule.period) if schedule.aligned else resume
         skipped = (checkpoint, start)
+    if schedule.aligned:
+        return Due(skipped, split_aligned(start, end, schedule.period))
     return Due(skipped, split(start, end, schedule.period))
+
+
+def grid_floor(moment: datetime, step: timedelta) -> datetime:
+    """The latest multiple of ``step`` since the epoch at or before ``moment``."""
+    return EPOCH + step * ((moment - EPOCH) // step)
+
+
+def grid_ceil(moment: datetime, step: timedelta) -> datetime:
+    """The earliest multiple of ``step`` since the epoch at or after ``moment``."""
+    floor = grid_floor(moment, step)
+    return floor if floor == moment else floor + step
+
+
+def split_aligned(start: datetime, end: datetime, period: timedelta) -> list[Window]:
+    """``[start, end)`` cut at the multiples of ``period``: the first window may be shorter."""
+    first = min(end, grid_ceil(start, period))
+    return ([(start, first)] if start < first else []) + split(first, end, period)
 
 
 class Judged(Protocol):
@@ -130,26 +176,39 @@ def settle_batches(pending: list[J], settled: datetime, until: datetime, schedul
     """The provisional windows to judge finally now, in batches searched together.
 
     A final pass searches a batch of consecutive windows at once, so settling costs a fraction
-    of the provisional passes' searches: a batch spans ``max(period, settle - delay)`` (the
-    time between a window's first look and its settling), so a window's final verdict comes at
-    most that much after ``settle``. The newest batch waits until it is whole while windows
-    judged after it (up to ``judged_until``, the rule's checkpoint; None: more may come) will
-    join it, unless its first window has waited a whole batch already.
+    of the provisional passes' searches: a batch is the windows starting in one cell of the epoch
+    grid of ``batch_span`` (about the time between a window's first look and its settling), so
+    a window's final verdict comes at most that much after ``settle``, and rules with the same
+    schedule have the same batches (settled together, ``groups``). The newest batch waits until
+    its cell has ended while windows judged after it (up to ``judged_until``, the rule's
+    checkpoint; None: more may come) will join it.
     """
-    span = max(schedule.period, schedule.settle - schedule.delay)
+    span = batch_span(schedule)
     batches: list[list[J]] = []
     for window in pending:
         if window.end > until or window.start < settled:
             continue
-        if batches and window.end - batches[-1][0].start <= span and window.start == batches[-1][-1].end:
+        last = batches[-1][-1] if batches else None
+        if last is not None and window.start == last.end and _cell(window, span) == _cell(last, span):
             batches[-1].append(window)
         else:
             batches.append([window])
     newest = batches[-1] if batches else None
     coming = judged_until is None or (newest is not None and judged_until > newest[-1].end)
-    if newest is not None and coming and until - newest[0].start < span:  # more of it settles soon
+    if newest is not None and coming and until < _cell(newest[0], span) + span:  # more of it settles soon
         batches.pop()
     return batches
+
+
+def batch_span(schedule: RuleSchedule) -> timedelta:
+    """``max(period, settle - delay)`` rounded up to whole periods, so no aligned window straddles two."""
+    wanted = max(schedule.period, schedule.settle - schedule.delay)
+    return schedule.period * math.ceil(wanted / schedule.period)
+
+
+def _cell(window: Judged, span: timedelta) -> datetime:
+    """Where the batch holding ``window`` starts at the latest."""
+    return grid_floor(window.start, span)
 
 
 def split(start: datetime, end: datetime, period: timedelta) -> list[Window]:
