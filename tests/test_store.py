@@ -15,8 +15,8 @@ from stores import STORE_KINDS, store_url
 from checker.engine.violation import Forbidden, SpanRef, Violation
 from checker.rules.load import load_text
 from checker.store import CheckpointMoved, Store, StoreError, WindowRecord
+from checker.store.locks import lock_key
 from checker.store.schema import metadata
-from checker.store.store import lock_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

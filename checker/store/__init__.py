@@ -1,13 +1,13 @@
 """Persistence: rules seen, evaluations, violations, checkpoints and the outbox (SQLAlchemy Core)."""
 
 from checker.store.errors import CheckpointMoved, StoreError
+from checker.store.locks import RuleLock
 from checker.store.outbox import OutboxEntry, OutboxPolicy, OutboxRow, OutboxWrite, SlackPost
 from checker.store.store import (
     Amendment,
     Committed,
     Outcome,
     ProvisionalWindow,
-    RuleLock,
     Store,
     StoredViolation,
     WindowRecord,

@@ -9,22 +9,19 @@ so finding a trace again never duplicates it.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from sqlalchemy import create_engine, event, func, insert, select, update
+from sqlalchemy import create_engine, event, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from checker import __version__
 from checker.engine import Violation
 from checker.redact import Redactor, mask_url, url_secrets
 from checker.store import ledger, migrate
 from checker.store.errors import CheckpointMoved, StoreError
+from checker.store.locks import HeldLocks, Locks, RuleLock
 from checker.store.outbox import Outbox, OutboxPolicy, fill
 from checker.store.schema import checkpoints, evaluations, rules, upsert_insert, violations
 
@@ -124,96 +121,12 @@ class StoredViolation:
     retraction_reason: str | None = None
 
 
-class RuleLock(Protocol):
-    """Held while one worker evaluates one rule."""
-
-    def release(self) -> None:
-        """Let other workers evaluate the rule."""
-
-
-class _AdvisoryLock:
-    """A PostgreSQL session advisory lock on its own connection: a crashed holder loses it."""
-
-    def __init__(self, connection: Connection, key: int) -> None:
-        self._connection = connection
-        self._key = key
-
-    def release(self) -> None:
-        try:
-            self._connection.execute(select(func.pg_advisory_unlock(self._key)))
-        finally:
-            self._connection.close()
-
-
-class _AdvisoryLocks:
-    """Several advisory locks on one connection (one per replica's group, not one per rule)."""
-
-    def __init__(self, connection: Connection, keys: list[int]) -> None:
-        self._connection = connection
-        self._keys = keys
-
-    def release(self) -> None:
-        try:
-            for key in self._keys:
-                self._connection.execute(select(func.pg_advisory_unlock(key)))
-        finally:
-            self._connection.close()
-
-
-class _Locks:
-    """Locks taken together, released together."""
-
-    def __init__(self, locks: list[RuleLock]) -> None:
-        self._locks = locks
-
-    def release(self) -> None:
-        for lock in self._locks:
-            lock.release()
-
-
-@dataclass(frozen=True)
-class HeldLocks:
-    """What ``try_lock_many`` got: the names it holds, and how to let them go."""
-
-    held: frozenset[str]
-    lock: RuleLock
-
-    def release(self) -> None:
-        """Let other workers take every name held."""
-        self.lock.release()
-
-
-class _FileLock:
-    """For SQLite: an exclusive ``flock`` on a file beside the database, dropped if the holder dies."""
-
-    def __init__(self, handle: IO[bytes]) -> None:
-        self._handle = handle
-
-    def release(self) -> None:
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-        finally:
-            self._handle.close()
-
-
-class _NoLock:
-    """An in-memory SQLite store has one process by construction."""
-
-    def release(self) -> None:
-        return None
-
-
 def engine_url(url: str) -> str:
     """SQLAlchemy's URL for a store setting: ``postgresql://`` uses psycopg 3."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url.removeprefix(prefix)
     return url
-
-
-def lock_key(rule_id: str) -> int:
-    """A stable signed 64-bit advisory-lock key per rule."""
-    return int.from_bytes(hashlib.sha256(rule_id.encode()).digest()[:8], "big", signed=True)
 
 
 class Store:
@@ -225,10 +138,7 @@ class Store:
         self.url = mask_url(full)
         self._redactor = Redactor(url_secrets(full))
         self.outbox = Outbox(engine)
-        # A lock holds its connection for a whole run: never take those from the shared pool,
-        # which commits need (many rules running at once would exhaust it).
-        postgres = engine.dialect.name == "postgresql"
-        self._locks = create_engine(engine.url, poolclass=NullPool) if postgres else None
+        self.locks = Locks(engine)
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -255,8 +165,7 @@ class Store:
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
-        if self._locks is not None:
-            self._locks.dispose()
+        self.locks.close()
 
     def ping(self) -> None:
         """Raise ``StoreError`` unless the database answers."""
@@ -296,55 +205,13 @@ class Store:
             assert stored is not None  # noqa: S101  (inserted above or already there)
             return stored
 
-    def try_lock(self, rule_id: str) -> RuleLock | None:
-        """The rule's lock, or None when another worker holds it (any string names a lock)."""
-        if self._locks is None:
-            return self._file_lock(rule_id)
-        connection = self._locks.connect().execution_options(isolation_level="AUTOCOMMIT")
-        key = lock_key(rule_id)
-        try:
-            if connection.scalar(select(func.pg_try_advisory_lock(key))):
-                return _AdvisoryLock(connection, key)
-        except BaseException:
-            connection.close()
-            raise
-        connection.close()
-        return None
+    def try_lock(self, name: str) -> RuleLock | None:
+        """The named lock (a rule's, a route's), or None when another worker holds it."""
+        return self.locks.try_lock(name)
 
     def try_lock_many(self, names: Sequence[str]) -> HeldLocks:
-        """As many of the names' locks as are free now, on one connection (PostgreSQL).
-
-        A replica takes a group's rules this way and evaluates those it got; another worker
-        holds the others and evaluates them itself.
-        """
-        if self._locks is None:
-            files = {name: lock for name in names if (lock := self._file_lock(name)) is not None}
-            return HeldLocks(frozenset(files), _Locks(list(files.values())))
-        connection = self._locks.connect().execution_options(isolation_level="AUTOCOMMIT")
-        held: dict[str, int] = {}
-        try:
-            for name in names:
-                key = lock_key(name)
-                if connection.scalar(select(func.pg_try_advisory_lock(key))):
-                    held[name] = key
-        except BaseException:
-            connection.close()  # the session's locks end with it
-            raise
-        return HeldLocks(frozenset(held), _AdvisoryLocks(connection, list(held.values())))
-
-    def _file_lock(self, name: str) -> RuleLock | None:
-        database = self.engine.url.database
-        if not database or database == ":memory:":
-            return _NoLock()
-        directory = Path(f"{database}.locks")
-        directory.mkdir(exist_ok=True)
-        handle = (directory / f"{lock_key(name) & 0xFFFFFFFFFFFFFFFF:016x}").open("a+b")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return None
-        return _FileLock(handle)
+        """As many of the names' locks as are free now (``Locks.try_lock_many``)."""
+        return self.locks.try_lock_many(names)
 
     # ----------------------------------------------------------------- evaluations
 
