@@ -17,7 +17,14 @@ from tempo_double import TempoDouble
 from checker.rules.load import load_text
 from checker.tempo.client import MAX_QUERY_BYTES, TempoClient
 from checker.tempo.errors import TempoError
-from checker.tempo.run import MAX_SEEN_SPANS, Provisional, WindowResult, evaluate_window, is_unfinished
+from checker.tempo.run import (
+    MAX_SEEN_SPANS,
+    Provisional,
+    RuleOutcome,
+    WindowResult,
+    evaluate_window,
+    is_unfinished,
+)
 from checker.tempo.settings import TempoSettings
 from checker.traceql.syntax import unseen_spans
 from checker.traces.model import Span, Trace
@@ -155,6 +162,51 @@ class TestFinalPass:
         evaluate(tempo, provisional={RULE.id: before})
         searches = [r for r in tempo.requests if r.route == "search"]
         assert 1 == sum("span:id" in r.params.get("q", "") for r in searches)
+
+
+AUTHORISED = load_text("rules:\n  - id: authorised\n    condition: |\n      when { pii.access }\n"
+                       "      always { auth.check }\n", "r.yaml").rules[0]
+
+
+class TestFinalPassOfSeveralRules:
+    """Each rule's own provisional pass decides what it may skip; a trace is fetched once for all."""
+
+    def evaluate_both(self, tempo: TempoDouble, **options: Any) -> dict[str, RuleOutcome]:
+        async def run() -> WindowResult:
+            async with TempoClient(TempoSettings(url=tempo.url, retries=0), backoff=0.0) as client:
+                return await evaluate_window([RULE, AUTHORISED], client, *WINDOW, margin=600, latest=NOW,
+                                             **options)
+
+        return {o.rule.id: o for o in asyncio.run(run()).outcomes}
+
+    def provisional(self, outcome: RuleOutcome) -> Provisional:
+        return Provisional(outcome.judged, frozenset(v.trace_id for v in outcome.violations))
+
+    def test_a_trace_whole_for_one_rule_only_is_skipped_for_that_rule_only(self, tempo: TempoDouble) -> None:
+        push(tempo, span(1, 1, "GET /a"), span(1, 2, "pii.access", parent=1))
+        first = self.evaluate_both(tempo, idle_since_ns=(NOW - 30) * 10**9)
+        trace = f"{1:032x}"
+        audited = self.provisional(first[RULE.id])
+        authorised = Provisional({trace: None}, frozenset({trace}))  # unfinished when this rule judged it
+        tempo.clear_requests()
+        final = self.evaluate_both(tempo, provisional={RULE.id: audited, AUTHORISED.id: authorised})
+        assert {trace} == final[RULE.id].unchanged
+        assert set() == final[AUTHORISED.id].unchanged
+        assert [trace] == [v.trace_id for v in final[AUTHORISED.id].violations]  # judged again
+        assert 1 == tempo.count("trace")
+
+    def test_a_span_only_one_rule_reads_makes_the_trace_judged_again(self, tempo: TempoDouble) -> None:
+        push(tempo, span(1, 1, "GET /a"), span(1, 2, "pii.access", parent=1))
+        first = self.evaluate_both(tempo, idle_since_ns=(NOW - 30) * 10**9)
+        push(tempo, span(1, 3, "auth.check", parent=1))  # late: only `authorised` reads it
+        tempo.clear_requests()
+        before = {o.rule.id: self.provisional(o) for o in first.values()}
+        final = self.evaluate_both(tempo, provisional=before)
+        assert 1 == tempo.count("trace")  # once, for both rules
+        assert [f"{1:032x}"] == [v.trace_id for v in final[RULE.id].violations]  # still no audit.log
+        assert [] == final[AUTHORISED.id].violations  # retracted by its caller: it holds no more
+        searches = [r.params["q"] for r in tempo.requests if "span:id" in r.params.get("q", "")]
+        assert 1 == len(searches)  # one question for both rules, each with its names
 
 
 class TestUnseenSpans:

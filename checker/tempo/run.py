@@ -134,8 +134,9 @@ async def evaluate_window(
     fragment on its own time range and a trace's other fragments may lie outside.
 
     A final pass passes what each rule's ``provisional`` pass judged (by rule ID): a candidate
-    judged whole then is fetched again only when one search says spans arrived since (``unseen_spans``); the
-    provisional violators that are no longer candidates are fetched to confirm the retraction.
+    judged whole then is fetched again only when one search says spans arrived since
+    (``unseen_spans``); the provisional violators that are no longer candidates are fetched to
+    confirm the retraction.
     ``idle_since_ns`` marks the traces judged now that may still grow (``is_unfinished``).
     """
     outcomes = [RuleOutcome(rule, compile_rule(rule.invariant)) for rule in rules if rule.enabled]
