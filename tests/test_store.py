@@ -249,8 +249,9 @@ class TestLocks:
                 second = two.try_lock_many(["a", "b", "c"])
                 assert {"c"} == second.held  # the others are left to their holder
                 if kind == "postgres":  # one session per group of locks, not one per rule
-                    keys = [lock_key(name) & 0xFFFFFFFFFFFFFFFF for name in "abc"]
                     with two.engine.connect() as connection:
+                        schema = connection.scalar(text("select current_schema()"))
+                        keys = [lock_key(f"{schema}/{name}") & 0xFFFFFFFFFFFFFFFF for name in "abc"]
                         sessions = {pid for key in keys for pid in connection.scalars(text(
                             "select pid from pg_locks where locktype = 'advisory' and objsubid = 1 "
                             "and classid::bigint = :high and objid::bigint = :low"),
@@ -266,13 +267,29 @@ class TestLocks:
                 two.close()
 
     @pytest.mark.external_service
+    def test_stores_in_two_schemas_of_one_database_never_share_a_lock(self, tmp_path: Path) -> None:
+        with store_url("postgres", tmp_path) as first, store_url("postgres", tmp_path) as second:
+            one, two = Store.open(first), Store.open(second)
+            try:
+                held = one.try_lock("audit")
+                other = two.try_lock("audit")
+                assert held is not None
+                assert other is not None
+                other.release()
+                held.release()
+            finally:
+                one.close()
+                two.close()
+
+    @pytest.mark.external_service
     def test_a_dead_holder_loses_its_lock(self, tmp_path: Path) -> None:
         with store_url("postgres", tmp_path) as url:
             one, two = Store.open(url), Store.open(url)
             try:
                 assert one.try_lock("audit") is not None
                 with two.engine.connect() as connection:  # the holder's process dies: its session ends
-                    key = lock_key("audit") & 0xFFFFFFFFFFFFFFFF
+                    schema = connection.scalar(text("select current_schema()"))
+                    key = lock_key(f"{schema}/audit") & 0xFFFFFFFFFFFFFFFF
                     killed = connection.scalars(text(
                         "select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' "
                         "and classid::bigint = :high and objid::bigint = :low and objsubid = 1"),

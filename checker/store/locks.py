@@ -1,7 +1,9 @@
 """Named locks between workers: which replica (or ``run --once`` beside a daemon) runs a rule.
 
 On PostgreSQL they are session advisory locks, held on a connection of their own (never one
-from the pool commits use), so a crashed holder loses them with its session. On SQLite they are
+from the pool commits use), so a crashed holder loses them with its session. Advisory locks
+are shared by a whole database, so their keys name the store's schema too: two stores in one
+database (two deployments, or test runs) never wait for each other's rules. On SQLite they are
 ``flock``s on files in ``<database>.locks/`` beside the database, dropped when the holder dies.
 A replica takes the locks of a group of rules at once, on one connection, and runs the rules it
 got; the others are left to whoever holds them.
@@ -110,8 +112,9 @@ class Locks:
         connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         held: dict[str, int] = {}
         try:
+            schema = connection.scalar(select(func.current_schema()))
             for name in names:
-                key = lock_key(name)
+                key = lock_key(f"{schema}/{name}")
                 if connection.scalar(select(func.pg_try_advisory_lock(key))):
                     held[name] = key
         except BaseException:
