@@ -22,6 +22,7 @@ from stores import needs_postgres, postgres_schema
 from tempo_double import Fault, TempoDouble
 
 from checker.config import load_settings
+from checker.daemon import runner
 from checker.daemon.factory import open_daemon
 from checker.demo.traffic import instantiate, templates
 from checker.engine import Scanner
@@ -109,6 +110,27 @@ class TestOneFetchPerCandidate:
         assert {1} == set(searched.values())  # each query asked once for each range
         scope = [q for q, _, _ in searched if q.strip() == '{ name = "pii.access" }']
         assert 1 == len(scope)
+
+
+def test_a_bug_in_one_shard_never_stops_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock.at(T + 1)
+    real = runner.together
+
+    def broken(heads: dict[str, Any]) -> Any:
+        if "fast" in heads:
+            raise RuntimeError("boom")
+        return real(heads)
+
+    monkeypatch.setattr(runner, "together", broken)
+    with TempoDouble(now=lambda: clock.now.timestamp()) as tempo:  # noqa: PLW0108
+        settings = config(tmp_path, tempo, f"sqlite:///{tmp_path / 's.db'}")
+        condition = "when { pii.access } always { audit.log }"
+        (settings.rules_dir / "r.yaml").write_text(rule_file({"fast": condition, "slow": condition},
+                                                             {"fast": "10s", "slow": "1m"}))
+        summaries = {s.rule_id: s for s in run_once(settings, clock)}
+    assert "internal error: RuntimeError: boom" == summaries["fast"].failed
+    assert summaries["slow"].failed is None
+    assert 1 == summaries["slow"].windows
 
 
 def run_once(settings: Settings, clock: Clock) -> list[RunSummary]:

@@ -154,6 +154,10 @@ class RuleRunner:
             held = [(rule, schedule) for rule, schedule in shard if rule.id in locks.held]
             if held:
                 await self._run_locked(held, summaries, current)
+        except Exception as err:  # noqa: BLE001  (a bug must not stop the other shards; checkpoints stay)
+            for rule, _ in shard:
+                if rule.id in locks.held and summaries[rule.id].failed is None:
+                    _failed(rule.id, summaries[rule.id], err)
         finally:
             await asyncio.to_thread(locks.release)
 
