@@ -120,9 +120,10 @@ async def evaluate_window(
 ) -> WindowResult:
     """Run every rule over [start, end] (unix seconds) and confirm each candidate exactly.
 
-    Anchor searches cover the window; the others cover ``margin`` seconds more on each side
-    (up to ``latest``, the newest second Tempo shows), because Tempo matches each trace
-    fragment on its own time range and a trace's other fragments may lie outside.
+    Anchor searches, and those that only clear candidates, cover the window; the others cover
+    ``margin`` seconds more on each side (up to ``latest``, the newest second Tempo shows),
+    because Tempo matches each trace fragment on its own time range and a trace's other
+    fragments may lie outside (``QueryPlan.wide``).
 
     A final pass passes what its ``provisional`` pass judged: a candidate judged whole then is
     fetched again only when one search says spans arrived since (``unseen_spans``); the
@@ -131,15 +132,14 @@ async def evaluate_window(
     """
     outcomes = [RuleOutcome(rule, compile_rule(rule.invariant)) for rule in rules if rule.enabled]
     wide = (max(0, start - margin), max(end, min(end + margin, latest or end + margin)))
-    keys = sorted({(s.query, s not in o.plan.anchors) for o in outcomes for s in o.plan.searches})
+    keys = sorted({(s.query, s in o.plan.wide) for o in outcomes for s in o.plan.searches})
     found = await gather_strict(*(client.search_all(q, *(wide if is_wide else (start, end)))
                                   for q, is_wide in keys))
     results = {key: frozenset(ids) for key, ids in zip(keys, found, strict=True)}
     for outcome in outcomes:
-        anchored = outcome.plan.anchors
 
-        def lookup(search: Search, anchored: frozenset[Search] = anchored) -> frozenset[str]:
-            return results[(search.query, search not in anchored)]
+        def lookup(search: Search, wide: frozenset[Search] = outcome.plan.wide) -> frozenset[str]:
+            return results[(search.query, search in wide)]
 
         outcome.candidates = evaluate_set(outcome.plan.candidates, lookup)
         if set(searches(outcome.plan.scope)) <= set(outcome.plan.searches):

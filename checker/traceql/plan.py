@@ -168,6 +168,31 @@ def anchors(scope: SetExpr) -> frozenset[Search]:
             return frozenset()
 
 
+def negative_only(expr: SetExpr) -> frozenset[Search]:
+    """The searches that only remove traces from ``expr``: right of an odd number of differences.
+
+    Such a search may be run over less time than it should: a trace it misses there is kept,
+    never dropped, so the candidates only grow (they are confirmed on the whole trace anyway).
+    """
+    uses: dict[Search, set[bool]] = {}
+
+    def visit(node: SetExpr, positive: bool) -> None:
+        match node:
+            case Search():
+                uses.setdefault(node, set()).add(positive)
+            case Union() | Intersection():
+                for part in node.parts:
+                    visit(part, positive)
+            case Difference():
+                visit(node.left, positive)
+                visit(node.right, not positive)
+            case Nothing():
+                pass
+
+    visit(expr, positive=True)
+    return frozenset(search for search, signs in uses.items() if signs == {False})
+
+
 def notation(expr: SetExpr, names: dict[Search, str]) -> str:
     """The set algebra over the search names, in Python set notation: ``(S1 - S2) | S3``."""
     match expr:
@@ -212,6 +237,17 @@ class QueryPlan:
         if self.scope == EVERY_TRACE:
             return anchors(self.candidates)
         return anchors(self.scope)
+
+    @property
+    def wide(self) -> frozenset[Search]:
+        """Searches run over ``trace_margin`` more on each side of the window.
+
+        A search that adds candidates must see every fragment of a trace the window owns, so
+        it looks around the window. A search that only clears candidates (``negative_only``)
+        looks at the window alone: a trace whose clearing spans lie outside it is merely
+        fetched and judged, and it costs Tempo a window instead of twice the margin.
+        """
+        return frozenset(self.searches) - self.anchors - negative_only(self.candidates)
 
     def describe(self) -> list[str]:
         """The plan in words, one entry per line: each search, its role, the set algebra, the widenings.
