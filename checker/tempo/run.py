@@ -11,6 +11,7 @@ import asyncio
 import math
 import sys
 from dataclasses import dataclass, field
+from enum import Enum
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -28,11 +29,12 @@ from checker.traceql.plan import searches
 from checker.traceql.syntax import unseen_spans
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from checker.engine import Violation
     from checker.rules.rule import Rule
     from checker.tempo.client import ClientStats, FetchedTrace
+    from checker.tempo.search_cache import SearchCache
     from checker.traceql.plan import Search
     from checker.traces.model import Trace
 
@@ -42,6 +44,14 @@ log = structlog.get_logger(__name__)
 # How far around a window to look for the rest of a trace: the longest expected trace plus
 # ingestion delay (shared/tempo.md §4.5).
 DEFAULT_MARGIN = math.ceil(TempoSettings.model_fields["trace_margin"].default.total_seconds())
+
+
+class Reach(Enum):
+    """How much time one search of a window covers."""
+
+    WINDOW = "window"
+    MARGIN = "margin"  # trace_margin around the window
+    REUSED = "reused"  # the margin, or more, partly from answers kept for earlier windows
 
 
 @dataclass
@@ -117,13 +127,15 @@ async def evaluate_window(
     *, margin: int = DEFAULT_MARGIN, latest: int | None = None,
     on_fetched: Callable[[int, int], None] | None = None,
     idle_since_ns: int | None = None, provisional: Provisional | None = None,
+    cache: SearchCache | None = None,
 ) -> WindowResult:
     """Run every rule over [start, end] (unix seconds) and confirm each candidate exactly.
 
     Anchor searches, and those that only clear candidates, cover the window; the others cover
     ``margin`` seconds more on each side (up to ``latest``, the newest second Tempo shows),
     because Tempo matches each trace fragment on its own time range and a trace's other
-    fragments may lie outside (``QueryPlan.wide``).
+    fragments may lie outside (``QueryPlan.wide``). With a ``cache``, the margin searches that
+    only add candidates are answered from what earlier windows asked (``SearchCache``).
 
     A final pass passes what its ``provisional`` pass judged: a candidate judged whole then is
     fetched again only when one search says spans arrived since (``unseen_spans``); the
@@ -132,18 +144,7 @@ async def evaluate_window(
     """
     outcomes = [RuleOutcome(rule, compile_rule(rule.invariant)) for rule in rules if rule.enabled]
     wide = (max(0, start - margin), max(end, min(end + margin, latest or end + margin)))
-    keys = sorted({(s.query, s in o.plan.wide) for o in outcomes for s in o.plan.searches})
-    found = await gather_strict(*(client.search_all(q, *(wide if is_wide else (start, end)))
-                                  for q, is_wide in keys))
-    results = {key: frozenset(ids) for key, ids in zip(keys, found, strict=True)}
-    for outcome in outcomes:
-
-        def lookup(search: Search, wide: frozenset[Search] = outcome.plan.wide) -> frozenset[str]:
-            return results[(search.query, search in wide)]
-
-        outcome.candidates = evaluate_set(outcome.plan.candidates, lookup)
-        if set(searches(outcome.plan.scope)) <= set(outcome.plan.searches):
-            outcome.scope_size = len(evaluate_set(outcome.plan.scope, lookup))
+    await _find_candidates(outcomes, client, (start, end), wide, cache)
     candidates: set[str] = set().union(*(o.candidates for o in outcomes))
     names = frozenset().union(*(span_names(o.rule.invariant) for o in outcomes))
     unchanged: frozenset[str] = frozenset()
@@ -168,6 +169,36 @@ async def evaluate_window(
     for outcome in outcomes:
         _confirm(outcome, {t: f.trace for t, f in traces.items() if not f.partial})
     return result
+
+
+async def _find_candidates(outcomes: list[RuleOutcome], client: TempoClient, window: tuple[int, int],
+                           wide: tuple[int, int], cache: SearchCache | None) -> None:
+    """Each rule's candidates and scope size, from each distinct (query, reach) searched once."""
+    start, end = window
+
+    def reach(plan: QueryPlan, search: Search) -> Reach:
+        if search not in plan.wide:
+            return Reach.WINDOW
+        return Reach.REUSED if cache is not None and search in plan.reusable else Reach.MARGIN
+
+    def ask(query: str, how: Reach) -> Awaitable[set[str]]:
+        if how is Reach.WINDOW:
+            return client.search_all(query, start, end)
+        if how is Reach.REUSED and cache is not None:
+            return cache.superset(client, query, wide, window_end=end)
+        return client.search_all(query, *wide)
+
+    keys = sorted({(s.query, reach(o.plan, s)) for o in outcomes for s in o.plan.searches})
+    found = await gather_strict(*(ask(query, how) for query, how in keys))
+    results = {key: frozenset(ids) for key, ids in zip(keys, found, strict=True)}
+    for outcome in outcomes:
+
+        def lookup(search: Search, plan: QueryPlan = outcome.plan) -> frozenset[str]:
+            return results[(search.query, reach(plan, search))]
+
+        outcome.candidates = evaluate_set(outcome.plan.candidates, lookup)
+        if set(searches(outcome.plan.scope)) <= set(outcome.plan.searches):
+            outcome.scope_size = len(evaluate_set(outcome.plan.scope, lookup))
 
 
 async def _unchanged(client: TempoClient, candidates: set[str], provisional: Provisional,

@@ -168,29 +168,30 @@ def anchors(scope: SetExpr) -> frozenset[Search]:
             return frozenset()
 
 
-def negative_only(expr: SetExpr) -> frozenset[Search]:
-    """The searches that only remove traces from ``expr``: right of an odd number of differences.
+def signs(expr: SetExpr) -> dict[Search, frozenset[bool]]:
+    """How each search is used in ``expr``: True where it adds traces, False where it removes them.
 
-    Such a search may be run over less time than it should: a trace it misses there is kept,
-    never dropped, so the candidates only grow (they are confirmed on the whole trace anyway).
+    A use on the right of an odd number of differences removes traces. A search used only to
+    remove may run over less time than it should, and one used only to add over more: either
+    way a trace can only be kept, never dropped, and candidates are confirmed on the whole trace.
     """
     uses: dict[Search, set[bool]] = {}
 
-    def visit(node: SetExpr, positive: bool) -> None:
+    def visit(node: SetExpr, adds: bool) -> None:
         match node:
             case Search():
-                uses.setdefault(node, set()).add(positive)
+                uses.setdefault(node, set()).add(adds)
             case Union() | Intersection():
                 for part in node.parts:
-                    visit(part, positive)
+                    visit(part, adds)
             case Difference():
-                visit(node.left, positive)
-                visit(node.right, not positive)
+                visit(node.left, adds)
+                visit(node.right, not adds)
             case Nothing():
                 pass
 
-    visit(expr, positive=True)
-    return frozenset(search for search, signs in uses.items() if signs == {False})
+    visit(expr, adds=True)
+    return {search: frozenset(used) for search, used in uses.items()}
 
 
 def notation(expr: SetExpr, names: dict[Search, str]) -> str:
@@ -243,11 +244,18 @@ class QueryPlan:
         """Searches run over ``trace_margin`` more on each side of the window.
 
         A search that adds candidates must see every fragment of a trace the window owns, so
-        it looks around the window. A search that only clears candidates (``negative_only``)
-        looks at the window alone: a trace whose clearing spans lie outside it is merely
-        fetched and judged, and it costs Tempo a window instead of twice the margin.
+        it looks around the window. A search that only clears candidates (``signs``) looks at
+        the window alone: a trace whose clearing spans lie outside it is merely fetched and
+        judged, and it costs Tempo a window instead of twice the margin.
         """
-        return frozenset(self.searches) - self.anchors - negative_only(self.candidates)
+        used = signs(self.candidates)
+        return frozenset(s for s in self.searches if s not in self.anchors and True in used[s])
+
+    @property
+    def reusable(self) -> frozenset[Search]:
+        """Wide searches that only add candidates: an answer over more time than asked will do."""
+        used = signs(self.candidates)
+        return frozenset(s for s in self.wide if used[s] == {True})
 
     def describe(self) -> list[str]:
         """The plan in words, one entry per line: each search, its role, the set algebra, the widenings.
