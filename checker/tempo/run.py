@@ -11,7 +11,7 @@ import asyncio
 import math
 import sys
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -46,7 +46,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_MARGIN = math.ceil(TempoSettings.model_fields["trace_margin"].default.total_seconds())
 
 
-class Reach(Enum):
+class Reach(StrEnum):
     """How much time one search of a window covers."""
 
     WINDOW = "window"
