@@ -259,9 +259,10 @@ conditions = st.sampled_from([
     'when { a.where(s contains "y" or s matches "x.*") } always { b.where(n in [1, 2.5]) }',
     "when { count(a) == count(b) } never { c }",
     "when { b.where(f) } always { a.where(n != 1) }",
+    'when { a.where(s == "x\ny") } never { b.where(s contains "y\n") }',  # raw newlines, as BeTrace allows
 ])
 span_values = st.fixed_dictionaries({}, optional={
-    "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", ""]),
+    "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", "", "x\ny", "y\n"]),
     "f": st.booleans()})
 
 
@@ -290,7 +291,7 @@ class TestTempoAgreesWithLocal:
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(texts=st.lists(conditions, min_size=1, max_size=3, unique=True), pushes=trace_sets())
     def test_agree(self, texts: list[str], pushes: list[dict[str, Any]], tmp_path_factory: Any) -> None:
-        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: '{t}'\n"
+        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: {json.dumps(t)}\n"
                                           for i, t in enumerate(texts))
         rules = load_text(rules_yaml, "generated.yaml").rules
         folder = tmp_path_factory.mktemp("traces")
@@ -345,7 +346,7 @@ class TestNarrowClears:
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(texts=st.lists(conditions, min_size=1, max_size=3, unique=True), pushes=spread_traces())
     def test_same_verdicts(self, texts: list[str], pushes: list[dict[str, Any]]) -> None:
-        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: '{t}'\n"
+        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: {json.dumps(t)}\n"
                                           for i, t in enumerate(texts))
         rules = load_text(rules_yaml, "generated.yaml").rules
         with TempoDouble() as double:
