@@ -383,6 +383,29 @@ class TestNarrowClears:
                           '{ name = "pii.access" } && { name = "audit.log" }': (START, START + 10)}
 
 
+class TestEventsAndLinksFromTempo:
+    """A trace fetched from Tempo keeps its spans' events and links."""
+
+    def test_fetched(self) -> None:
+        doc = otlp("ab" * 16, "GET /x")
+        span = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        span["events"] = [{"timeUnixNano": str(START * 10**9), "name": "exception",
+                           "attributes": [attribute("exception.type", "ValueError")]}]
+        span["links"] = [{"traceId": "cd" * 16, "spanId": "ef" * 8}]
+        with TempoDouble() as double:
+            double.push(doc)
+
+            async def fetch() -> Any:
+                async with TempoClient(TempoSettings(url=double.url), backoff=0.0) as client:
+                    return await client.fetch("ab" * 16)
+
+            fetched = asyncio.run(fetch())
+        (got,) = fetched.trace.spans
+        assert [("exception", START * 10**9, {"exception.type": "ValueError"})] == [
+            (e.name, e.time_ns, e.attributes) for e in got.events]
+        assert [("cd" * 16, "ef" * 8)] == [(link.trace_id, link.span_id) for link in got.links]
+
+
 class TestConnectionOptions:
     """Headers, TLS and credentials reach the client; secrets only through the environment."""
 
