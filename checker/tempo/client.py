@@ -27,6 +27,7 @@ import structlog
 from checker import __version__
 from checker.redact import Redactor, mask_url
 from checker.tempo.answers import search_page, trace_v1, trace_v2
+from checker.tempo.density import BYTES_PER_TRACE, LIMIT_CEILING, Density
 from checker.tempo.errors import TempoError, UnprovenAnswerError
 from checker.tempo.settings import MAX_SEARCH_LIMIT, TempoSettings
 from checker.timeparse import retry_after_seconds
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 MAX_WINDOW_SECONDS = 168 * 3600
-SPLIT_WAYS = 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 ERROR_BODY_BYTES = 4096  # what is read of a refusal: Tempo's errors are one line of text
 SHOWN_CHARS = 500  # of a refusal, in the error message
@@ -81,6 +81,7 @@ class ClientStats:
     fetches: int = 0
     bytes_read: int = 0
     retries: int = 0
+    full_pages: int = 0  # search pages that reached their limit: read, then searched again
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ class TempoClient:
         # A request's deadline starts once it has a connection, not while it queues for one.
         self._request_slots = asyncio.Semaphore(settings.concurrency * 2)
         self._v2_missing = False
+        # Kept for the life of the client, so the daemon's later windows start from it.
+        self.density = Density(settings.search_limit, min(
+            MAX_SEARCH_LIMIT, int(settings.max_search_bytes) // BYTES_PER_TRACE, LIMIT_CEILING))
 
     async def __aenter__(self) -> Self:
         return self
@@ -358,21 +362,33 @@ class TempoClient:
                          parent: frozenset[str] | None = None) -> set[str]:
         """The window's traces; ``parent`` is the full page of the window this one was cut from.
 
+        The first page's limit comes from the query's density (``Density``), so a full page is
+        rare. A full one is thrown away; the range is searched again with a higher limit while
+        one answer can hold it, else cut in as many parts as the density says it needs.
+
         A part that answers exactly its parent's full page gains nothing from more cuts (traces
         spanning the whole window, or a proxy that ignores start/end): its limit is raised
         instead, which keeps the number of searches logarithmic, never exponential.
         """
-        limit = self.settings.search_limit
-        ids = await self.search(query, start, end, limit)
-        if len(ids) < limit:
-            return set(ids)
-        if end - start <= 1 or ids == parent:
-            return await self._raise_limit(query, start, end, limit)
-        # Four parts, not two: a window holding exactly twice the limit would fill both halves.
-        edges = sorted({start + (end - start) * i // SPLIT_WAYS for i in range(SPLIT_WAYS + 1)})
-        parts = await gather_strict(*(self._enumerate(query, a, b, ids)
+        seconds = end - start
+        limit = self.density.limit(query, seconds)
+        while True:
+            ids = await self.search(query, start, end, limit)
+            full = len(ids) >= limit
+            self.density.observe(query, seconds, len(ids), full=full)
+            if not full:
+                return set(ids)
+            self.stats.full_pages += 1
+            if seconds <= 1 or ids == parent:
+                return await self._raise_limit(query, start, end, limit)
+            parts = min(seconds, self.density.parts(query, seconds, limit))
+            if parts > 1:
+                break
+            limit = self.density.limit(query, seconds)
+        edges = [start + seconds * i // parts for i in range(parts + 1)]
+        found = await gather_strict(*(self._enumerate(query, a, b, ids)
                                       for a, b in itertools.pairwise(edges)))
-        return set().union(*parts)
+        return set().union(*found)
 
     async def _raise_limit(self, query: str, start: int, end: int, limit: int) -> set[str]:
         """A window that cuts cannot thin out: raise the limit until the page is not full."""
