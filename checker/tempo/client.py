@@ -30,6 +30,7 @@ from checker.tempo.answers import search_page, trace_v1, trace_v2
 from checker.tempo.density import BYTES_PER_TRACE, LIMIT_CEILING, Density
 from checker.tempo.errors import TempoError, UnprovenAnswerError
 from checker.tempo.settings import MAX_SEARCH_LIMIT, TempoSettings
+from checker.tempo.tempopb import PROTOBUF, search_body, trace_v1_body, trace_v2_body
 from checker.timeparse import retry_after_seconds
 from checker.traceql.errors import QueryTooLongError
 from checker.traceql.split import split_query
@@ -90,6 +91,7 @@ class _Answer:
 
     status: int
     body: bytes | None
+    content_type: str = ""  # the media type alone, lowercase: "application/json"
 
 
 class TempoClient:
@@ -149,7 +151,8 @@ class TempoClient:
 
     async def _request(self, path: str, params: dict[str, Any] | None,
                        parse: Callable[[_Answer, str], T], *, cap: int,
-                       ok: frozenset[int] = frozenset({200}), retries: int | None = None) -> T:
+                       ok: frozenset[int] = frozenset({200}), retries: int | None = None,
+                       accept: str | None = None) -> T:
         """GET ``path`` and ``parse`` the answer, retrying what ``TempoError.retryable`` says.
 
         429, 5xx, timeouts, broken connections and answers that are not Tempo's are
@@ -160,7 +163,7 @@ class TempoClient:
         attempt = 0
         while True:
             try:
-                result = parse(await self._get(path, params, url, ok=ok, cap=cap), url)
+                result = parse(await self._get(path, params, url, ok=ok, cap=cap, accept=accept), url)
             except TempoError as error:
                 self.last_answer = None
                 if error.status in {401, 403} and path != ECHO:
@@ -181,13 +184,13 @@ class TempoClient:
             await asyncio.sleep(delay)
 
     async def _get(self, path: str, params: dict[str, Any] | None, url: str, *,
-                   ok: frozenset[int], cap: int) -> _Answer:
+                   ok: frozenset[int], cap: int, accept: str | None = None) -> _Answer:
         """One GET, answer and body within ``timeout`` in total; failures become ``TempoError``."""
         route = _route(path)
         async with self._request_slots:
             try:
                 async with asyncio.timeout(self._timeout):
-                    return await self._exchange(path, params, url, ok=ok, cap=cap)
+                    return await self._exchange(path, params, url, ok=ok, cap=cap, accept=accept)
             except (TimeoutError, httpx.TimeoutException):
                 self._observe(route, "timeout")
                 raise TempoError(f"no answer within {self._timeout:g}s (the whole answer, body "
@@ -208,14 +211,16 @@ class TempoClient:
                                  hint="check the Tempo URL and that Tempo is running") from None
 
     async def _exchange(self, path: str, params: dict[str, Any] | None, url: str, *,
-                        ok: frozenset[int], cap: int) -> _Answer:
-        async with self._http.stream("GET", path, params=params) as response:
+                        ok: frozenset[int], cap: int, accept: str | None = None) -> _Answer:
+        headers = {"Accept": accept} if accept else None
+        async with self._http.stream("GET", path, params=params, headers=headers) as response:
             self._observe(_route(path), str(response.status_code))
             if response.status_code not in ok:
                 prefix = await self._read(response, ERROR_BODY_BYTES, truncate=True) or b""
                 text = self._shown(prefix.decode("utf-8", "replace"), cut_off=len(prefix) == ERROR_BODY_BYTES)
                 raise self._status_error(response, text, url, params)
-            return _Answer(response.status_code, await self._read(response, cap))
+            media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            return _Answer(response.status_code, await self._read(response, cap), media)
 
     async def _read(self, response: httpx.Response, cap: int, *, truncate: bool = False) -> bytes | None:
         """The body, streamed; past ``cap`` bytes: None, or the first ``cap`` when ``truncate``."""
@@ -244,6 +249,16 @@ class TempoClient:
         except (ValueError, RecursionError):
             raise TempoError("answered with something that is not JSON", url=url,
                              status=answer.status, retryable=True) from None
+
+    def _body(self, answer: _Answer, url: str, from_protobuf: Callable[[bytes], Any]) -> Any:
+        """The answer as its JSON would parse, from protobuf when that is what came.
+
+        A proxy or an older Tempo may answer JSON whatever was asked, so the Content-Type
+        decides; ``UnprovenAnswerError`` when a protobuf body is not the message it claims.
+        """
+        if answer.body and answer.content_type == PROTOBUF:
+            return from_protobuf(answer.body)
+        return self._json(answer, url)
 
     def _unproven(self, error: UnprovenAnswerError, url: str) -> TempoError:
         return TempoError(self._shown(str(error)), url=url, status=200, retryable=True,
@@ -324,7 +339,7 @@ class TempoClient:
                                  hint="raise tempo.max_search_bytes (--max-search-bytes) or lower "
                                  "tempo.search_limit (--search-limit)")
             try:
-                page = search_page(self._json(answer, url))
+                page = search_page(self._body(answer, url, search_body))
             except UnprovenAnswerError as err:
                 raise self._unproven(err, url) from None
             if len(page.ids) < limit and not page.complete:
@@ -333,7 +348,8 @@ class TempoClient:
                                  retryable=True, hint="Tempo or a proxy cut the search short")
             return page.ids
 
-        return await self._request("/api/search", params, parse, cap=int(self.settings.max_search_bytes))
+        return await self._request("/api/search", params, parse, cap=int(self.settings.max_search_bytes),
+                                   accept=PROTOBUF)
 
     async def search_all(self, query: str, start: int, end: int) -> set[str]:
         """Every trace matching ``query`` whose time range overlaps [start, end] (seconds).
@@ -424,16 +440,18 @@ class TempoClient:
                 return None
             if answer.body is None:
                 return self._too_large(trace_id)
-            body = self._json(answer, url)
             try:
-                container, partial = trace_v2(body) if version == 2 else (trace_v1(body), None)
+                if version == 2:
+                    container, partial = trace_v2(self._body(answer, url, trace_v2_body))
+                else:
+                    container, partial = trace_v1(self._body(answer, url, trace_v1_body)), None
             except UnprovenAnswerError as err:
                 raise self._unproven(err, url) from None
             partial = None if partial is None else f"returned only in part: {self._shown(partial)}"
             return FetchedTrace(trace_id, _decode(trace_id, container, url), partial)
 
         return await self._request(path, None, parse, cap=int(self.settings.max_trace_bytes),
-                                   ok=frozenset({200, 404}))
+                                   ok=frozenset({200, 404}), accept=PROTOBUF)
 
     def _too_large(self, trace_id: str) -> FetchedTrace:
         limit = int(self.settings.max_trace_bytes)
