@@ -458,8 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --tempo: evaluate only the part of the window older than --settle "
                       "and leave out provisional violations")
     scan.add_argument("--search-limit", type=int, metavar="N",
-                      help=f"traces per Tempo search request (default {_default_text('search_limit')}); "
-                      "never changes results")
+                      help="fewest traces a Tempo search request asks for; dense windows ask for more "
+                      f"(default {_default_text('search_limit')}); never changes results")
     scan.add_argument("--tenant", metavar="T", help="Tempo tenant, sent as X-Scope-OrgID")
     scan.add_argument("--query-end-cutoff", metavar="DURATION",
                       help="newest data Tempo hides from search (its query_end_cutoff; "

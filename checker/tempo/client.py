@@ -354,9 +354,9 @@ class TempoClient:
     async def search_all(self, query: str, start: int, end: int) -> set[str]:
         """Every trace matching ``query`` whose time range overlaps [start, end] (seconds).
 
-        A page that reaches the limit is never trusted: the window is cut in four and each
-        part searched, down to one second, where the limit is raised instead. A query too
-        long for one request is searched in parts whose union is the same set.
+        A page that reaches the limit is never trusted: the window is searched again with a
+        higher limit or in parts (``_enumerate``), down to one second, where only the limit can
+        grow. A query too long for one request is searched in parts whose union is the same set.
         """
         parts = self._query_parts(query)
         chunks = [(s, min(end, s + MAX_WINDOW_SECONDS)) for s in range(start, end, MAX_WINDOW_SECONDS)]
