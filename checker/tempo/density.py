@@ -18,7 +18,9 @@ from collections import OrderedDict, deque
 HEADROOM = 2  # the limit asked for, over the traces expected
 # A full page shows at least ``limit`` traces; how many more to guess (as the old 4-way split did).
 FULL_PAGE_GUESS = 4
-BYTES_PER_TRACE = 600  # of a JSON search answer with spss=1: 0.3-0.55 KB measured
+# Of a search answer per trace with spss=1: 0.3 KB from a real Tempo in JSON, 0.45-0.66 KB
+# from the double; protobuf is 0.25 KB. Budgeted as JSON, the answer a proxy may still send.
+BYTES_PER_TRACE = 600
 # Each trace of a decoded JSON answer takes ~3 KB of Python objects: 20,000 are ~60 MB.
 LIMIT_CEILING = 20_000
 MAX_QUERIES = 1024  # queries remembered, least recently used forgotten
