@@ -267,8 +267,9 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: Judged) -> 
               file=sys.stderr)
     result, stats = scan_window(rules, settings, start, end,
                                 latest=math.floor(now - cutoff), progress=sys.stderr.isatty())
+    full = f" ({stats.full_pages} full, searched again)" if stats.full_pages else ""
     print(f"evaluated {len(result.outcomes)} rules over {start}..{end} on {mask_url(args.tempo)}: "
-          f"{stats.searches} searches, {stats.fetches} traces fetched, "
+          f"{stats.searches} searches{full}, {stats.fetches} traces fetched, "
           f"{len(result.violations)} violations", file=sys.stderr)
     found = result.violations
     kept = [v for v in found if not args.settled_only or settle.status(v) == FINAL]

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from tempo_double import TempoDouble
 
+from checker.cli import main
 from checker.tempo.client import ClientStats, TempoClient
 from checker.tempo.density import BYTES_PER_TRACE, MAX_QUERIES, RATES_KEPT, Density
 from checker.tempo.errors import TempoError
 from checker.tempo.settings import TempoSettings
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Handler = Callable[[httpx.Request], httpx.Response]
 TRACE = "0000000000000000000000000000abcd"
@@ -348,3 +354,18 @@ class TestDensity:
                 density.observe(f"q{n}", 1, 1, full=False)
         assert MAX_QUERIES == len(density)
         assert 0 == density.rate("q0")
+
+
+class TestSummary:
+    """``scan --tempo`` says how many pages were full, since each was read for nothing."""
+
+    def test_full_pages_are_counted(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        rules = tmp_path / "r.yaml"
+        rules.write_text("rules:\n  - id: never-a\n    condition: |\n      never { a }\n")
+        start, end = int(time.time()) - 400, int(time.time()) - 100  # the scan refuses future windows
+        with dense_double(1000, (start, end)) as tempo:
+            main(["scan", "--rules", str(rules), "--tempo", tempo.url, "--start", str(start),
+                  "--end", str(end), "--query-end-cutoff", "0s", "--search-limit", "100",
+                  "--trace-margin", "0s", "--format", "json"])
+        err = capsys.readouterr().err
+        assert re.search(r"\d+ searches \(\d+ full, searched again\), 1000 traces fetched", err), err
