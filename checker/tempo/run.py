@@ -1,8 +1,9 @@
 """Evaluate rules over one time window of Tempo: search, combine, fetch candidates, confirm.
 
 Searches are shared between rules (one query, one enumeration per window); each candidate
-trace is fetched once whatever the number of rules it is a candidate for, and a violation
-is only ever reported from the exact evaluation of the whole fetched trace.
+trace is fetched once whatever the number of rules it is a candidate for, judged for all of
+them as it arrives and then dropped, and a violation is only ever reported from the exact
+evaluation of the whole fetched trace.
 """
 
 from __future__ import annotations
@@ -241,6 +242,7 @@ class _Confirmation:
         result = self.result
         result.missing.sort()
         result.partial.sort()
+        result.reasons = {trace_id: result.reasons[trace_id] for trace_id in result.partial}
         result.judged = dict(sorted(result.judged.items()))
         for outcome, scanner in self._scanners:
             # A stable sort: the violations of one trace keep their order.
