@@ -328,6 +328,36 @@ class TestAdaptiveLimits:
         assert 100 == limits[0]
         assert 6 == len(limits[1:])
         assert all(134 <= limit <= 150 for limit in limits[1:])
+    def test_an_answer_larger_than_budgeted_lowers_the_ceiling(self) -> None:
+        def handler(request: httpx.Request) -> httpx.Response:
+            start, end = int(request.url.params["start"]), int(request.url.params["end"])
+            limit = int(request.url.params["limit"])
+            traces = [{"traceID": f"{t + 1:x}", "rootServiceName": "s" * 2000} for t in range(start, end + 1)]
+            return httpx.Response(200, json={"traces": traces[:limit],
+                                             "metrics": {"completedJobs": 3, "totalJobs": 3}})
+
+        async def main() -> tuple[set[str], ClientStats, int]:
+            # 2 KB a trace, budgeted at 600 B: a page of 200 would be 400 KB.
+            settings = TempoSettings(url="http://tempo.test", search_limit=10,
+                                     max_search_bytes=BYTES_PER_TRACE * 200)
+            async with TempoClient(settings, transport=httpx.MockTransport(handler)) as client:
+                ids = await client.search_all("{ }", 0, 600)
+                return ids, client.stats, client.density.ceiling
+
+        ids, stats, ceiling = asyncio.run(main())
+        assert {f"{t + 1:032x}" for t in range(601)} == ids
+        assert stats.full_pages >= 1
+        assert ceiling < 200
+
+    def test_at_the_floor_an_answer_too_large_is_an_error(self) -> None:
+        def handler(_request: httpx.Request) -> httpx.Response:
+            traces = [{"traceID": f"{t + 1:x}", "rootServiceName": "s" * 2000} for t in range(50)]
+            return httpx.Response(200, json={"traces": traces, "metrics": {}})
+
+        with pytest.raises(TempoError, match=r"larger than tempo\.max_search_bytes"):
+            run(handler, lambda c: c.search_all("{ }", 0, 600), search_limit=50,
+                max_search_bytes=BYTES_PER_TRACE * 100)
+
 
 class TestDensity:
     """The density estimate: limits within bounds, memory bounded."""
@@ -346,6 +376,13 @@ class TestDensity:
         assert 800 == density.limit("q", 100)
         assert 1 == density.parts("q", 100, 100)  # one page can hold it: ask again for more
         assert (2, 4) == (density.parts("q", 100, 1000), density.parts("q", 500, 1000))
+
+    def test_an_answer_too_large_halves_the_ceiling(self) -> None:
+        density = Density(100, 1000)
+        density.shrink(800)
+        assert 400 == density.ceiling
+        density.shrink(150)
+        assert 100 == density.ceiling  # never below the floor
 
     def test_memory_is_bounded(self) -> None:
         density = Density(1, 10)

@@ -28,7 +28,7 @@ from checker import __version__
 from checker.redact import Redactor, mask_url
 from checker.tempo.answers import search_page, trace_v1, trace_v2
 from checker.tempo.density import BYTES_PER_TRACE, LIMIT_CEILING, Density
-from checker.tempo.errors import TempoError, UnprovenAnswerError
+from checker.tempo.errors import AnswerTooLargeError, TempoError, UnprovenAnswerError
 from checker.tempo.settings import MAX_SEARCH_LIMIT, TempoSettings
 from checker.tempo.tempopb import PROTOBUF, search_body, trace_v1_body, trace_v2_body
 from checker.timeparse import retry_after_seconds
@@ -333,7 +333,7 @@ class TempoClient:
 
         def parse(answer: _Answer, url: str) -> frozenset[str]:
             if answer.body is None:
-                raise TempoError(f"search answer larger than tempo.max_search_bytes "
+                raise AnswerTooLargeError(f"search answer larger than tempo.max_search_bytes "
                                  f"({int(self.settings.max_search_bytes)} bytes)",
                                  url=url, status=answer.status,
                                  hint="raise tempo.max_search_bytes (--max-search-bytes) or lower "
@@ -379,8 +379,9 @@ class TempoClient:
         """The window's traces; ``parent`` is the full page of the window this one was cut from.
 
         The first page's limit comes from the query's density (``Density``), so a full page is
-        rare. A full one is thrown away; the range is searched again with a higher limit while
-        one answer can hold it, else cut in as many parts as the density says it needs.
+        rare. A full one (or one over max_search_bytes, ``_page``) is thrown away; the range is
+        searched again with a higher limit while one answer can hold it, else cut in as many
+        parts as the density says it needs.
 
         A part that answers exactly its parent's full page gains nothing from more cuts (traces
         spanning the whole window, or a proxy that ignores start/end): its limit is raised
@@ -389,13 +390,14 @@ class TempoClient:
         seconds = end - start
         limit = self.density.limit(query, seconds)
         while True:
-            ids = await self.search(query, start, end, limit)
-            full = len(ids) >= limit
-            self.density.observe(query, seconds, len(ids), full=full)
-            if not full:
+            ids = await self._page(query, start, end, limit)
+            if ids is not None and len(ids) < limit:
                 return set(ids)
             self.stats.full_pages += 1
-            if seconds <= 1 or ids == parent:
+            if ids is None and seconds <= 1:
+                limit = self.density.limit(query, seconds)  # within the ceiling just lowered
+                continue
+            if ids is not None and (seconds <= 1 or ids == parent):
                 return await self._raise_limit(query, start, end, limit)
             parts = min(seconds, self.density.parts(query, seconds, limit))
             if parts > 1:
@@ -405,6 +407,23 @@ class TempoClient:
         found = await gather_strict(*(self._enumerate(query, a, b, ids)
                                       for a, b in itertools.pairwise(edges)))
         return set().union(*found)
+
+    async def _page(self, query: str, start: int, end: int, limit: int) -> frozenset[str] | None:
+        """One search, taught to the density; None when the answer was over max_search_bytes.
+
+        Such an answer is as good as a full page, none of it read: its traces are larger than
+        budgeted, so no later page asks for as many (``Density.shrink``). At the floor
+        (``tempo.search_limit``) it is the error it always was.
+        """
+        try:
+            ids = await self.search(query, start, end, limit)
+        except AnswerTooLargeError:
+            if limit <= self.density.floor:
+                raise
+            self.density.shrink(limit)
+            return None
+        self.density.observe(query, end - start, len(ids), full=len(ids) >= limit)
+        return ids
 
     async def _raise_limit(self, query: str, start: int, end: int, limit: int) -> set[str]:
         """A window that cuts cannot thin out: raise the limit until the page is not full."""

@@ -68,6 +68,10 @@ class Density:
             self._rates.move_to_end(query)
         rates.append(rate)
 
+    def shrink(self, limit: int) -> None:
+        """An answer to ``limit`` was over the byte budget: no later page asks for more than half."""
+        self.ceiling = max(self.floor, min(self.ceiling, limit // 2))
+
     def parts(self, query: str, seconds: int, limit: int) -> int:
         """Into how many parts to cut a range whose page at ``limit`` was full.
 
