@@ -1,8 +1,9 @@
 """Evaluate rules over one time window of Tempo: search, combine, fetch candidates, confirm.
 
 Searches are shared between rules (one query, one enumeration per window); each candidate
-trace is fetched once whatever the number of rules it is a candidate for, and a violation
-is only ever reported from the exact evaluation of the whole fetched trace.
+trace is fetched once whatever the number of rules it is a candidate for, judged for all of
+them as it arrives and then dropped, and a violation is only ever reported from the exact
+evaluation of the whole fetched trace.
 """
 
 from __future__ import annotations
@@ -154,20 +155,10 @@ async def evaluate_window(
         for outcome in outcomes:
             outcome.candidates = (outcome.candidates - unchanged) | dropped
         candidates = (candidates - unchanged) | dropped
-    wanted = sorted(candidates)
-    traces = await _fetch_all(client, wanted, on_fetched)
     result = WindowResult(start, end, outcomes, unchanged=unchanged)
-    for trace_id, fetched in traces.items():
-        if fetched.trace is not None and not fetched.partial:
-            whole = idle_since_ns is None or not is_unfinished(fetched.trace, idle_since_ns)
-            seen = frozenset(s.span_id for s in fetched.trace.spans if s.name in names)
-            # More spans than a request can list: the final pass fetches it again instead.
-            result.judged[trace_id] = seen if whole and len(seen) <= MAX_SEEN_SPANS else None
-    result.missing = [t for t in wanted if traces[t].trace is None and not traces[t].partial]
-    result.partial = [t for t in wanted if traces[t].partial]
-    result.reasons = {t: reason for t in result.partial if (reason := traces[t].partial)}
-    for outcome in outcomes:
-        _confirm(outcome, {t: f.trace for t, f in traces.items() if not f.partial})
+    confirm = _Confirmation(result, names, idle_since_ns)
+    await _fetch_each(client, sorted(candidates), confirm.judge, on_fetched)
+    confirm.finish()
     return result
 
 
@@ -223,30 +214,71 @@ async def _unchanged(client: TempoClient, candidates: set[str], provisional: Pro
     return frozenset(whole) - grown
 
 
-async def _fetch_all(client: TempoClient, ids: list[str],
-                     on_fetched: Callable[[int, int], None] | None) -> dict[str, FetchedTrace]:
+async def _fetch_each(client: TempoClient, ids: list[str], judge: Callable[[FetchedTrace], None],
+                      on_fetched: Callable[[int, int], None] | None) -> None:
+    """Fetch every trace and hand each to ``judge`` as it arrives, ``tempo.concurrency`` at a time.
+
+    A fixed pool of workers pulls from one iterator, so 100,000 candidates cost a handful of
+    tasks, and a trace is referenced only while it is judged: no more traces are held at once
+    than there are workers, whatever the number of candidates.
+    """
+    pending = iter(ids)
     done = 0
 
-    async def one(trace_id: str) -> FetchedTrace:
+    async def worker() -> None:
         nonlocal done
-        fetched = await client.fetch(trace_id)
-        done += 1
-        if on_fetched is not None:
-            on_fetched(done, len(ids))
-        return fetched
+        for trace_id in pending:
+            # Judged inside one expression: no name keeps the trace while the next one is fetched.
+            judge(await client.fetch(trace_id))
+            done += 1
+            if on_fetched is not None:
+                on_fetched(done, len(ids))
 
-    fetched = await gather_strict(*(one(t) for t in ids))
-    return {f.trace_id: f for f in fetched}
+    await gather_strict(*(worker() for _ in range(min(client.settings.concurrency, len(ids)))))
 
 
-def _confirm(outcome: RuleOutcome, traces: dict[str, Trace | None]) -> None:
-    """Evaluate the rule on each whole candidate; missing and partial traces are not judged."""
-    scanner = Scanner([outcome.rule])
-    for trace_id in sorted(outcome.candidates):
-        trace = traces.get(trace_id)
-        if trace is not None:
-            outcome.violations.extend(scanner.check(trace))
-    outcome.in_scope = scanner.stats.in_scope
+class _Confirmation:
+    """Judges each fetched candidate at once for every rule it is a candidate of, then forgets it.
+
+    Only the verdicts and the judged span IDs are kept (``WindowResult``), never the traces;
+    ``finish`` puts them in trace ID order, as if the candidates had been judged in that order.
+    """
+
+    def __init__(self, result: WindowResult, names: frozenset[str], idle_since_ns: int | None) -> None:
+        self.result = result
+        self._names = names
+        self._idle_since_ns = idle_since_ns
+        self._scanners = [(outcome, Scanner([outcome.rule])) for outcome in result.outcomes]
+
+    def judge(self, fetched: FetchedTrace) -> None:
+        """Record what ``fetched`` shows; missing and partial traces are not judged."""
+        trace_id, trace, result = fetched.trace_id, fetched.trace, self.result
+        if fetched.partial:
+            result.partial.append(trace_id)
+            result.reasons[trace_id] = fetched.partial
+            return
+        if trace is None:
+            result.missing.append(trace_id)
+            return
+        whole = self._idle_since_ns is None or not is_unfinished(trace, self._idle_since_ns)
+        seen = frozenset(s.span_id for s in trace.spans if s.name in self._names)
+        # More spans than a request can list: the final pass fetches it again instead.
+        result.judged[trace_id] = seen if whole and len(seen) <= MAX_SEEN_SPANS else None
+        for outcome, scanner in self._scanners:
+            if trace_id in outcome.candidates:
+                outcome.violations.extend(scanner.check(trace))
+
+    def finish(self) -> None:
+        """Put every list in trace ID order and count each rule's traces in scope."""
+        result = self.result
+        result.missing.sort()
+        result.partial.sort()
+        result.reasons = {trace_id: result.reasons[trace_id] for trace_id in result.partial}
+        result.judged = dict(sorted(result.judged.items()))
+        for outcome, scanner in self._scanners:
+            # A stable sort: the violations of one trace keep their order.
+            outcome.violations.sort(key=lambda violation: violation.trace_id)
+            outcome.in_scope = scanner.stats.in_scope
 
 
 def scan_window(rules: list[Rule], settings: TempoSettings, start: int, end: int,

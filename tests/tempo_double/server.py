@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
+from . import protobuf
 from .traceql import (
     ARRAY,
     BOOL,
@@ -468,6 +469,15 @@ def _json_response(payload: Any, status: int = 200) -> _Response:
     return _Response(status, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(), JSON)
 
 
+def _answer(payload: dict[str, Any] | _Response, encode: Callable[[dict[str, Any]], bytes], *,
+            binary: bool) -> _Response:
+    """A 200 answer's payload as JSON, or as ``encode`` makes it protobuf when asked to be;
+    anything else (a v1 404) is sent as it is."""
+    if isinstance(payload, _Response):
+        return payload
+    return _Response(200, encode(payload), protobuf.PROTOBUF) if binary else _json_response(payload)
+
+
 def _route_of(path: str) -> str:
     if path == "/api/search":
         return "search"
@@ -744,20 +754,21 @@ class TempoDouble:
         try:
             if path in {"/api/echo", "/api/status/buildinfo", "/ready"}:
                 return _static_answer(path)
-            if "application/protobuf" in accept:
-                return _text(406, "the Tempo test double serves JSON only")
+            binary = protobuf.PROTOBUF in accept  # matched as a substring, as Tempo does
             if path == "/api/search":
-                return self._search(params, incomplete=incomplete)
+                return _answer(self._search(params, incomplete=incomplete), protobuf.search, binary=binary)
             for prefix, version in (("/api/v2/traces/", 2), ("/api/traces/", 1)):
                 if path.startswith(prefix) and len(path) > len(prefix):
-                    return self._trace(urllib.parse.unquote(path[len(prefix):]), params, version)
+                    trace = self._trace(urllib.parse.unquote(path[len(prefix):]), params, version)
+                    encode = protobuf.trace_v2 if version == 2 else protobuf.trace_v1
+                    return _answer(trace, encode, binary=binary)
             return _text(404, "404 page not found\n")
         except _HttpError as err:
             return _text(err.status, err.message)
 
     # ------------------------------------------------------------- search
 
-    def _search(self, params: dict[str, str], *, incomplete: bool) -> _Response:
+    def _search(self, params: dict[str, str], *, incomplete: bool) -> dict[str, Any]:
         if "tags" in params and "q" in params:
             raise _HttpError(400, "invalid request: can't specify tags and q in the same query")
         if "tags" in params:
@@ -786,7 +797,7 @@ class TempoDouble:
         completed = TOTAL_JOBS if complete else 1 if incomplete else TOTAL_JOBS - 1
         metrics = _omit_empty([("inspectedBytes", str(inspected) if inspected else None),
                                ("completedJobs", completed), ("totalJobs", TOTAL_JOBS)])
-        return _json_response({"traces": [hit.json() for hit in hits], "metrics": metrics})
+        return {"traces": [hit.json() for hit in hits], "metrics": metrics}
 
     def _matches(self, query: Query, start_ns: int, end_ns: int, spss: int) -> tuple[list[_TraceHit], int]:
         """Evaluate per fragment; keep fragments whose [start, end] overlaps the window."""
@@ -859,7 +870,7 @@ class TempoDouble:
 
     # -------------------------------------------------------- trace by ID
 
-    def _trace(self, raw_id: str, params: dict[str, str], version: int) -> _Response:
+    def _trace(self, raw_id: str, params: dict[str, str], version: int) -> dict[str, Any] | _Response:
         trace_id = parse_trace_id(raw_id)
         if "q" in params:
             raise _HttpError(400, "q on trace by ID is not supported by the Tempo test double")
@@ -871,18 +882,18 @@ class TempoDouble:
                         if (start is None or row.fragment.end >= start * 1_000_000_000)
                         and (end is None or row.fragment.start <= end * 1_000_000_000))
         if not spans:
-            return _Response(404) if version == 1 else _json_response({"trace": {}, "metrics": {}})
+            return _Response(404) if version == 1 else {"trace": {}, "metrics": {}}
         kept, partial = self._size_limited(spans)
         if version == 1:
             if partial:
                 raise _HttpError(422, "trace exceeds max size")
-            return _json_response({"batches": _trace_json(kept)})
+            return {"batches": _trace_json(kept)}
         body: dict[str, Any] = {"trace": {"resourceSpans": _trace_json(kept)},
                                 "metrics": {"inspectedBytes": str(sum(row.size for row in rows))}}
         if partial:
             body["status"] = "PARTIAL"
             body["message"] = f"trace exceeds max size (max bytes: {self.max_bytes_per_trace})"
-        return _json_response(body)
+        return body
 
     def _size_limited(self, spans: list[Span]) -> tuple[list[Span], bool]:
         """The spans that fit ``max_bytes_per_trace`` (all of them when there is no limit)."""
