@@ -217,6 +217,8 @@ def scan(args: argparse.Namespace) -> None:
           f"{args.in_scope:,} in scope, {violating_count(args.in_scope, args.violating_share):,} violating; "
           f"window {end - start:,}s; Tempo double in a child process on loopback")
     print_scan_table(ours, baseline, args.in_scope)
+    print(f"Tempo inspected {ours.inspected / stored:.2f}x the stored size for the checker, "
+          f"{baseline.inspected / stored:.2f}x for the baseline")
     if args.profile_searches:
         profile(our_requests, window=end - start, label="checker path")
 
@@ -375,37 +377,53 @@ def print_daemon(args: argparse.Namespace, run: DaemonRun) -> None:
 # ================================================================ where the cost comes from
 
 
-def search_kind(request: Request, window: int) -> str:
-    """``anything new?`` (the final pass's question), ``anchor`` (over a window or a part of
-    one) or ``wide`` (over a window plus ``trace_margin``)."""
-    if "trace:id" in request.params.get("q", ""):
-        return "anything new?"
-    width = int(request.params.get("end", 0)) - int(request.params.get("start", 0))
-    return "anchor" if width <= window else "wide"
+def search_kinds(searches: list[Request], window: int) -> list[tuple[str, bool]]:
+    """Each search's kind, and whether it is a part of an earlier search (a window cut because
+    its page was full, or the same window with a raised limit).
+
+    A search whose range lies inside the last range searched with the same query is such a
+    part and has its kind. Otherwise its kind is ``anything new?`` (the final pass's question),
+    ``anchor`` (a range of at most ``window`` seconds) or ``wide`` (a window plus
+    ``trace_margin``). A query that is an anchor for one rule and wide for another in the same
+    run would have its anchor searches counted as parts of the wide one.
+    """
+    roots: dict[str, tuple[int, int, str]] = {}
+    kinds = []
+    for request in searches:
+        query = request.params.get("q", "")
+        start, end = int(request.params.get("start", 0)), int(request.params.get("end", 0))
+        root = roots.get(query)
+        part = root is not None and root[0] <= start and end <= root[1]
+        if root is None or not part:
+            kind = "anything new?" if "trace:id" in query else "anchor" if end - start <= window else "wide"
+            root = roots[query] = (start, end, kind)
+        kinds.append((root[2], part))
+    return kinds
 
 
 def profile(requests: list[Request], *, window: int, label: str) -> None:
     """Bytes inspected by kind of search, and the queries that cost most."""
     searches = [r for r in requests if r.route == "search"]
+    kinds = search_kinds(searches, window)
     total = max(1, sum(r.inspected_bytes for r in searches))
     count: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
     inspected: Counter[str] = Counter()
     answers: Counter[str] = Counter()
-    for request in searches:
-        kind = search_kind(request, window)
-        count[kind] += 1
-        inspected[kind] += request.inspected_bytes
-        answers[kind] += request.response_bytes
-    print(f"\nsearches of the {label} by kind (anchor: range <= {window}s)")
-    print(f"{'kind':<16}{'searches':>10}{'inspected':>16}{'share':>8}{'answer bytes':>15}")
-    for kind, n in count.most_common():
-        print(f"{kind:<16}{n:>10,}{inspected[kind]:>16,}{inspected[kind] / total:>8.0%}{answers[kind]:>15,}")
     by_query: Counter[tuple[str, str]] = Counter()
     per_query: Counter[tuple[str, str]] = Counter()
-    for request in searches:
-        key = (search_kind(request, window), request.params.get("q", ""))
-        by_query[key] += request.inspected_bytes
-        per_query[key] += 1
+    for request, (kind, part) in zip(searches, kinds, strict=True):
+        count[kind] += 1
+        parts[kind] += part
+        inspected[kind] += request.inspected_bytes
+        answers[kind] += request.response_bytes
+        by_query[kind, request.params.get("q", "")] += request.inspected_bytes
+        per_query[kind, request.params.get("q", "")] += 1
+    print(f"\nsearches of the {label} by kind (anchor: range <= {window}s; parts: cut or limit raised)")
+    print(f"{'kind':<16}{'searches':>10}{'parts':>8}{'inspected':>16}{'share':>8}{'answer bytes':>15}")
+    for kind, n in count.most_common():
+        print(f"{kind:<16}{n:>10,}{parts[kind]:>8,}{inspected[kind]:>16,}{inspected[kind] / total:>8.0%}"
+              f"{answers[kind]:>15,}")
     print(f"\n{'costliest queries':<16}{'':<84}{'searches':>10}{'share':>8}")
     for (kind, query), n in by_query.most_common(10):
         shown = query if len(query) <= 82 else f"{query[:40]}..{query[-40:]}"
