@@ -65,6 +65,9 @@ SCOPE_QUERY = '{ name = "pii.access" && span.data.contains_pii = true }'
 SCAN_START = 1_795_000_000
 TRACES_PER_SECOND = 10  # scan mode: 20,000 traces over 2,000 s
 SLICE_SECONDS = 60  # the baseline's slices: at 10 traces/s no page of 1000 fills
+# Other spans of a trace: so many that a fetched trace is about 4.5 KB of JSON, as in the issue's
+# measurement against a real Tempo (45.1 MB for 9,991 fetches), which the bytes ratio depends on.
+FILLER_SPANS = 7
 OTHER_SPANS = ["database.query", "cache.get", "auth.verify", "feature.flags", "template.render",
                "clinic.lookup", "schedule.load", "notification.enqueue"]
 DAEMON_START = 2_000_000_000  # the first trace of daemon mode (a multiple of every)
@@ -76,7 +79,7 @@ PIPELINE_DELAY = 5.0  # seconds from a trace's start to Tempo
 
 
 def patient_trace(rng: random.Random, index: int, *, in_scope: bool, violating: bool) -> dict[str, list[Any]]:
-    """One patient-portal trace of about 25 spans, by service: a PHI read with its audit record
+    """One patient-portal trace of about 10 spans, by service: a PHI read with its audit record
     (in scope), a read of non-personal data, or no read at all (out of scope)."""
     trace_id = f"{rng.getrandbits(128):032x}"
     base = (SCAN_START + index // TRACES_PER_SECOND) * 10**9
@@ -94,11 +97,9 @@ def patient_trace(rng: random.Random, index: int, *, in_scope: bool, violating: 
     root = span("patient-api", "GET /patients/{id}", [
         attr("http.method", "GET"), attr("http.route", "/patients/{id}"), attr("http.status_code", 200),
         attr("url.path", f"/patients/p{index}")], None)
-    for _ in range(20):
+    for _ in range(FILLER_SPANS):
         name = rng.choice(OTHER_SPANS)
-        span("patient-api", name, [attr("component", name.split(".")[0]), attr("retry", False),
-                                   attr("db.statement", "SELECT * FROM visits WHERE patient = ?"),
-                                   attr("items", rng.randint(1, 9))], root)
+        span("patient-api", name, [attr("component", name.split(".")[0])], root)
     if in_scope or rng.random() < 0.5:
         span("patient-api", "pii.access", [
             attr("data.contains_pii", in_scope), attr("resource", "patient_records"),
@@ -213,7 +214,7 @@ def scan(args: argparse.Namespace) -> None:
         baseline, _ = measured(double, lambda: fetch_everything(rule, settings, start, end))
         stored = double.stored_bytes()
     print(f"rule      {RULE_ID}")
-    print(f"traces    {args.traces:,} of ~25 spans ({stored / 1e6:.1f} MB stored, loaded in {loaded:.0f}s), "
+    print(f"traces    {args.traces:,} of ~10 spans ({stored / 1e6:.1f} MB stored, loaded in {loaded:.0f}s), "
           f"{args.in_scope:,} in scope, {violating_count(args.in_scope, args.violating_share):,} violating; "
           f"window {end - start:,}s; Tempo double in a child process on loopback")
     print_scan_table(ours, baseline, args.in_scope)
