@@ -37,12 +37,12 @@ from typing import Any, Self
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchkit import run_daemon  # noqa: E402
 from daemon_kit import Clock, write_settings  # noqa: E402
 from tempo_double import TempoDouble  # noqa: E402
 
 import checker.tempo.run as tempo_run  # noqa: E402
 from checker.config import load_settings  # noqa: E402
-from checker.daemon.factory import open_daemon  # noqa: E402
 from checker.daemon.judge import WindowJudge  # noqa: E402
 from checker.demo.traffic import Template, instantiate, templates  # noqa: E402
 from checker.engine import Scanner  # noqa: E402
@@ -268,26 +268,16 @@ def simulate(label: str, args: argparse.Namespace, data: Traffic, settle: str) -
                           "parallel_rules": 1}))
             pending = list(data.pushes)
             last_arrival = pending[-1][0]
-            runs = 0
+
+            def deliver(now: float) -> None:
+                while pending and pending[0][0] <= now:
+                    double.push(pending.pop(0)[1])
+
             started = time.perf_counter()
             with Counting(double) as counting:
-
-                async def drive() -> None:
-                    nonlocal runs
-                    daemon = await open_daemon(settings, clock=clock)
-                    try:
-                        # Until the last push is long settled: 10m + a batch (5m) + slack.
-                        while clock.now.timestamp() < last_arrival + 60 * (args.tail_minutes + 1):
-                            now = clock.now.timestamp()
-                            while pending and pending[0][0] <= now:
-                                double.push(pending.pop(0)[1])
-                            await daemon.run_once()
-                            runs += 1
-                            clock.advance(minutes=1)
-                    finally:
-                        await daemon.close()
-
-                asyncio.run(drive())
+                # Until the last push is long settled: 10m + a batch (5m) + slack.
+                runs = asyncio.run(run_daemon(settings, clock, step=60, before_run=deliver,
+                                              until=last_arrival + 60 * (args.tail_minutes + 1)))
             wall = time.perf_counter() - started
         store = Store.open(settings.store)
         try:

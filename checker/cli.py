@@ -267,8 +267,9 @@ def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: Judged) -> 
               file=sys.stderr)
     result, stats = scan_window(rules, settings, start, end,
                                 latest=math.floor(now - cutoff), progress=sys.stderr.isatty())
+    full = f" ({stats.full_pages} full, searched again)" if stats.full_pages else ""
     print(f"evaluated {len(result.outcomes)} rules over {start}..{end} on {mask_url(args.tempo)}: "
-          f"{stats.searches} searches, {stats.fetches} traces fetched, "
+          f"{stats.searches} searches{full}, {stats.fetches} traces fetched, "
           f"{len(result.violations)} violations", file=sys.stderr)
     found = result.violations
     kept = [v for v in found if not args.settled_only or settle.status(v) == FINAL]
@@ -458,8 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --tempo: evaluate only the part of the window older than --settle "
                       "and leave out provisional violations")
     scan.add_argument("--search-limit", type=int, metavar="N",
-                      help=f"traces per Tempo search request (default {_default_text('search_limit')}); "
-                      "never changes results")
+                      help="fewest traces a Tempo search request asks for; dense windows ask for more "
+                      f"(default {_default_text('search_limit')}); never changes results")
     scan.add_argument("--tenant", metavar="T", help="Tempo tenant, sent as X-Scope-OrgID")
     scan.add_argument("--query-end-cutoff", metavar="DURATION",
                       help="newest data Tempo hides from search (its query_end_cutoff; "

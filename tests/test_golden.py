@@ -8,12 +8,14 @@ import pytest
 
 from checker.rules import model as m
 from checker.rules.errors import ConditionError
+from checker.rules.lint import lint
 from checker.rules.normalise import normalise
 from checker.rules.parse import parse_condition
 from checker.rules.printer import invariant
 
 GOLDEN = Path(__file__).parent / "golden" / "conditions"
 CASES = sorted(GOLDEN.glob("*.rule"))
+LINT_CASES = sorted((GOLDEN.parent / "lint").glob("*.rule"))
 
 
 def render(text: str) -> str:
@@ -41,3 +43,22 @@ class TestGolden:
 
     def test_cases_exist(self) -> None:
         assert len(CASES) >= 30
+
+
+def render_lint(text: str) -> str:
+    """Each issue lint finds in a condition that parses, with its position and hint."""
+    issues = lint(parse_condition(text))
+    return "".join(f"{i.level.value} at {i.pos.line}:{i.pos.column}: {i.message}\n"
+                   + (f"  hint: {i.hint}\n" if i.hint else "") for i in issues) or "no issues\n"
+
+
+class TestLintGolden:
+    """Rules that parse but would silently never match warn as recorded (tests/golden/lint)."""
+
+    @pytest.mark.parametrize("case", LINT_CASES, ids=[c.stem for c in LINT_CASES])
+    def test_case(self, case: Path, update_golden: bool) -> None:
+        expected_file = case.with_suffix(".out")
+        actual = render_lint(case.read_text())
+        if update_golden or not expected_file.exists():
+            expected_file.write_text(actual)
+        assert expected_file.read_text() == actual

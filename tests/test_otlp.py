@@ -9,7 +9,7 @@ import json
 import re
 import resource
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 from recordings import RECORDINGS as _RECORDINGS
@@ -347,6 +347,38 @@ class TestTempoBodies:
     def test_v2_trace_object(self, tmp_path: Path) -> None:
         doc = {"trace": request(*self._spans()), "metrics": {}}
         self._check(read_all(write_pretty(tmp_path / "v2.json", doc)))
+
+
+class TestEventsAndLinks:
+    """Span events (the ``exception`` event instrumentations record) and links are kept."""
+
+    EVENT: ClassVar[dict[str, Any]] = {
+        "timeUnixNano": "1795729020229499100", "name": "exception", "attributes": [
+        {"key": "exception.type", "value": {"stringValue": "ValueError"}},
+        {"key": "exception.escaped", "value": {"boolValue": False}}]}
+    LINK: ClassVar[dict[str, Any]] = {"traceId": "33" * 16, "spanId": "44" * 8,
+            "attributes": [{"key": "link.kind", "value": {"stringValue": "batch"}}]}
+
+    def test_from_otlp_json(self, tmp_path: Path) -> None:
+        span = decode_one(tmp_path, events=[self.EVENT, {"name": "retry"}], links=[self.LINK])
+
+        assert [("exception", 1795729020229499100, {"exception.type": "ValueError",
+                                                   "exception.escaped": False}), ("retry", 0, {})] == [
+            (e.name, e.time_ns, e.attributes) for e in span.events]
+        assert [("33" * 16, "44" * 8, {"link.kind": "batch"})] == [
+            (link.trace_id, link.span_id, link.attributes) for link in span.links]
+
+    def test_from_tempo_base64_ids(self, tmp_path: Path) -> None:
+        link = {**self.LINK, "traceId": b64("33" * 16), "spanId": b64("44" * 8)}
+        doc = {"trace": request(otlp_span(b64(TRACE_A), b64("00f067aa0ba902b7"), "op", links=[link],
+                                          events=[self.EVENT]))}
+        span = only_span(read_all(write_pretty(tmp_path / "v2.json", doc)))
+        assert (("33" * 16, "44" * 8), "exception") == (
+            (span.links[0].trace_id, span.links[0].span_id), span.events[0].name)
+
+    def test_a_bad_link_id_is_an_error_naming_it(self, tmp_path: Path) -> None:
+        with pytest.raises(TraceSourceError, match="link traceId"):
+            decode_one(tmp_path, links=[{"traceId": "not an id", "spanId": "44" * 8}])
 
 
 @needs_recordings

@@ -24,7 +24,7 @@ REGEXES = ["a.*", ".*", "(?i)A", "[0-9]+", "x|y"]
 NEEDLES = ["a", "", "1", '"q']
 OPS = ["==", "!=", ">", ">=", "<", "<="]
 
-strings = st.text(alphabet='ab1 "\\.', max_size=4)
+strings = st.text(alphabet='ab1 "\\.\n', max_size=4)
 numbers = st.one_of(st.integers(-3, 3), st.sampled_from([-1.5, 0.5, 1.0, 2.25, 1e20]))
 scalars = st.one_of(numbers, strings, st.booleans())
 attrs = st.sampled_from(ATTR_NAMES).map(m.Attr)

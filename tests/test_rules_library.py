@@ -8,7 +8,8 @@ import pytest
 
 from checker.cli import demo_traces
 from checker.engine import Scanner, run_examples
-from checker.rules.load import load_paths
+from checker.engine.examples import example_trace
+from checker.rules.load import load_paths, load_text
 from checker.traces.otlp import read_traces
 
 RULES_D = Path(__file__).parent.parent / "rules.d"
@@ -66,3 +67,34 @@ class TestDemoTraces:
         for violation in Scanner(RULESET.rules).scan(read_traces([demo_traces()])):
             found.setdefault(violation.trace_id, set()).add(violation.rule_id)
         assert DEMO_VIOLATIONS == found
+
+
+class TestExampleEvents:
+    """An example span may carry ``events``, which reach the example trace."""
+
+    RULE = """rules:
+  - id: r
+    condition: when { a } always { b }
+    examples:
+      - name: failing with an exception event
+        expect: violation
+        trace:
+          - span: a
+            events:
+              - name: exception
+                attributes: { exception.type: ValueError }
+"""
+
+    def test_events_reach_the_trace(self) -> None:
+        (rule,) = load_text(self.RULE, "r.yaml").rules
+        (span,) = example_trace(rule.id, rule.examples[0]).spans
+        assert [("exception", {"exception.type": "ValueError"})] == [
+            (e.name, e.attributes) for e in span.events]
+
+    def test_malformed_events_are_errors_at_their_line(self) -> None:
+        text = self.RULE.replace("            events:\n              - name: exception\n"
+                                 "                attributes: { exception.type: ValueError }\n",
+                                 "            events: 3\n")
+        (error,) = load_text(text, "r.yaml").errors
+        assert "'events' must be a list" in str(error)
+        assert (9, 21) == (error.location.line, error.location.column)

@@ -23,6 +23,7 @@ from checker.rules.load import load_paths, load_text
 from checker.tempo.client import TempoClient
 from checker.tempo.run import evaluate_window
 from checker.tempo.settings import TempoSettings
+from checker.traceql import QueryPlan
 from checker.traces.model import Span, Trace
 from checker.traces.otlp import read_traces
 
@@ -258,9 +259,10 @@ conditions = st.sampled_from([
     'when { a.where(s contains "y" or s matches "x.*") } always { b.where(n in [1, 2.5]) }',
     "when { count(a) == count(b) } never { c }",
     "when { b.where(f) } always { a.where(n != 1) }",
+    'when { a.where(s == "x\ny") } never { b.where(s contains "y\n") }',  # raw newlines, as BeTrace allows
 ])
 span_values = st.fixed_dictionaries({}, optional={
-    "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", ""]),
+    "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", "", "x\ny", "y\n"]),
     "f": st.booleans()})
 
 
@@ -289,7 +291,7 @@ class TestTempoAgreesWithLocal:
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(texts=st.lists(conditions, min_size=1, max_size=3, unique=True), pushes=trace_sets())
     def test_agree(self, texts: list[str], pushes: list[dict[str, Any]], tmp_path_factory: Any) -> None:
-        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: '{t}'\n"
+        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: {json.dumps(t)}\n"
                                           for i, t in enumerate(texts))
         rules = load_text(rules_yaml, "generated.yaml").rules
         folder = tmp_path_factory.mktemp("traces")
@@ -310,6 +312,98 @@ class TestTempoAgreesWithLocal:
             violating = {t for r, t in expected if r == outcome.rule.id}
             assert violating <= outcome.candidates
         assert expected == {(v.rule_id, v.trace_id) for v in result.violations}
+
+
+@st.composite
+def spread_traces(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Traces in two pushes whose second part lies anywhere within 300 s of the first."""
+    pushes = []
+    for index in range(draw(st.integers(1, 8))):
+        spans = draw(st.lists(st.tuples(st.sampled_from(NAMES), span_values), min_size=1, max_size=5))
+        trace_id = f"{index + 1:032x}"
+        cut = draw(st.integers(1, len(spans)))
+        offsets = (0, draw(st.integers(-300, 300)))
+        for part, offset in zip((spans[:cut], spans[cut:]), offsets, strict=True):
+            at = (START + 5 + offset) * 10**9
+            otlp_spans = [{"traceId": trace_id, "spanId": f"{cut * (offset != 0) + i + 1:016x}",
+                           "name": name, "startTimeUnixNano": str(at + i),
+                           "endTimeUnixNano": str(at + 10**6),
+                           "attributes": [attribute(k, v) for k, v in attrs.items()]}
+                          for i, (name, attrs) in enumerate(part)]
+            if otlp_spans:
+                pushes.append({"resourceSpans": [{"resource": {"attributes": []},
+                                                  "scopeSpans": [{"spans": otlp_spans}]}]})
+    return pushes
+
+
+class TestNarrowClears:
+    """Searches that only clear candidates look at the window alone (``QueryPlan.wide``).
+
+    Against every search looking ``margin`` around the window, on traces whose parts lie up to
+    300 s apart: the candidates only grow, and the violations are the same.
+    """
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(texts=st.lists(conditions, min_size=1, max_size=3, unique=True), pushes=spread_traces())
+    def test_same_verdicts(self, texts: list[str], pushes: list[dict[str, Any]]) -> None:
+        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: {json.dumps(t)}\n"
+                                          for i, t in enumerate(texts))
+        rules = load_text(rules_yaml, "generated.yaml").rules
+        with TempoDouble() as double:
+            for push in pushes:
+                double.push(push)
+
+            async def remote() -> Any:
+                config = TempoSettings(url=double.url, search_limit=3)
+                async with TempoClient(config, backoff=0.0) as client:
+                    return await evaluate_window(rules, client, START, START + 20, margin=600)
+
+            narrow = asyncio.run(remote())
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(QueryPlan, "wide", property(lambda p: frozenset(p.searches) - p.anchors))
+                wide = asyncio.run(remote())
+        for mine, theirs in zip(narrow.outcomes, wide.outcomes, strict=True):
+            assert theirs.candidates <= mine.candidates
+        assert {(v.rule_id, v.trace_id) for v in narrow.violations} == {
+            (v.rule_id, v.trace_id) for v in wide.violations}
+
+    def test_clear_searched_over_the_window(self, simple_rules: Path) -> None:
+        """``when { pii.access } always { audit.log }``: the audit search covers the window only."""
+        rules = load_paths([simple_rules]).rules
+        with TempoDouble() as double:
+
+            async def remote() -> None:
+                async with TempoClient(TempoSettings(url=double.url), backoff=0.0) as client:
+                    await evaluate_window(rules, client, START, START + 10, margin=600)
+
+            asyncio.run(remote())
+            ranges = {r.params["q"]: (int(r.params["start"]), int(r.params["end"]))
+                      for r in double.requests if r.route == "search"}
+        assert ranges == {'{ name = "pii.access" }': (START, START + 10),
+                          '{ name = "pii.access" } && { name = "audit.log" }': (START, START + 10)}
+
+
+class TestEventsAndLinksFromTempo:
+    """A trace fetched from Tempo keeps its spans' events and links."""
+
+    def test_fetched(self) -> None:
+        doc = otlp("ab" * 16, "GET /x")
+        span = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        span["events"] = [{"timeUnixNano": str(START * 10**9), "name": "exception",
+                           "attributes": [attribute("exception.type", "ValueError")]}]
+        span["links"] = [{"traceId": "cd" * 16, "spanId": "ef" * 8}]
+        with TempoDouble() as double:
+            double.push(doc)
+
+            async def fetch() -> Any:
+                async with TempoClient(TempoSettings(url=double.url), backoff=0.0) as client:
+                    return await client.fetch("ab" * 16)
+
+            fetched = asyncio.run(fetch())
+        (got,) = fetched.trace.spans
+        assert [("exception", START * 10**9, {"exception.type": "ValueError"})] == [
+            (e.name, e.time_ns, e.attributes) for e in got.events]
+        assert [("cd" * 16, "ef" * 8)] == [(link.trace_id, link.span_id) for link in got.links]
 
 
 class TestConnectionOptions:

@@ -1,18 +1,29 @@
-"""Tempo client: status handling, retries, window splitting and trace decoding (MockTransport)."""
+"""Tempo client: status handling, retries, window splitting and trace decoding.
+
+MockTransport, but the Tempo double over loopback for the adaptive page limits.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from tempo_double import TempoDouble
 
-from checker.tempo.client import TempoClient
+from checker.cli import main
+from checker.tempo.client import ClientStats, TempoClient
+from checker.tempo.density import BYTES_PER_TRACE, MAX_QUERIES, RATES_KEPT, Density
 from checker.tempo.errors import TempoError
 from checker.tempo.settings import TempoSettings
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Handler = Callable[[httpx.Request], httpx.Response]
 TRACE = "0000000000000000000000000000abcd"
@@ -216,3 +227,182 @@ class TestFetch:
         handler, _ = sequence(httpx.Response(200, json=body))
         with pytest.raises(TempoError, match="not valid OTLP"):
             run(handler, lambda c: c.fetch(TRACE))
+
+
+NOW = 2_000_000_000
+DENSE = (NOW - 400, NOW - 100)  # 300 s holding 3,000 traces: 10 per second
+
+
+def dense_double(traces: int = 3000, seconds: tuple[int, int] = DENSE) -> TempoDouble:
+    """A double holding ``traces`` one-span traces spread evenly over ``seconds``."""
+    double = TempoDouble(now=lambda: NOW)
+    first, last = seconds
+    step = (last - first) * 1_000_000_000 // traces
+    spans = [{"traceId": f"{n + 1:032x}", "spanId": f"{n + 1:016x}", "name": "a",
+              "startTimeUnixNano": str(first * 1_000_000_000 + n * step),
+              "endTimeUnixNano": str(first * 1_000_000_000 + n * step + 1000)} for n in range(traces)]
+    double.push({"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": spans}]}]})
+    return double
+
+
+def searches_of(tempo: TempoDouble, coro: Callable[[TempoClient], Any], **config: Any) -> list[Any]:
+    """What each ``coro`` answered, with the client's stats after each, one client for all."""
+
+    async def main() -> list[Any]:
+        settings = TempoSettings(url=tempo.url, retries=0, **config)
+        async with TempoClient(settings, backoff=0.0) as client:
+            answers = []
+            for _ in range(2):
+                client.stats = ClientStats()
+                answers.append((await coro(client), client.stats))
+            return answers
+
+    return asyncio.run(main())
+
+
+class TestAdaptiveLimits:
+    """Page limits follow each query's density, so full (discarded) pages are rare."""
+
+    def test_a_dense_window_costs_no_discarded_page_the_second_time(self) -> None:
+        with dense_double() as tempo:
+            (first, before), (second, after) = searches_of(
+                tempo, lambda c: c.search_all('{ name = "a" }', *DENSE), search_limit=100)
+        assert len(first) == 3000
+        assert first == second
+        assert before.full_pages >= 1
+        assert before.searches > after.searches
+        assert (1, 0) == (after.searches, after.full_pages)
+
+    def test_a_later_window_starts_from_the_density_of_earlier_ones(self) -> None:
+        with dense_double() as tempo:
+            halves = iter([(DENSE[0], DENSE[0] + 150), (DENSE[0] + 150, DENSE[1])])
+            (first, _), (second, after) = searches_of(
+                tempo, lambda c: c.search_all('{ name = "a" }', *next(halves)), search_limit=100)
+        assert len(first | second) == 3000
+        assert (1, 0) == (after.searches, after.full_pages)
+
+    def test_a_full_page_is_never_trusted_when_the_density_jumps(self) -> None:
+        with dense_double(30, (NOW - 700, NOW - 400)) as sparse:
+            dense = dense_double().start()
+            try:
+                async def main() -> tuple[set[str], set[str], ClientStats]:
+                    async with TempoClient(TempoSettings(url=sparse.url, search_limit=20)) as client:
+                        quiet = await client.search_all("{ }", NOW - 700, NOW - 400)
+                    # The same density estimate, now facing a window a hundred times denser.
+                    async with TempoClient(TempoSettings(url=dense.url, search_limit=20)) as other:
+                        other.density = client.density
+                        busy = await other.search_all("{ }", *DENSE)
+                        return quiet, busy, other.stats
+
+                quiet, busy, stats = asyncio.run(main())
+            finally:
+                dense.stop()
+        assert (30, 3000) == (len(quiet), len(busy))
+        assert stats.full_pages >= 1
+
+    def test_answers_stay_within_the_byte_budget(self) -> None:
+        with dense_double() as tempo:
+            (ids, stats), _ = searches_of(tempo, lambda c: c.search_all("{ }", *DENSE),
+                                          search_limit=100, max_search_bytes=BYTES_PER_TRACE * 150)
+            limits = [int(r.params["limit"]) for r in tempo.requests]
+        assert len(ids) == 3000
+        assert stats.full_pages >= 1
+        assert 150 == max(limits)  # max_search_bytes / BYTES_PER_TRACE
+
+    def test_a_full_page_is_cut_in_as_many_parts_as_the_density_needs(self) -> None:
+        limits: list[int] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            start, end = int(request.url.params["start"]), int(request.url.params["end"])
+            ids = [f"{t + 1:032x}" for t in range(start, end + 1)]  # one trace per second
+            limits.append(int(request.url.params["limit"]))
+            return httpx.Response(200, json=search_body(ids[:limits[-1]]))
+
+        ids = run(handler, lambda c: c.search_all("{ }", 0, 600),
+                  search_limit=100, max_search_bytes=BYTES_PER_TRACE * 150)
+        assert {f"{t + 1:032x}" for t in range(601)} == ids
+        # The full first page shows at least 100 per 600 s, guessed 4 times over (0.67/s): six
+        # parts of 100 s, each asked for twice the 67 expected (more once a part has answered),
+        # and all 101 there fit. Cut in four, then four again, with a limit of 100 it took 21
+        # searches.
+        assert 100 == limits[0]
+        assert 6 == len(limits[1:])
+        assert all(134 <= limit <= 150 for limit in limits[1:])
+    def test_an_answer_larger_than_budgeted_lowers_the_ceiling(self) -> None:
+        def handler(request: httpx.Request) -> httpx.Response:
+            start, end = int(request.url.params["start"]), int(request.url.params["end"])
+            limit = int(request.url.params["limit"])
+            traces = [{"traceID": f"{t + 1:x}", "rootServiceName": "s" * 2000} for t in range(start, end + 1)]
+            return httpx.Response(200, json={"traces": traces[:limit],
+                                             "metrics": {"completedJobs": 3, "totalJobs": 3}})
+
+        async def main() -> tuple[set[str], ClientStats, int]:
+            # 2 KB a trace, budgeted at 600 B: a page of 200 would be 400 KB.
+            settings = TempoSettings(url="http://tempo.test", search_limit=10,
+                                     max_search_bytes=BYTES_PER_TRACE * 200)
+            async with TempoClient(settings, transport=httpx.MockTransport(handler)) as client:
+                ids = await client.search_all("{ }", 0, 600)
+                return ids, client.stats, client.density.ceiling
+
+        ids, stats, ceiling = asyncio.run(main())
+        assert {f"{t + 1:032x}" for t in range(601)} == ids
+        assert stats.full_pages >= 1
+        assert ceiling < 200
+
+    def test_at_the_floor_an_answer_too_large_is_an_error(self) -> None:
+        def handler(_request: httpx.Request) -> httpx.Response:
+            traces = [{"traceID": f"{t + 1:x}", "rootServiceName": "s" * 2000} for t in range(50)]
+            return httpx.Response(200, json={"traces": traces, "metrics": {}})
+
+        with pytest.raises(TempoError, match=r"larger than tempo\.max_search_bytes"):
+            run(handler, lambda c: c.search_all("{ }", 0, 600), search_limit=50,
+                max_search_bytes=BYTES_PER_TRACE * 100)
+
+
+class TestDensity:
+    """The density estimate: limits within bounds, memory bounded."""
+
+    def test_first_limit_is_the_floor(self) -> None:
+        assert 100 == Density(100, 1000).limit("q", 60)
+
+    def test_twice_the_expected_count_within_the_ceiling(self) -> None:
+        density = Density(100, 1000)
+        density.observe("q", 10, 50, full=False)  # 5 per second
+        assert (600, 1000, 100) == (density.limit("q", 60), density.limit("q", 6000), density.limit("q", 1))
+
+    def test_a_full_page_counts_as_more(self) -> None:
+        density = Density(100, 1000)
+        density.observe("q", 100, 100, full=True)  # at least 1 per second: taken as 4
+        assert 800 == density.limit("q", 100)
+        assert 1 == density.parts("q", 100, 100)  # one page can hold it: ask again for more
+        assert (2, 4) == (density.parts("q", 100, 1000), density.parts("q", 500, 1000))
+
+    def test_an_answer_too_large_halves_the_ceiling(self) -> None:
+        density = Density(100, 1000)
+        density.shrink(800)
+        assert 400 == density.ceiling
+        density.shrink(150)
+        assert 100 == density.ceiling  # never below the floor
+
+    def test_memory_is_bounded(self) -> None:
+        density = Density(1, 10)
+        for n in range(MAX_QUERIES + 10):
+            for _ in range(RATES_KEPT + 5):
+                density.observe(f"q{n}", 1, 1, full=False)
+        assert MAX_QUERIES == len(density)
+        assert 0 == density.rate("q0")
+
+
+class TestSummary:
+    """``scan --tempo`` says how many pages were full, since each was read for nothing."""
+
+    def test_full_pages_are_counted(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        rules = tmp_path / "r.yaml"
+        rules.write_text("rules:\n  - id: never-a\n    condition: |\n      never { a }\n")
+        start, end = int(time.time()) - 400, int(time.time()) - 100  # the scan refuses future windows
+        with dense_double(1000, (start, end)) as tempo:
+            main(["scan", "--rules", str(rules), "--tempo", tempo.url, "--start", str(start),
+                  "--end", str(end), "--query-end-cutoff", "0s", "--search-limit", "100",
+                  "--trace-margin", "0s", "--format", "json"])
+        err = capsys.readouterr().err
+        assert re.search(r"\d+ searches \(\d+ full, searched again\), 1000 traces fetched", err), err

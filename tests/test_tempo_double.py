@@ -387,6 +387,25 @@ def test_window_overlap_is_inclusive(synthetic: tuple[TempoDouble, httpx.Client]
     assert f"{1:032x}" not in _ids(before)
 
 
+def test_a_search_inspects_the_columns_it_reads_not_whole_rows() -> None:
+    """One attribute reads fewer bytes than three, and both less than the stored rows."""
+    attributes = [{"key": key, "value": {"stringValue": value * 10}}
+                  for key, value in (("user.id", "u"), ("tenant", "t"), ("region", "r"), ("other", "o"))]
+    with TempoDouble(now=lambda: NOW) as double, _client(double) as client:
+        start = (NOW - 100) * 1_000_000_000
+        for n in range(1, 21):
+            spans = [_span(f"{n:032x}", f"{n:08x}{i:08x}", "op", start, attributes=attributes)
+                     for i in range(1, 6)]
+            double.push(_push_request(*spans))
+        inspected = []
+        for query in ('{ span.user.id = "x" }',
+                      '{ span.user.id = "x" && span.tenant = "y" && span.region = "z" }'):
+            body = _search(client, q=query, start=NOW - 200, end=NOW - 10).json()
+            inspected.append(int(body["metrics"]["inspectedBytes"]))
+        assert [r.inspected_bytes for r in double.requests] == inspected
+        assert 0 < inspected[0] < inspected[1] < double.stored_bytes
+
+
 def test_spans_per_spanset(synthetic: tuple[TempoDouble, httpx.Client]) -> None:
     double, client = synthetic
     trace_id = f"{77:032x}"

@@ -28,6 +28,7 @@ import structlog
 from checker.errors import TraceSourceError
 from checker.store import Amendment, WindowRecord
 from checker.tempo.run import Provisional, WindowResult, evaluate_window
+from checker.tempo.search_cache import SearchCache
 from checker.traceql import compile_rule
 
 if TYPE_CHECKING:
@@ -97,6 +98,9 @@ class WindowJudge:
         self.trace_idle = trace_idle
         self.clock = clock
         self.on_notify = on_notify  # called when a commit added notifications to the outbox
+        # Margin searches asked once per stretch of time, shared by every rule and window.
+        self.search_cache = SearchCache(int(tempo_settings.search_cache),
+                                        lambda: clock().timestamp()) if tempo_settings.search_cache else None
         self._recorded: set[tuple[str, str]] = set()
 
     async def commit_window(self, rule: Rule, window: Window, *, backfill: str | None = None,
@@ -310,7 +314,7 @@ class WindowJudge:
                 rules, self.tempo, int(window[0].timestamp()), int(window[1].timestamp()),
                 margin=math.ceil(tempo.trace_margin.total_seconds()),
                 latest=math.floor(started.timestamp() - tempo.query_end_cutoff.total_seconds()),
-                idle_since_ns=idle, provisional=before,
+                idle_since_ns=idle, provisional=before, cache=self.search_cache,
             ), timeout)
         except TimeoutError:
             return f"evaluation timed out after {timeout:g}s (schedule.evaluation_timeout)"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from checker.engine.compiled import CompiledInvariant
-from checker.traces.model import Attributes, AttrValue, Span, Trace
+from checker.traces.model import Attributes, AttrValue, Span, SpanEvent, Trace
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -54,6 +54,8 @@ def example_trace(rule_id: str, example: Example) -> Trace:
             trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=spec.name,
             attributes={k: _value(v) for k, v in spec.attributes.items()}, resource=resource,
             start_ns=start, end_ns=start + spec.duration_ns, status=spec.status, kind=spec.kind,
+            events=tuple(SpanEvent(e.name, start, {k: _value(v) for k, v in e.attributes.items()})
+                         for e in spec.events),
         ))
         for child in spec.children:
             add(child, span_id, service)

@@ -11,7 +11,7 @@ from apscheduler.triggers.cron import CronTrigger
 from checker.errors import RuleError, RuleSemanticError, SourceLocation
 from checker.rules.durations import DURATION_HINT, parse_ns
 from checker.rules.errors import DurationTooLongError
-from checker.rules.rule import SEVERITIES, Example, ExampleSpan
+from checker.rules.rule import SEVERITIES, Example, ExampleEvent, ExampleSpan
 from checker.rules.vocabulary import SPAN_KINDS, SPAN_STATUSES
 
 if TYPE_CHECKING:
@@ -24,7 +24,8 @@ KNOWN_KEYS = frozenset({
     "every", "cron", "evaluation_delay", "settle", "enabled", "labels", "notify", "examples",
     "example_violation",
 })
-SPAN_KEYS = frozenset({"span", "service", "attributes", "status", "kind", "duration", "children"})
+SPAN_KEYS = frozenset({"span", "service", "attributes", "status", "kind", "duration", "children", "events"})
+EVENT_KEYS = frozenset({"name", "attributes"})
 
 
 def cron_problem(expression: str) -> str | None:
@@ -270,11 +271,34 @@ class FieldReader:
         elif children_node is not None:
             self.error(children_node, "'children' must be a list of spans", rule_id)
             return None
-        if problems or None in children:
+        events = self._events(fields.get("events"), rule_id)
+        if problems or None in children or events is None:
             return None
         return ExampleSpan(
             name=name, service=self.string(fields, "service", rule_id=rule_id),
             attributes={str(k): v for k, v in attributes.items()}, status=status, kind=kind,
             duration_ns=parse_ns(duration) or 0 if duration else 0,
-            children=tuple(c for c in children if c is not None),
+            children=tuple(c for c in children if c is not None), events=events,
         )
+
+    def _events(self, node: yaml.Node | None, rule_id: str | None) -> tuple[ExampleEvent, ...] | None:
+        """An example span's ``events``; None when one is malformed (already reported)."""
+        if node is None:
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, "'events' must be a list of {name, attributes}", rule_id)
+            return None
+        events: list[ExampleEvent] = []
+        for item in node.value:
+            fields = self.mapping(item, "an example event", rule_id)
+            for key, value in fields.items():
+                if key not in EVENT_KEYS:
+                    self.warn(value, f"unknown event key {key!r} ignored", rule_id)
+            name = self.string(fields, "name", rule_id=rule_id)
+            attributes = self.construct(fields["attributes"]) if "attributes" in fields else {}
+            if name is None or not isinstance(attributes, dict):
+                self.error(item, "an example event needs 'name: <name>' and 'attributes' as a mapping",
+                           rule_id)
+                return None
+            events.append(ExampleEvent(name, {str(k): v for k, v in attributes.items()}))
+        return tuple(events)

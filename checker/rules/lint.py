@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import re2
 
 from checker.rules import model as m
+from checker.rules.semconv import PARTNER
 from checker.rules.vocabulary import Intrinsic, ValueType
 
 if TYPE_CHECKING:
@@ -145,12 +146,75 @@ def _intrinsic_values(intrinsic: Intrinsic, values: tuple[m.Scalar, ...],
                         f"{name} is a string")
 
 
+# TraceQL's bare intrinsics: here a bare name is an attribute, so these never match a span's own.
+_TRACEQL_INTRINSICS = {i.traceql: i for i in Intrinsic if i.written.startswith("span:")}
+_SCOPES = ("resource.", "span.")
+
+
+def _traceql_habit(node: object) -> Iterator[Issue]:
+    """``status == error``, ``resource.service.name == x``: TraceQL spellings that read as attributes."""
+    attr = getattr(node, "attr", None)
+    if not isinstance(attr, m.Attr) or attr.intrinsic or attr.quoted:
+        return
+    pos: m.Pos = getattr(node, "pos", m.NO_POS)
+    if intrinsic := _TRACEQL_INTRINSICS.get(attr.name):
+        yield Issue(IssueLevel.WARNING, f"'{attr.name}' is an attribute called {attr.name}, not the "
+                    f"span's own {attr.name}", pos,
+                    f"write {intrinsic.written} for the span's {attr.name} (TraceQL's bare "
+                    f'{attr.name}); quote it ("{attr.name}") if an attribute of that name is meant')
+    elif attr.name.startswith(_SCOPES) and attr.name.count(".") > 1:
+        scope, _, rest = attr.name.partition(".")
+        yield Issue(IssueLevel.WARNING, f"'{attr.name}' is looked up as an attribute with that whole "
+                    f"name, not as {rest} on the {scope}", pos,
+                    f"write {rest}: a name is looked up on the span, then on its resource"
+                    + (" (or resource:service)" if rest == "service.name" else ""))
+
+
+def _bare_word_ordering(node: object) -> Iterator[Issue]:
+    """``depth > max_capacity`` compares with the string "max_capacity", not another attribute."""
+    if isinstance(node, m.Compare) and node.op in _ORDERING and isinstance(node.value, m.BareWord):
+        yield Issue(IssueLevel.WARNING, f"'{node.attr.name} {node.op} {node.value}' compares with the "
+                    f'string "{node.value}"', node.pos,
+                    "an attribute cannot be compared with another; quote the value if a string "
+                    "order is meant, or write a number")
+
+
+def _dotted_shorthand(node: object) -> Iterator[Issue]:
+    """``X.a.b > 1`` reads as span ``X.a``, attribute ``b``, which may not be what was meant."""
+    if isinstance(node, m.SpanCheck) and node.shorthand and "." in node.name:
+        attr = getattr(node.where[0], "attr", None)
+        name = attr.name if isinstance(attr, m.Attr) else "?"
+        head, _, tail = node.name.partition(".")
+        yield Issue(IssueLevel.WARNING, f"'{node.name}.{name}' reads as span {node.name}, "
+                    f"attribute {name}", node.pos,
+                    f"say which: {node.name}.where({name} ...) or {head}.where({tail}.{name} ...)")
+
+
 CHECKS: tuple[Callable[[object], Iterator[Issue]], ...] = (
-    _regex, _empty_list, _count_operand, _typed_value, _intrinsic,
+    _regex, _empty_list, _count_operand, _typed_value, _intrinsic, _traceql_habit,
+    _bare_word_ordering, _dotted_shorthand,
 )
+
+
+def _renamed_attributes(parsed: m.ParsedCondition) -> Iterator[Issue]:
+    """A rule on one name of a renamed semantic-convention pair, never the other."""
+    named = [(attr, getattr(node, "pos", m.NO_POS)) for node in walk(parsed)
+             if isinstance(attr := getattr(node, "attr", None), m.Attr) and not attr.intrinsic]
+    used = {attr.name for attr, _ in named}
+    warned: set[str] = set()
+    for attr, pos in named:
+        partner = PARTNER.get(attr.name)
+        if partner is None or partner in used or attr.name in warned:
+            continue
+        warned.add(attr.name)
+        yield Issue(IssueLevel.WARNING, f"'{attr.name}' has a renamed twin, {partner}: instrumentation "
+                    f"emits one or the other", pos,
+                    f"test both, e.g. ({attr.name} >= 500 or {partner} >= 500)"
+                    if "status_code" in attr.name else f"test both: ({attr.name} ... or {partner} ...)")
 
 
 def lint(parsed: m.ParsedCondition) -> list[Issue]:
     """Every issue in the condition, in the order written."""
     issues = [issue for node in walk(parsed) for check in CHECKS for issue in check(node)]
+    issues.extend(_renamed_attributes(parsed))
     return sorted(issues, key=lambda i: (i.pos.line, i.pos.column))

@@ -69,6 +69,13 @@ class Attr:
 
     name: str
     intrinsic: bool = False
+    quoted: bool = field(default=False, compare=False)  # written "in quotes": never a TraceQL habit
+
+
+class BareWord(str):
+    """A string value written without quotes (``currency == USD``), told apart by lint."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ class SpanCheck:
     name: str
     where: tuple[Predicate, ...] = ()
     pos: Pos = field(default=NO_POS, compare=False)
+    shorthand: bool = field(default=False, compare=False)  # written ``X.a op v``
 
 
 @dataclass(frozen=True)

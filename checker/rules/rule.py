@@ -15,6 +15,14 @@ SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITI
 
 
 @dataclass(frozen=True)
+class ExampleEvent:
+    """An event of an example span (``events: [{name: exception, attributes: {...}}]``)."""
+
+    name: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ExampleSpan:
     """One span of a hand-written example trace (rules.md "Example traces")."""
 
@@ -25,6 +33,7 @@ class ExampleSpan:
     kind: str = "internal"
     duration_ns: int = 0
     children: tuple[ExampleSpan, ...] = ()
+    events: tuple[ExampleEvent, ...] = ()
 
 
 @dataclass(frozen=True)

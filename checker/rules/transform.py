@@ -149,7 +149,7 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
                 pos_of(name),
                 hint=f"write SPAN.where({name} ...) or SPAN.{name} ... to test an attribute",
             )
-        return m.SpanCheck(span, (test(m.Attr(attr), pos_of(name)),), pos_of(name))
+        return m.SpanCheck(span, (test(m.Attr(attr), pos_of(name)),), pos_of(name), shorthand=True)
 
     def comparison(self, attr: tuple[m.Attr, m.Pos], test: TestFactory) -> m.Test:
         return test(*attr)
@@ -160,7 +160,7 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
     def attr(self, token: Token) -> tuple[m.Attr, m.Pos]:
         if token.type == "INTRINSIC":
             return m.Attr(str(token), intrinsic=True), pos_of(token)
-        return m.Attr(name_of(token)), pos_of(token)
+        return m.Attr(name_of(token), quoted=token.type == "STRING"), pos_of(token)
 
     def test_cmp(self, op: Token, value: m.Scalar) -> TestFactory:
         return lambda attr, pos: m.Compare(attr, cast("m.CompareOp", str(op)), value, pos)
@@ -195,4 +195,4 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
             case "DURATION":
                 return duration_literal(token)
             case _:
-                return str(token)
+                return m.BareWord(token)

@@ -27,8 +27,10 @@ import structlog
 from checker import __version__
 from checker.redact import Redactor, mask_url
 from checker.tempo.answers import search_page, trace_v1, trace_v2
-from checker.tempo.errors import TempoError, UnprovenAnswerError
+from checker.tempo.density import BYTES_PER_TRACE, LIMIT_CEILING, Density
+from checker.tempo.errors import AnswerTooLargeError, TempoError, UnprovenAnswerError
 from checker.tempo.settings import MAX_SEARCH_LIMIT, TempoSettings
+from checker.tempo.tempopb import PROTOBUF, search_body, trace_v1_body, trace_v2_body
 from checker.timeparse import retry_after_seconds
 from checker.traceql.errors import QueryTooLongError
 from checker.traceql.split import split_query
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 MAX_WINDOW_SECONDS = 168 * 3600
-SPLIT_WAYS = 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 ERROR_BODY_BYTES = 4096  # what is read of a refusal: Tempo's errors are one line of text
 SHOWN_CHARS = 500  # of a refusal, in the error message
@@ -81,6 +82,7 @@ class ClientStats:
     fetches: int = 0
     bytes_read: int = 0
     retries: int = 0
+    full_pages: int = 0  # search pages that reached their limit: read, then searched again
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class _Answer:
 
     status: int
     body: bytes | None
+    content_type: str = ""  # the media type alone, lowercase: "application/json"
 
 
 class TempoClient:
@@ -130,6 +133,9 @@ class TempoClient:
         # A request's deadline starts once it has a connection, not while it queues for one.
         self._request_slots = asyncio.Semaphore(settings.concurrency * 2)
         self._v2_missing = False
+        # Kept for the life of the client, so the daemon's later windows start from it.
+        self.density = Density(settings.search_limit, min(
+            MAX_SEARCH_LIMIT, int(settings.max_search_bytes) // BYTES_PER_TRACE, LIMIT_CEILING))
 
     async def __aenter__(self) -> Self:
         return self
@@ -145,7 +151,8 @@ class TempoClient:
 
     async def _request(self, path: str, params: dict[str, Any] | None,
                        parse: Callable[[_Answer, str], T], *, cap: int,
-                       ok: frozenset[int] = frozenset({200}), retries: int | None = None) -> T:
+                       ok: frozenset[int] = frozenset({200}), retries: int | None = None,
+                       accept: str | None = None) -> T:
         """GET ``path`` and ``parse`` the answer, retrying what ``TempoError.retryable`` says.
 
         429, 5xx, timeouts, broken connections and answers that are not Tempo's are
@@ -156,7 +163,7 @@ class TempoClient:
         attempt = 0
         while True:
             try:
-                result = parse(await self._get(path, params, url, ok=ok, cap=cap), url)
+                result = parse(await self._get(path, params, url, ok=ok, cap=cap, accept=accept), url)
             except TempoError as error:
                 self.last_answer = None
                 if error.status in {401, 403} and path != ECHO:
@@ -177,13 +184,13 @@ class TempoClient:
             await asyncio.sleep(delay)
 
     async def _get(self, path: str, params: dict[str, Any] | None, url: str, *,
-                   ok: frozenset[int], cap: int) -> _Answer:
+                   ok: frozenset[int], cap: int, accept: str | None = None) -> _Answer:
         """One GET, answer and body within ``timeout`` in total; failures become ``TempoError``."""
         route = _route(path)
         async with self._request_slots:
             try:
                 async with asyncio.timeout(self._timeout):
-                    return await self._exchange(path, params, url, ok=ok, cap=cap)
+                    return await self._exchange(path, params, url, ok=ok, cap=cap, accept=accept)
             except (TimeoutError, httpx.TimeoutException):
                 self._observe(route, "timeout")
                 raise TempoError(f"no answer within {self._timeout:g}s (the whole answer, body "
@@ -204,14 +211,16 @@ class TempoClient:
                                  hint="check the Tempo URL and that Tempo is running") from None
 
     async def _exchange(self, path: str, params: dict[str, Any] | None, url: str, *,
-                        ok: frozenset[int], cap: int) -> _Answer:
-        async with self._http.stream("GET", path, params=params) as response:
+                        ok: frozenset[int], cap: int, accept: str | None = None) -> _Answer:
+        headers = {"Accept": accept} if accept else None
+        async with self._http.stream("GET", path, params=params, headers=headers) as response:
             self._observe(_route(path), str(response.status_code))
             if response.status_code not in ok:
                 prefix = await self._read(response, ERROR_BODY_BYTES, truncate=True) or b""
                 text = self._shown(prefix.decode("utf-8", "replace"), cut_off=len(prefix) == ERROR_BODY_BYTES)
                 raise self._status_error(response, text, url, params)
-            return _Answer(response.status_code, await self._read(response, cap))
+            media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            return _Answer(response.status_code, await self._read(response, cap), media)
 
     async def _read(self, response: httpx.Response, cap: int, *, truncate: bool = False) -> bytes | None:
         """The body, streamed; past ``cap`` bytes: None, or the first ``cap`` when ``truncate``."""
@@ -240,6 +249,16 @@ class TempoClient:
         except (ValueError, RecursionError):
             raise TempoError("answered with something that is not JSON", url=url,
                              status=answer.status, retryable=True) from None
+
+    def _body(self, answer: _Answer, url: str, from_protobuf: Callable[[bytes], Any]) -> Any:
+        """The answer as its JSON would parse, from protobuf when that is what came.
+
+        A proxy or an older Tempo may answer JSON whatever was asked, so the Content-Type
+        decides; ``UnprovenAnswerError`` when a protobuf body is not the message it claims.
+        """
+        if answer.body and answer.content_type == PROTOBUF:
+            return from_protobuf(answer.body)
+        return self._json(answer, url)
 
     def _unproven(self, error: UnprovenAnswerError, url: str) -> TempoError:
         return TempoError(self._shown(str(error)), url=url, status=200, retryable=True,
@@ -314,13 +333,13 @@ class TempoClient:
 
         def parse(answer: _Answer, url: str) -> frozenset[str]:
             if answer.body is None:
-                raise TempoError(f"search answer larger than tempo.max_search_bytes "
+                raise AnswerTooLargeError(f"search answer larger than tempo.max_search_bytes "
                                  f"({int(self.settings.max_search_bytes)} bytes)",
                                  url=url, status=answer.status,
                                  hint="raise tempo.max_search_bytes (--max-search-bytes) or lower "
                                  "tempo.search_limit (--search-limit)")
             try:
-                page = search_page(self._json(answer, url))
+                page = search_page(self._body(answer, url, search_body))
             except UnprovenAnswerError as err:
                 raise self._unproven(err, url) from None
             if len(page.ids) < limit and not page.complete:
@@ -329,14 +348,15 @@ class TempoClient:
                                  retryable=True, hint="Tempo or a proxy cut the search short")
             return page.ids
 
-        return await self._request("/api/search", params, parse, cap=int(self.settings.max_search_bytes))
+        return await self._request("/api/search", params, parse, cap=int(self.settings.max_search_bytes),
+                                   accept=PROTOBUF)
 
     async def search_all(self, query: str, start: int, end: int) -> set[str]:
         """Every trace matching ``query`` whose time range overlaps [start, end] (seconds).
 
-        A page that reaches the limit is never trusted: the window is cut in four and each
-        part searched, down to one second, where the limit is raised instead. A query too
-        long for one request is searched in parts whose union is the same set.
+        A page that reaches the limit is never trusted: the window is searched again with a
+        higher limit or in parts (``_enumerate``), down to one second, where only the limit can
+        grow. A query too long for one request is searched in parts whose union is the same set.
         """
         parts = self._query_parts(query)
         chunks = [(s, min(end, s + MAX_WINDOW_SECONDS)) for s in range(start, end, MAX_WINDOW_SECONDS)]
@@ -358,21 +378,52 @@ class TempoClient:
                          parent: frozenset[str] | None = None) -> set[str]:
         """The window's traces; ``parent`` is the full page of the window this one was cut from.
 
+        The first page's limit comes from the query's density (``Density``), so a full page is
+        rare. A full one (or one over max_search_bytes, ``_page``) is thrown away; the range is
+        searched again with a higher limit while one answer can hold it, else cut in as many
+        parts as the density says it needs.
+
         A part that answers exactly its parent's full page gains nothing from more cuts (traces
         spanning the whole window, or a proxy that ignores start/end): its limit is raised
         instead, which keeps the number of searches logarithmic, never exponential.
         """
-        limit = self.settings.search_limit
-        ids = await self.search(query, start, end, limit)
-        if len(ids) < limit:
-            return set(ids)
-        if end - start <= 1 or ids == parent:
-            return await self._raise_limit(query, start, end, limit)
-        # Four parts, not two: a window holding exactly twice the limit would fill both halves.
-        edges = sorted({start + (end - start) * i // SPLIT_WAYS for i in range(SPLIT_WAYS + 1)})
-        parts = await gather_strict(*(self._enumerate(query, a, b, ids)
+        seconds = end - start
+        limit = self.density.limit(query, seconds)
+        while True:
+            ids = await self._page(query, start, end, limit)
+            if ids is not None and len(ids) < limit:
+                return set(ids)
+            self.stats.full_pages += 1
+            if ids is None and seconds <= 1:
+                limit = self.density.limit(query, seconds)  # within the ceiling just lowered
+                continue
+            if ids is not None and (seconds <= 1 or ids == parent):
+                return await self._raise_limit(query, start, end, limit)
+            parts = min(seconds, self.density.parts(query, seconds, limit))
+            if parts > 1:
+                break
+            limit = self.density.limit(query, seconds)
+        edges = [start + seconds * i // parts for i in range(parts + 1)]
+        found = await gather_strict(*(self._enumerate(query, a, b, ids)
                                       for a, b in itertools.pairwise(edges)))
-        return set().union(*parts)
+        return set().union(*found)
+
+    async def _page(self, query: str, start: int, end: int, limit: int) -> frozenset[str] | None:
+        """One search, taught to the density; None when the answer was over max_search_bytes.
+
+        Such an answer is as good as a full page, none of it read: its traces are larger than
+        budgeted, so no later page asks for as many (``Density.shrink``). At the floor
+        (``tempo.search_limit``) it is the error it always was.
+        """
+        try:
+            ids = await self.search(query, start, end, limit)
+        except AnswerTooLargeError:
+            if limit <= self.density.floor:
+                raise
+            self.density.shrink(limit)
+            return None
+        self.density.observe(query, end - start, len(ids), full=len(ids) >= limit)
+        return ids
 
     async def _raise_limit(self, query: str, start: int, end: int, limit: int) -> set[str]:
         """A window that cuts cannot thin out: raise the limit until the page is not full."""
@@ -408,16 +459,18 @@ class TempoClient:
                 return None
             if answer.body is None:
                 return self._too_large(trace_id)
-            body = self._json(answer, url)
             try:
-                container, partial = trace_v2(body) if version == 2 else (trace_v1(body), None)
+                if version == 2:
+                    container, partial = trace_v2(self._body(answer, url, trace_v2_body))
+                else:
+                    container, partial = trace_v1(self._body(answer, url, trace_v1_body)), None
             except UnprovenAnswerError as err:
                 raise self._unproven(err, url) from None
             partial = None if partial is None else f"returned only in part: {self._shown(partial)}"
             return FetchedTrace(trace_id, _decode(trace_id, container, url), partial)
 
         return await self._request(path, None, parse, cap=int(self.settings.max_trace_bytes),
-                                   ok=frozenset({200, 404}))
+                                   ok=frozenset({200, 404}), accept=PROTOBUF)
 
     def _too_large(self, trace_id: str) -> FetchedTrace:
         limit = int(self.settings.max_trace_bytes)

@@ -22,5 +22,9 @@ class TempoError(TraceSourceError):
         self.retry_after = retry_after
 
 
+class AnswerTooLargeError(TempoError):
+    """A search answer over ``tempo.max_search_bytes``: fewer traces per page may still fit."""
+
+
 class UnprovenAnswerError(ValueError):
     """A 200 answer that is not what Tempo sends: retried, then reported."""

@@ -1,8 +1,9 @@
 """Evaluate rules over one time window of Tempo: search, combine, fetch candidates, confirm.
 
 Searches are shared between rules (one query, one enumeration per window); each candidate
-trace is fetched once whatever the number of rules it is a candidate for, and a violation
-is only ever reported from the exact evaluation of the whole fetched trace.
+trace is fetched once whatever the number of rules it is a candidate for, judged for all of
+them as it arrives and then dropped, and a violation is only ever reported from the exact
+evaluation of the whole fetched trace.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import math
 import sys
 from dataclasses import dataclass, field
+from enum import StrEnum
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -29,11 +31,12 @@ from checker.traceql.plan import searches
 from checker.traceql.syntax import unseen_spans
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from checker.engine import Violation
     from checker.rules.rule import Rule
     from checker.tempo.client import ClientStats, FetchedTrace
+    from checker.tempo.search_cache import SearchCache
     from checker.traceql.plan import Search
     from checker.traces.model import Trace
 
@@ -43,6 +46,14 @@ log = structlog.get_logger(__name__)
 # How far around a window to look for the rest of a trace: the longest expected trace plus
 # ingestion delay (shared/tempo.md §4.5).
 DEFAULT_MARGIN = math.ceil(TempoSettings.model_fields["trace_margin"].default.total_seconds())
+
+
+class Reach(StrEnum):
+    """How much time one search of a window covers."""
+
+    WINDOW = "window"
+    MARGIN = "margin"  # trace_margin around the window
+    REUSED = "reused"  # the margin, or more, partly from answers kept for earlier windows
 
 
 @dataclass
@@ -126,12 +137,15 @@ async def evaluate_window(
     *, margin: int = DEFAULT_MARGIN, latest: int | None = None,
     on_fetched: Callable[[int, int], None] | None = None,
     idle_since_ns: int | None = None, provisional: Mapping[str, Provisional] | None = None,
+    cache: SearchCache | None = None,
 ) -> WindowResult:
     """Run every rule over [start, end] (unix seconds) and confirm each candidate exactly.
 
-    Anchor searches cover the window; the others cover ``margin`` seconds more on each side
-    (up to ``latest``, the newest second Tempo shows), because Tempo matches each trace
-    fragment on its own time range and a trace's other fragments may lie outside.
+    Anchor searches, and those that only clear candidates, cover the window; the others cover
+    ``margin`` seconds more on each side (up to ``latest``, the newest second Tempo shows),
+    because Tempo matches each trace fragment on its own time range and a trace's other
+    fragments may lie outside (``QueryPlan.wide``). With a ``cache``, the margin searches that
+    only add candidates are answered from what earlier windows asked (``SearchCache``).
 
     A final pass passes what each rule's ``provisional`` pass judged (by rule ID): a candidate
     judged whole then is fetched again only when one search says spans arrived since
@@ -141,48 +155,45 @@ async def evaluate_window(
     """
     outcomes = [RuleOutcome(rule, compile_rule(rule.invariant)) for rule in rules if rule.enabled]
     wide = (max(0, start - margin), max(end, min(end + margin, latest or end + margin)))
-    keys = sorted({(s.query, s not in o.plan.anchors) for o in outcomes for s in o.plan.searches})
-    found = await gather_strict(*(client.search_all(q, *(wide if is_wide else (start, end)))
-                                  for q, is_wide in keys))
+    await _find_candidates(outcomes, client, (start, end), wide, cache)
+    if provisional is not None:
+        await _settled(client, outcomes, provisional, wide)
+    result = WindowResult(start, end, outcomes)
+    confirm = _Confirmation(result, idle_since_ns)
+    await _fetch_each(client, sorted(set().union(*(o.candidates for o in outcomes))), confirm.judge,
+                      on_fetched)
+    confirm.finish()
+    return result
+
+
+async def _find_candidates(outcomes: list[RuleOutcome], client: TempoClient, window: tuple[int, int],
+                           wide: tuple[int, int], cache: SearchCache | None) -> None:
+    """Each rule's candidates and scope size, from each distinct (query, reach) searched once."""
+    start, end = window
+
+    def reach(plan: QueryPlan, search: Search) -> Reach:
+        if search not in plan.wide:
+            return Reach.WINDOW
+        return Reach.REUSED if cache is not None and search in plan.reusable else Reach.MARGIN
+
+    def ask(query: str, how: Reach) -> Awaitable[set[str]]:
+        if how is Reach.WINDOW:
+            return client.search_all(query, start, end)
+        if how is Reach.REUSED and cache is not None:
+            return cache.superset(client, query, wide, window_end=end)
+        return client.search_all(query, *wide)
+
+    keys = sorted({(s.query, reach(o.plan, s)) for o in outcomes for s in o.plan.searches})
+    found = await gather_strict(*(ask(query, how) for query, how in keys))
     results = {key: frozenset(ids) for key, ids in zip(keys, found, strict=True)}
     for outcome in outcomes:
-        anchored = outcome.plan.anchors
 
-        def lookup(search: Search, anchored: frozenset[Search] = anchored) -> frozenset[str]:
-            return results[(search.query, search not in anchored)]
+        def lookup(search: Search, plan: QueryPlan = outcome.plan) -> frozenset[str]:
+            return results[(search.query, reach(plan, search))]
 
         outcome.candidates = evaluate_set(outcome.plan.candidates, lookup)
         if set(searches(outcome.plan.scope)) <= set(outcome.plan.searches):
             outcome.scope_size = len(evaluate_set(outcome.plan.scope, lookup))
-    if provisional is not None:
-        await _settled(client, outcomes, provisional, wide)
-    wanted = sorted(set().union(*(o.candidates for o in outcomes)))
-    traces = await _fetch_all(client, wanted, on_fetched)
-    result = WindowResult(start, end, outcomes)
-    result.missing = [t for t in wanted if traces[t].trace is None and not traces[t].partial]
-    result.partial = [t for t in wanted if traces[t].partial]
-    result.reasons = {t: reason for t in result.partial if (reason := traces[t].partial)}
-    whole_traces = {t: f.trace for t, f in traces.items() if not f.partial}
-    for outcome in outcomes:
-        try:
-            _keep_judged(outcome, whole_traces, idle_since_ns)
-            _confirm(outcome, whole_traces)
-        except Exception as err:  # one rule's bug must not fail the rules judged with it
-            log.exception("rule.judging_failed", rule=outcome.rule.id)
-            outcome.error = f"internal error: {type(err).__name__}: {err}"
-    return result
-
-
-def _keep_judged(outcome: RuleOutcome, traces: dict[str, Trace | None], idle_since_ns: int | None) -> None:
-    """What the rule's final pass needs of each candidate judged now (``Provisional``)."""
-    names = span_names(outcome.rule.invariant)
-    for trace_id in outcome.candidates:
-        trace = traces.get(trace_id)
-        if trace is not None:
-            whole = idle_since_ns is None or not is_unfinished(trace, idle_since_ns)
-            seen = frozenset(s.span_id for s in trace.spans if s.name in names)
-            # More spans than a request can list: the final pass fetches it again instead.
-            outcome.judged[trace_id] = seen if whole and len(seen) <= MAX_SEEN_SPANS else None
 
 
 async def _settled(client: TempoClient, outcomes: list[RuleOutcome], provisional: Mapping[str, Provisional],
@@ -237,30 +248,76 @@ async def _grown(client: TempoClient, outcomes: list[RuleOutcome],
         return everything
 
 
-async def _fetch_all(client: TempoClient, ids: list[str],
-                     on_fetched: Callable[[int, int], None] | None) -> dict[str, FetchedTrace]:
+async def _fetch_each(client: TempoClient, ids: list[str], judge: Callable[[FetchedTrace], None],
+                      on_fetched: Callable[[int, int], None] | None) -> None:
+    """Fetch every trace and hand each to ``judge`` as it arrives, ``tempo.concurrency`` at a time.
+
+    A fixed pool of workers pulls from one iterator, so 100,000 candidates cost a handful of
+    tasks, and a trace is referenced only while it is judged: no more traces are held at once
+    than there are workers, whatever the number of candidates.
+    """
+    pending = iter(ids)
     done = 0
 
-    async def one(trace_id: str) -> FetchedTrace:
+    async def worker() -> None:
         nonlocal done
-        fetched = await client.fetch(trace_id)
-        done += 1
-        if on_fetched is not None:
-            on_fetched(done, len(ids))
-        return fetched
+        for trace_id in pending:
+            # Judged inside one expression: no name keeps the trace while the next one is fetched.
+            judge(await client.fetch(trace_id))
+            done += 1
+            if on_fetched is not None:
+                on_fetched(done, len(ids))
 
-    fetched = await gather_strict(*(one(t) for t in ids))
-    return {f.trace_id: f for f in fetched}
+    await gather_strict(*(worker() for _ in range(min(client.settings.concurrency, len(ids)))))
 
 
-def _confirm(outcome: RuleOutcome, traces: dict[str, Trace | None]) -> None:
-    """Evaluate the rule on each whole candidate; missing and partial traces are not judged."""
-    scanner = Scanner([outcome.rule])
-    for trace_id in sorted(outcome.candidates):
-        trace = traces.get(trace_id)
-        if trace is not None:
-            outcome.violations.extend(scanner.check(trace))
-    outcome.in_scope = scanner.stats.in_scope
+class _Confirmation:
+    """Judges each fetched candidate at once for every rule it is a candidate of, then forgets it.
+
+    Only the verdicts and the judged span IDs are kept (``WindowResult``), never the traces;
+    ``finish`` puts them in trace ID order, as if the candidates had been judged in that order.
+    """
+
+    def __init__(self, result: WindowResult, idle_since_ns: int | None) -> None:
+        self.result = result
+        self._idle_since_ns = idle_since_ns
+        self._scanners = [(outcome, Scanner([outcome.rule]), span_names(outcome.rule.invariant))
+                          for outcome in result.outcomes]
+
+    def judge(self, fetched: FetchedTrace) -> None:
+        """Record what ``fetched`` shows; missing and partial traces are not judged."""
+        trace_id, trace, result = fetched.trace_id, fetched.trace, self.result
+        if fetched.partial:
+            result.partial.append(trace_id)
+            result.reasons[trace_id] = fetched.partial
+            return
+        if trace is None:
+            result.missing.append(trace_id)
+            return
+        whole = self._idle_since_ns is None or not is_unfinished(trace, self._idle_since_ns)
+        for outcome, scanner, names in self._scanners:
+            if trace_id not in outcome.candidates or outcome.error is not None:
+                continue
+            try:
+                seen = frozenset(s.span_id for s in trace.spans if s.name in names)
+                # More spans than a request can list: the final pass fetches it again instead.
+                outcome.judged[trace_id] = seen if whole and len(seen) <= MAX_SEEN_SPANS else None
+                outcome.violations.extend(scanner.check(trace))
+            except Exception as err:  # one rule's bug must not fail the rules judged with it
+                log.exception("rule.judging_failed", rule=outcome.rule.id)
+                outcome.error = f"internal error: {type(err).__name__}: {err}"
+
+    def finish(self) -> None:
+        """Put every list in trace ID order and count each rule's traces in scope."""
+        result = self.result
+        result.missing.sort()
+        result.partial.sort()
+        result.reasons = {trace_id: result.reasons[trace_id] for trace_id in result.partial}
+        for outcome, scanner, _names in self._scanners:
+            outcome.judged = dict(sorted(outcome.judged.items()))
+            # A stable sort: the violations of one trace keep their order.
+            outcome.violations.sort(key=lambda violation: violation.trace_id)
+            outcome.in_scope = scanner.stats.in_scope
 
 
 def scan_window(rules: list[Rule], settings: TempoSettings, start: int, end: int,

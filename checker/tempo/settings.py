@@ -31,6 +31,8 @@ class TempoSettings(Section):
     concurrency: int = Field(8, gt=0)
     query_end_cutoff: Duration = timedelta(seconds=30)
     trace_margin: Duration = timedelta(minutes=10)
+    # The daemon's kept answers of margin searches (``SearchCache``); 0 asks Tempo every time.
+    search_cache: ByteSize = Field(ByteSize(64 * MIB), ge=0)
     username: str | None = None
     password: SecretStr | None = None
     bearer_token: SecretStr | None = None

@@ -168,6 +168,32 @@ def anchors(scope: SetExpr) -> frozenset[Search]:
             return frozenset()
 
 
+def signs(expr: SetExpr) -> dict[Search, frozenset[bool]]:
+    """How each search is used in ``expr``: True where it adds traces, False where it removes them.
+
+    A use on the right of an odd number of differences removes traces. A search used only to
+    remove may run over less time than it should, and one used only to add over more: either
+    way a trace can only be kept, never dropped, and candidates are confirmed on the whole trace.
+    """
+    uses: dict[Search, set[bool]] = {}
+
+    def visit(node: SetExpr, adds: bool) -> None:
+        match node:
+            case Search():
+                uses.setdefault(node, set()).add(adds)
+            case Union() | Intersection():
+                for part in node.parts:
+                    visit(part, adds)
+            case Difference():
+                visit(node.left, adds)
+                visit(node.right, not adds)
+            case Nothing():
+                pass
+
+    visit(expr, adds=True)
+    return {search: frozenset(used) for search, used in uses.items()}
+
+
 def notation(expr: SetExpr, names: dict[Search, str]) -> str:
     """The set algebra over the search names, in Python set notation: ``(S1 - S2) | S3``."""
     match expr:
@@ -212,6 +238,24 @@ class QueryPlan:
         if self.scope == EVERY_TRACE:
             return anchors(self.candidates)
         return anchors(self.scope)
+
+    @property
+    def wide(self) -> frozenset[Search]:
+        """Searches run over ``trace_margin`` more on each side of the window.
+
+        A search that adds candidates must see every fragment of a trace the window owns, so
+        it looks around the window. A search that only clears candidates (``signs``) looks at
+        the window alone: a trace whose clearing spans lie outside it is merely fetched and
+        judged, and it costs Tempo a window instead of twice the margin.
+        """
+        used = signs(self.candidates)
+        return frozenset(s for s in self.searches if s not in self.anchors and True in used[s])
+
+    @property
+    def reusable(self) -> frozenset[Search]:
+        """Wide searches that only add candidates: an answer over more time than asked will do."""
+        used = signs(self.candidates)
+        return frozenset(s for s in self.wide if used[s] == {True})
 
     def describe(self) -> list[str]:
         """The plan in words, one entry per line: each search, its role, the set algebra, the widenings.

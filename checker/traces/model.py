@@ -12,6 +12,24 @@ AttrValue: TypeAlias = "str | bool | int | float | tuple[AttrValue, ...]"
 Attributes: TypeAlias = dict[str, AttrValue]
 
 
+@dataclass(frozen=True, slots=True)
+class SpanEvent:
+    """Something that happened during a span, such as the ``exception`` event instrumentations record."""
+
+    name: str
+    time_ns: int = 0
+    attributes: Attributes = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanLink:
+    """A span of another (or the same) trace this span is causally linked to."""
+
+    trace_id: str
+    span_id: str
+    attributes: Attributes = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Span:
     """One span; IDs are lowercase hex (trace 32 chars, span 16), status and kind lowercase."""
@@ -27,6 +45,8 @@ class Span:
     status: str = "unset"
     status_message: str = ""
     kind: str = "unspecified"
+    events: tuple[SpanEvent, ...] = ()
+    links: tuple[SpanLink, ...] = ()
 
     @property
     def service(self) -> str | None:

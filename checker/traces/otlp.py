@@ -29,7 +29,7 @@ from checker.errors import SourceLocation, TraceSourceError
 from checker.files import files_under
 from checker.rules.vocabulary import SPAN_KINDS, SPAN_STATUSES
 from checker.traces.errors import DecodeError
-from checker.traces.model import Attributes, AttrValue, Span, Trace
+from checker.traces.model import Attributes, AttrValue, Span, SpanEvent, SpanLink, Trace
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -152,8 +152,20 @@ def _enum(raw: object, names: tuple[str, ...], prefix: str) -> str:
     return text if text in names else names[0]
 
 
+def _events(items: Iterable[Any] | None) -> tuple[SpanEvent, ...]:
+    return tuple(SpanEvent(clean_text(item.get("name", "")),
+                           integer(item.get("timeUnixNano") or 0, "event timeUnixNano", UINT64),
+                           attributes(item.get("attributes"))) for item in items or ())
+
+
+def _links(items: Iterable[Any] | None) -> tuple[SpanLink, ...]:
+    return tuple(SpanLink(normalise_id(item.get("traceId"), 32, "link traceId"),
+                          normalise_id(item.get("spanId"), 16, "link spanId"),
+                          attributes(item.get("attributes"))) for item in items or ())
+
+
 def decode_span(raw: dict[str, Any], resource: Attributes) -> Span:
-    """One OTLP span object."""
+    """One OTLP span object, with its events and links."""
     status = raw.get("status") or {}
     parent = raw.get("parentSpanId")
     return Span(
@@ -168,6 +180,8 @@ def decode_span(raw: dict[str, Any], resource: Attributes) -> Span:
         status=_enum(status.get("code", 0), SPAN_STATUSES, "status_code_"),
         status_message=clean_text(status.get("message", "")),
         kind=_enum(raw.get("kind", 0), SPAN_KINDS, "span_kind_"),
+        events=_events(raw.get("events")),
+        links=_links(raw.get("links")),
     )
 
 

@@ -10,6 +10,8 @@ faults (5xx/429, truncated or invalid bodies, slow answers, incomplete searches)
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import json
 import math
 import random
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
+from . import protobuf
 from .traceql import (
     ARRAY,
     BOOL,
@@ -32,11 +35,13 @@ from .traceql import (
     STATUS,
     STATUS_NAMES,
     STRING,
+    Attribute,
     Fragment,
     Node,
     Query,
     Span,
     Spanset,
+    SpansetOp,
     TraceQLError,
     TraceQLRuntimeError,
     Val,
@@ -80,6 +85,7 @@ class Request:
     status: int
     response_bytes: int
     fault: str | None = None  # the injected fault kind that shaped the answer, if any
+    inspected_bytes: int = 0  # a search's column bytes read (``inspectedBytes``), 0 otherwise
 
     @property
     def route(self) -> str:
@@ -422,10 +428,115 @@ def _trace_json(spans: Sequence[Span]) -> list[dict[str, Any]]:
 
 @dataclass(eq=False)
 class _Row:
-    """A stored fragment and the bytes a search inspects when it reads it."""
+    """A stored fragment, its stored size (the JSON of its spans) and its column sizes.
+
+    ``columns`` caches the bytes of each column (``column_bytes``) once a query has read it.
+    """
 
     fragment: Fragment
     size: int
+    columns: dict[str, int] = field(default_factory=dict)
+
+    def inspected(self, read: _Read, matched: int) -> int:
+        """What one search reading this fragment inspects: the trace-level columns, the span
+        columns ``read`` names, and the span IDs of the ``matched`` spans it returns."""
+        returned = 0 if read.structure else matched  # with structure, every span ID is read already
+        total = TRACE_COLUMN_BYTES + read.per_span * len(self.fragment.spans) + SPAN_ID_BYTES * returned
+        for column in read.columns:
+            if column not in self.columns:
+                self.columns[column] = column_bytes(self.fragment, column)
+            total += self.columns[column]
+        return total
+
+
+# What a search inspects, modelled on vParquet (the benchmark's amplification figure must be
+# comparable with a real Tempo's inspectedBytes, which counts the column chunks it reads, not
+# whole rows). Every fragment in the range costs its trace-level columns: trace ID (16 B) and
+# start/end (16 B). Fixed-size span columns cost their width for every span of the fragment;
+# variable-size ones (names, attributes) are summed per fragment by ``column_bytes``.
+TRACE_COLUMN_BYTES: Final = 16 + 16
+SPAN_ID_BYTES: Final = 8
+_FIXED_SPAN_COLUMNS: Final = {"status": 1, "kind": 1, "duration": 8, "span:id": 8, "span:parentID": 8,
+                              "nestedSetLeft": 4, "nestedSetRight": 4, "nestedSetParent": 4, "childCount": 4}
+# A structural operator reads every span's ID and its nested-set numbers.
+_STRUCTURE_BYTES: Final = SPAN_ID_BYTES + 3 * 4
+_FREE_INTRINSICS: Final = frozenset({"trace:id"})  # in the trace-level columns already
+
+
+@dataclass(frozen=True)
+class _Read:
+    """The columns one query reads: ``per_span`` bytes of fixed-size columns for each span,
+    the variable-size ``columns`` (see ``column_bytes``), and whether it needs the structure."""
+
+    per_span: int
+    columns: tuple[str, ...]
+    structure: bool
+
+
+@functools.lru_cache(maxsize=1024)
+def columns_read(query: Query) -> _Read:
+    """The columns ``query`` references: every intrinsic and attribute it names (filters,
+    ``by``, ``select``, aggregates), an unscoped ``.x`` both as span and resource attribute."""
+    structure = any(isinstance(node, SpansetOp) and node.op not in {"AND", "OR"}
+                    for node in _walk(query.root))
+    per_span = _STRUCTURE_BYTES if structure else 0
+    columns: list[str] = []
+    for ref in query.output:
+        if isinstance(ref, Attribute):
+            scopes = ("span", "resource") if not ref.scope else (ref.scope,)
+            columns.extend(f"{scope}.{ref.name}" for scope in scopes)
+        elif ref.name in _FIXED_SPAN_COLUMNS:
+            per_span += _FIXED_SPAN_COLUMNS[ref.name]
+        elif ref.name not in _FREE_INTRINSICS:
+            columns.append(ref.name)
+    return _Read(per_span, tuple(dict.fromkeys(columns)), structure)
+
+
+def _walk(node: Any) -> Iterable[Any]:
+    """``node`` and every AST node below it."""
+    yield node
+    if not dataclasses.is_dataclass(node):
+        return
+    for value in (getattr(node, f.name) for f in dataclasses.fields(node)):
+        for item in value if isinstance(value, tuple) else (value,):
+            if dataclasses.is_dataclass(item):
+                yield from _walk(item)
+
+
+def column_bytes(fragment: Fragment, column: str) -> int:
+    """The bytes of one variable-size column in one fragment.
+
+    ``span.x``: key length + value size on each span that has it; ``resource.x`` the same once
+    per resource (dedicated-column style); ``name`` and ``statusMessage``: UTF-8 length per span;
+    ``rootName``, ``rootServiceName``: once per fragment, ``traceDuration`` 8 B; instrumentation
+    name and version once per scope.
+    """
+    spans = fragment.spans
+    scope, _, key = column.partition(".")
+    if scope == "span" and key:
+        return sum(len(key) + _value_bytes(v) for s in spans if (v := s.attributes.get(key)) is not None)
+    if scope == "resource" and key:
+        resources = {id(s.resource_attributes): s.resource_attributes for s in spans}
+        return sum(len(key) + _value_bytes(v) for r in resources.values() if (v := r.get(key)) is not None)
+    if column in {"name", "statusMessage"}:
+        return sum(len((s.name if column == "name" else s.status_message).encode()) for s in spans)
+    if column in {"rootName", "rootServiceName"}:
+        return len(((fragment.root_name if column == "rootName" else fragment.root_service) or "").encode())
+    if column == "traceDuration":
+        return 8
+    scopes = {id(s.origin.batch) if s.origin is not None else 0: s for s in spans}.values()
+    return sum(len(((s.scope_name if column == "instrumentation:name" else s.scope_version) or "").encode())
+               for s in scopes)
+
+
+def _value_bytes(value: Val) -> int:
+    """A stored value: strings their UTF-8 length, booleans 1 B, numbers 8 B, arrays their items."""
+    kind, payload = value
+    if kind == STRING:
+        return len(payload.encode())
+    if kind == ARRAY:
+        return sum(_value_bytes(item) for item in payload)
+    return 1 if kind == BOOL else 8
 
 
 def _dedupe(spans: Iterable[Span]) -> list[Span]:
@@ -449,6 +560,7 @@ class _Response:
     body: bytes = b""
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    inspected: int = 0  # a search's inspectedBytes, for the request log
 
 
 class _HttpError(Exception):
@@ -466,6 +578,15 @@ def _text(status: int, message: str) -> _Response:
 
 def _json_response(payload: Any, status: int = 200) -> _Response:
     return _Response(status, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(), JSON)
+
+
+def _answer(payload: dict[str, Any] | _Response, encode: Callable[[dict[str, Any]], bytes], *,
+            binary: bool) -> _Response:
+    """A 200 answer's payload as JSON, or as ``encode`` makes it protobuf when asked to be;
+    anything else (a v1 404) is sent as it is."""
+    if isinstance(payload, _Response):
+        return payload
+    return _Response(200, encode(payload), protobuf.PROTOBUF) if binary else _json_response(payload)
 
 
 def _route_of(path: str) -> str:
@@ -624,6 +745,13 @@ class TempoDouble:
         with self._lock:
             return sorted({row.fragment.trace_id for row in self._rows})
 
+    @property
+    def stored_bytes(self) -> int:
+        """The stored size of every fragment (its spans' JSON): what a search would read if
+        it read whole rows, and the denominator of the benchmark's amplification."""
+        with self._lock:
+            return sum(row.size for row in self._rows)
+
     def fragment_count(self, trace_id: str | None = None) -> int:
         """Stored fragments, of one trace or of all."""
         with self._lock:
@@ -719,7 +847,7 @@ class TempoDouble:
         response = self._faulty(fault, path, params, accept) if fault else self._route(path, params, accept)
         with self._lock:
             self._requests.append(Request(path, params, response.status, len(response.body),
-                                          fault.kind if fault else None))
+                                          fault.kind if fault else None, response.inspected))
         return response
 
     def _faulty(self, fault: Fault, path: str, params: dict[str, str], accept: str) -> _Response:
@@ -744,20 +872,24 @@ class TempoDouble:
         try:
             if path in {"/api/echo", "/api/status/buildinfo", "/ready"}:
                 return _static_answer(path)
-            if "application/protobuf" in accept:
-                return _text(406, "the Tempo test double serves JSON only")
+            binary = protobuf.PROTOBUF in accept  # matched as a substring, as Tempo does
             if path == "/api/search":
-                return self._search(params, incomplete=incomplete)
+                found = self._search(params, incomplete=incomplete)
+                response = _answer(found, protobuf.search, binary=binary)
+                response.inspected = int(found["metrics"].get("inspectedBytes", 0))
+                return response
             for prefix, version in (("/api/v2/traces/", 2), ("/api/traces/", 1)):
                 if path.startswith(prefix) and len(path) > len(prefix):
-                    return self._trace(urllib.parse.unquote(path[len(prefix):]), params, version)
+                    trace = self._trace(urllib.parse.unquote(path[len(prefix):]), params, version)
+                    encode = protobuf.trace_v2 if version == 2 else protobuf.trace_v1
+                    return _answer(trace, encode, binary=binary)
             return _text(404, "404 page not found\n")
         except _HttpError as err:
             return _text(err.status, err.message)
 
     # ------------------------------------------------------------- search
 
-    def _search(self, params: dict[str, str], *, incomplete: bool) -> _Response:
+    def _search(self, params: dict[str, str], *, incomplete: bool) -> dict[str, Any]:
         if "tags" in params and "q" in params:
             raise _HttpError(400, "invalid request: can't specify tags and q in the same query")
         if "tags" in params:
@@ -786,20 +918,25 @@ class TempoDouble:
         completed = TOTAL_JOBS if complete else 1 if incomplete else TOTAL_JOBS - 1
         metrics = _omit_empty([("inspectedBytes", str(inspected) if inspected else None),
                                ("completedJobs", completed), ("totalJobs", TOTAL_JOBS)])
-        return _json_response({"traces": [hit.json() for hit in hits], "metrics": metrics})
+        return {"traces": [hit.json() for hit in hits], "metrics": metrics}
 
     def _matches(self, query: Query, start_ns: int, end_ns: int, spss: int) -> tuple[list[_TraceHit], int]:
-        """Evaluate per fragment; keep fragments whose [start, end] overlaps the window."""
+        """Evaluate per fragment; keep fragments whose [start, end] overlaps the window.
+
+        Also the bytes inspected: the columns the query reads of every fragment in range
+        (``_Row.inspected``), not whole rows, as a real Tempo counts them.
+        """
         with self._lock:
             rows = list(self._rows)
+        read = columns_read(query)
         hits: dict[str, _TraceHit] = {}
         inspected = 0
         for row in rows:
             fragment = row.fragment
             if fragment.start > end_ns or fragment.end < start_ns:
                 continue
-            inspected += row.size
             spansets = evaluate(query, fragment)
+            inspected += row.inspected(read, len({id(n) for ss in spansets for n in ss.nodes}))
             if spansets:
                 hit = hits.setdefault(fragment.trace_id, _TraceHit(fragment.trace_id))
                 hit.add(fragment, spansets, query, spss)
@@ -859,7 +996,7 @@ class TempoDouble:
 
     # -------------------------------------------------------- trace by ID
 
-    def _trace(self, raw_id: str, params: dict[str, str], version: int) -> _Response:
+    def _trace(self, raw_id: str, params: dict[str, str], version: int) -> dict[str, Any] | _Response:
         trace_id = parse_trace_id(raw_id)
         if "q" in params:
             raise _HttpError(400, "q on trace by ID is not supported by the Tempo test double")
@@ -871,18 +1008,18 @@ class TempoDouble:
                         if (start is None or row.fragment.end >= start * 1_000_000_000)
                         and (end is None or row.fragment.start <= end * 1_000_000_000))
         if not spans:
-            return _Response(404) if version == 1 else _json_response({"trace": {}, "metrics": {}})
+            return _Response(404) if version == 1 else {"trace": {}, "metrics": {}}
         kept, partial = self._size_limited(spans)
         if version == 1:
             if partial:
                 raise _HttpError(422, "trace exceeds max size")
-            return _json_response({"batches": _trace_json(kept)})
+            return {"batches": _trace_json(kept)}
         body: dict[str, Any] = {"trace": {"resourceSpans": _trace_json(kept)},
                                 "metrics": {"inspectedBytes": str(sum(row.size for row in rows))}}
         if partial:
             body["status"] = "PARTIAL"
             body["message"] = f"trace exceeds max size (max bytes: {self.max_bytes_per_trace})"
-        return _json_response(body)
+        return body
 
     def _size_limited(self, spans: list[Span]) -> tuple[list[Span], bool]:
         """The spans that fit ``max_bytes_per_trace`` (all of them when there is no limit)."""
