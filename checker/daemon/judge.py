@@ -140,17 +140,6 @@ class WindowJudge:
             results[member.rule.id] = await _caught(self._commit(member.rule, record, notice))
         return [results[m.rule.id] for m in members]
 
-    async def commit_final(self, rule: Rule, windows: list[ProvisionalWindow],
-                           settle_checkpoint: str) -> CommittedWindow:
-        """The final pass of one rule (``commit_final_group``).
-
-        :raises CheckpointMoved: another worker settled these windows first.
-        """
-        [committed] = await self.commit_final_group([Settling(rule, windows, settle_checkpoint)])
-        if isinstance(committed, Exception):
-            raise committed
-        return committed
-
     async def commit_final_group(self, settlings: list[Settling]) -> list[MemberResult]:
         """The final pass over the same consecutive provisional windows of several rules.
 

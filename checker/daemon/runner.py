@@ -108,12 +108,6 @@ class RuleRunner:
         self.checkpoints.pop(rule_id, None)
         self.settled.pop(rule_id, None)
 
-    async def run(self, rule: Rule, schedule: RuleSchedule,
-                  current: Callable[[str], Rule | None] | None = None) -> RunSummary:
-        """``run_rules`` for one rule."""
-        [summary] = await self.run_rules([(rule, schedule)], current)
-        return summary
-
     async def run_rules(self, due: Sequence[tuple[Rule, RuleSchedule]],
                         current: Callable[[str], Rule | None] | None = None) -> list[RunSummary]:
         """Evaluate every window of these rules that is due now, shard by shard.
