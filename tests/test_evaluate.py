@@ -9,6 +9,7 @@ import pytest
 from checker.engine import CompiledInvariant
 from checker.rules.normalise import normalise
 from checker.rules.parse import parse_condition
+from checker.traceql import compile_rule
 from checker.traces.model import Span, Trace
 
 
@@ -178,6 +179,47 @@ class TestUnscopedLookup:
     def test_neither_holds(self) -> None:
         assert not holds('environment == "dev"', {"environment": "staging"},
                          resource={"environment": "production"})
+
+
+class TestScopedLookup:
+    """``resource.x`` and ``span.x`` look in that scope only, as in TraceQL; quoted names are literal."""
+
+    def test_resource_scope_ignores_the_span(self) -> None:
+        assert holds("resource.env == prod", {}, resource={"env": "prod"})
+        assert not holds("resource.env == prod", {"env": "prod"})
+
+    def test_span_scope_ignores_the_resource(self) -> None:
+        assert holds('span.http.route == "/charge"', {"http.route": "/charge"})
+        assert not holds('span.http.route == "/charge"', {}, resource={"http.route": "/charge"})
+
+    def test_a_quoted_name_is_never_scoped(self) -> None:
+        assert holds('"resource.odd" == x', {"resource.odd": "x"})
+        assert not holds('"resource.odd" == x', {}, resource={"odd": "x"})
+
+
+class TestTraceIntrinsics:
+    """trace:rootService, trace:rootName and trace:duration hold on every span of the trace."""
+
+    def _trace(self) -> Trace:
+        root = Span(trace_id="ab" * 16, span_id="01" * 8, name="GET /x", start_ns=0, end_ns=3_000_000_000,
+                    resource={"service.name": "frontend"})
+        child = Span(trace_id="ab" * 16, span_id="02" * 8, name="db", parent_span_id="01" * 8,
+                     start_ns=1_000_000_000, end_ns=4_000_000_000, resource={"service.name": "db-svc"})
+        return Trace("ab" * 16, [child, root])
+
+    def test_root_service_and_name(self) -> None:
+        assert violates("never { db.where(trace:rootService == frontend) }", self._trace())
+        assert not violates("never { db.where(trace:rootService == db-svc) }", self._trace())
+        assert violates('never { db.where(trace:rootName == "GET /x") }', self._trace())
+
+    def test_duration_spans_the_whole_trace(self) -> None:
+        assert violates("never { db.where(trace:duration >= 4s) }", self._trace())
+        assert not violates("never { db.where(trace:duration > 4s) }", self._trace())
+
+    def test_not_pushed_down(self) -> None:
+        """Tempo knows them per stored fragment only: searched without them, decided exactly."""
+        plan = compile_rule(normalise(parse_condition("never { db.where(trace:rootService == x) }")))
+        assert ['{ name = "db" }'] == [s.query for s in plan.searches]
 
 
 class TestIntrinsics:

@@ -19,7 +19,7 @@ from checker.rules.rule import Rule
 from checker.traces.model import Span, Trace
 
 SPAN_NAMES = ["a", "b", "pii.access", "GET /x", "and", 'we"ird\\name']
-ATTR_NAMES = ["x", "y", "data.flag", "user id"]
+ATTR_NAMES = ["x", "y", "data.flag", "user id", "resource.odd"]
 REGEXES = ["a.*", ".*", "(?i)A", "[0-9]+", "x|y"]
 NEEDLES = ["a", "", "1", '"q']
 OPS = ["==", "!=", ">", ">=", "<", "<="]
@@ -27,7 +27,10 @@ OPS = ["==", "!=", ">", ">=", "<", "<="]
 strings = st.text(alphabet='ab1 "\\.\n', max_size=4)
 numbers = st.one_of(st.integers(-3, 3), st.sampled_from([-1.5, 0.5, 1.0, 2.25, 1e20]))
 scalars = st.one_of(numbers, strings, st.booleans())
-attrs = st.sampled_from(ATTR_NAMES).map(m.Attr)
+# Unscoped (span, then resource), and scoped to one of them (``resource.x``, ``span.data.flag``).
+attrs = st.one_of(st.sampled_from(ATTR_NAMES).map(m.Attr),
+                  st.builds(lambda name, scope: m.Attr(name, scope=scope),
+                            st.sampled_from(["x", "data.flag"]), st.sampled_from(["span", "resource"])))
 
 leaf_predicates = st.one_of(
     st.builds(m.Compare, attrs, st.sampled_from(OPS), scalars),
@@ -124,8 +127,10 @@ def ref_pred(node: Any, span: Span) -> bool:
         return any(ref_pred(i, span) for i in node.items)
     if isinstance(node, m.Not):
         return not ref_pred(node.item, span)
-    key = node.attr.name
-    return any(key in where and _leaf(node, where[key]) for where in (span.attributes, span.resource))
+    key, scope = node.attr.name, node.attr.scope
+    places = {None: (span.attributes, span.resource), "span": (span.attributes,),
+              "resource": (span.resource,)}
+    return any(key in where and _leaf(node, where[key]) for where in places[scope])
 
 
 def ref_cond(node: Any, trace: Trace) -> bool:

@@ -260,6 +260,8 @@ conditions = st.sampled_from([
     "when { count(a) == count(b) } never { c }",
     "when { b.where(f) } always { a.where(n != 1) }",
     'when { a.where(s == "x\ny") } never { b.where(s contains "y\n") }',  # raw newlines, as BeTrace allows
+    'when { a.where(span.n > 1 or resource.s == "x") } never { b.where(resource.f or span.s == "y") }',
+    "when { b.where(trace:rootName == a) } always { c.where(trace:duration < 1ms) }",
 ])
 span_values = st.fixed_dictionaries({}, optional={
     "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", "", "x\ny", "y\n"]),
@@ -277,9 +279,10 @@ def trace_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
                        "endTimeUnixNano": str((START + 5) * 10**9 + 10**6),
                        "attributes": [attribute(k, v) for k, v in attrs.items()]}
                       for i, (name, attrs) in enumerate(spans)]
+        resource = [attribute(k, v) for k, v in draw(span_values).items()]
         # Some traces arrive in two pushes: two fragments in the double.
         cut = draw(st.integers(1, len(otlp_spans)))
-        pushes.extend({"resourceSpans": [{"resource": {"attributes": []},
+        pushes.extend({"resourceSpans": [{"resource": {"attributes": resource},
                                           "scopeSpans": [{"spans": part}]}]}
                       for part in (otlp_spans[:cut], otlp_spans[cut:]) if part)
     return pushes

@@ -121,10 +121,16 @@ def intrinsic_getter(intrinsic: Intrinsic) -> Callable[[Span], AttrValue | None]
             return lambda s: s.status
         case Intrinsic.KIND:
             return lambda s: s.kind
+        case Intrinsic.ROOT_SERVICE:
+            return lambda s: s.trace.root_service if s.trace is not None else None
+        case Intrinsic.ROOT_NAME:
+            return lambda s: s.trace.root_name if s.trace is not None else None
+        case Intrinsic.TRACE_DURATION:
+            return lambda s: s.trace.duration_ns if s.trace is not None else None
 
 
 def attribute_test(attr: m.Attr, test: ValueTest) -> SpanTest:
-    """Apply ``test`` to the span attribute, else to the resource attribute of that name."""
+    """Apply ``test`` to the attribute in its scope; unscoped, on the span, else on its resource."""
     if attr.intrinsic:
         getter = intrinsic_getter(Intrinsic.of(attr.name))
 
@@ -134,6 +140,14 @@ def attribute_test(attr: m.Attr, test: ValueTest) -> SpanTest:
 
         return intrinsic
     key = attr.name
+    if attr.scope is not None:
+        on_span = attr.scope == "span"
+
+        def scoped(span: Span) -> bool:
+            value = (span.attributes if on_span else span.resource).get(key)
+            return value is not None and test(value)
+
+        return scoped
 
     def unscoped(span: Span) -> bool:
         value = span.attributes.get(key)

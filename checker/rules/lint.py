@@ -148,26 +148,30 @@ def _intrinsic_values(intrinsic: Intrinsic, values: tuple[m.Scalar, ...],
 
 # TraceQL's bare intrinsics: here a bare name is an attribute, so these never match a span's own.
 _TRACEQL_INTRINSICS = {i.traceql: i for i in Intrinsic if i.written.startswith("span:")}
-_SCOPES = ("resource.", "span.")
+# OpenTelemetry's resource namespaces: on a span's own attributes these are never found.
+_RESOURCE_NAMESPACES = ("service.", "host.", "k8s.", "process.", "telemetry.sdk.", "cloud.",
+                        "container.", "deployment.", "os.", "faas.")
 
 
 def _traceql_habit(node: object) -> Iterator[Issue]:
-    """``status == error``, ``resource.service.name == x``: TraceQL spellings that read as attributes."""
+    """``status == error``: TraceQL's bare intrinsics, which here read as attributes."""
     attr = getattr(node, "attr", None)
-    if not isinstance(attr, m.Attr) or attr.intrinsic or attr.quoted:
+    if not isinstance(attr, m.Attr) or attr.intrinsic or attr.quoted or attr.scope is not None:
         return
-    pos: m.Pos = getattr(node, "pos", m.NO_POS)
     if intrinsic := _TRACEQL_INTRINSICS.get(attr.name):
         yield Issue(IssueLevel.WARNING, f"'{attr.name}' is an attribute called {attr.name}, not the "
-                    f"span's own {attr.name}", pos,
+                    f"span's own {attr.name}", getattr(node, "pos", m.NO_POS),
                     f"write {intrinsic.written} for the span's {attr.name} (TraceQL's bare "
                     f'{attr.name}); quote it ("{attr.name}") if an attribute of that name is meant')
-    elif attr.name.startswith(_SCOPES) and attr.name.count(".") > 1:
-        scope, _, rest = attr.name.partition(".")
-        yield Issue(IssueLevel.WARNING, f"'{attr.name}' is looked up as an attribute with that whole "
-                    f"name, not as {rest} on the {scope}", pos,
-                    f"write {rest}: a name is looked up on the span, then on its resource"
-                    + (" (or resource:service)" if rest == "service.name" else ""))
+
+
+def _wrong_scope(node: object) -> Iterator[Issue]:
+    """``span.service.name``: a resource attribute looked for among the span's own."""
+    attr = getattr(node, "attr", None)
+    if isinstance(attr, m.Attr) and attr.scope == "span" and attr.name.startswith(_RESOURCE_NAMESPACES):
+        yield Issue(IssueLevel.WARNING, f"'span.{attr.name}' looks at the span's own attributes, but "
+                    f"{attr.name} is a resource attribute in OpenTelemetry", getattr(node, "pos", m.NO_POS),
+                    f"write resource.{attr.name}, or {attr.name} (the span, then its resource)")
 
 
 def _bare_word_ordering(node: object) -> Iterator[Issue]:
@@ -191,7 +195,7 @@ def _dotted_shorthand(node: object) -> Iterator[Issue]:
 
 
 CHECKS: tuple[Callable[[object], Iterator[Issue]], ...] = (
-    _regex, _empty_list, _count_operand, _typed_value, _intrinsic, _traceql_habit,
+    _regex, _empty_list, _count_operand, _typed_value, _intrinsic, _traceql_habit, _wrong_scope,
     _bare_word_ordering, _dotted_shorthand,
 )
 

@@ -70,6 +70,7 @@ class Attr:
     name: str
     intrinsic: bool = False
     quoted: bool = field(default=False, compare=False)  # written "in quotes": never a TraceQL habit
+    scope: str | None = None  # "span" or "resource": looked up there only (``ATTRIBUTE_SCOPES``)
 
 
 class BareWord(str):

@@ -9,7 +9,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from checker.rules import model as m
-from checker.rules.vocabulary import CALL_WORDS, KEYWORDS
+from checker.rules.vocabulary import ATTRIBUTE_SCOPES, CALL_WORDS, KEYWORDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -120,4 +120,10 @@ def _count(ref: m.SpanCount) -> str:
 
 
 def _attr(attr: m.Attr) -> str:
-    return attr.name if attr.intrinsic else name(attr.name)
+    if attr.intrinsic:
+        return attr.name
+    if attr.scope is not None:
+        return f"{attr.scope}.{attr.name}"
+    if attr.name.partition(".")[0] in ATTRIBUTE_SCOPES:  # unscoped: it must not read back scoped
+        return quote(attr.name)
+    return name(attr.name)

@@ -11,6 +11,7 @@ from lark import Token, Transformer, v_args
 from checker.rules import model as m
 from checker.rules.durations import MAX_DURATION_TEXT, parse_ns
 from checker.rules.errors import ConditionError, DurationTooLongError
+from checker.rules.vocabulary import ATTRIBUTE_SCOPES
 
 _INT64_MAX = 2**63 - 1
 TestFactory = Callable[[m.Attr, m.Pos], m.Test]
@@ -160,7 +161,12 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
     def attr(self, token: Token) -> tuple[m.Attr, m.Pos]:
         if token.type == "INTRINSIC":
             return m.Attr(str(token), intrinsic=True), pos_of(token)
-        return m.Attr(name_of(token), quoted=token.type == "STRING"), pos_of(token)
+        if token.type == "STRING":
+            return m.Attr(name_of(token), quoted=True), pos_of(token)
+        scope, dot, rest = str(token).partition(".")
+        if dot and scope in ATTRIBUTE_SCOPES:
+            return m.Attr(rest, scope=scope), pos_of(token)
+        return m.Attr(str(token)), pos_of(token)
 
     def test_cmp(self, op: Token, value: m.Scalar) -> TestFactory:
         return lambda attr, pos: m.Compare(attr, cast("m.CompareOp", str(op)), value, pos)

@@ -15,9 +15,13 @@ from enum import Enum
 SPAN_STATUSES = ("unset", "ok", "error")
 SPAN_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 
-# The prefixes the grammar reads as an intrinsic. ``trace:`` has no intrinsic yet; accepting
-# its shape lets the linter name the known intrinsics instead of a bare syntax error.
+# The prefixes the grammar reads as an intrinsic; an unknown one after them is a lint error
+# naming the known intrinsics, not a bare syntax error.
 INTRINSIC_SCOPES = ("span", "resource", "trace")
+
+# ``resource.service.name``, ``span.http.route``: an attribute looked up in that scope only, as in
+# TraceQL. Any other dotted name is looked up on the span, then on its resource.
+ATTRIBUTE_SCOPES = ("span", "resource")
 
 # The grammar's keyword terminals, each spelled as its lowercase name (WHEN: "when", ...).
 CLAUSE_KEYWORDS = ("when", "always", "never")
@@ -51,6 +55,11 @@ class Intrinsic(Enum):
     DURATION = ("span:duration", "duration", ValueType.DURATION)
     STATUS = ("span:status", "status", ValueType.STATUS)
     KIND = ("span:kind", "kind", ValueType.KIND)
+    # Of the whole trace, read on every span of it: the root span's service and name, and the
+    # time from the first span's start to the last one's end.
+    ROOT_SERVICE = ("trace:rootService", "trace:rootService", ValueType.STRING)
+    ROOT_NAME = ("trace:rootName", "trace:rootName", ValueType.STRING)
+    TRACE_DURATION = ("trace:duration", "trace:duration", ValueType.DURATION)
 
     def __init__(self, written: str, traceql: str, value_type: ValueType) -> None:
         self.written = written
@@ -69,6 +78,11 @@ class Intrinsic(Enum):
         :raises KeyError: for an intrinsic the language does not know.
         """
         return _BY_SPELLING[written]
+
+    @property
+    def of_trace(self) -> bool:
+        """A property of the whole trace, which Tempo knows only per stored fragment of it."""
+        return self.written.startswith("trace:")
 
     @property
     def is_enum(self) -> bool:

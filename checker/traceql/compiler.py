@@ -163,11 +163,17 @@ def translate(pred: m.Predicate) -> Translation:
 def _refs(attr: m.Attr, intrinsic: Intrinsic | None) -> list[str]:
     if intrinsic is not None:
         return [intrinsic.traceql]
+    if attr.scope is not None:
+        return [q.attribute(attr.scope, attr.name)]
     return [q.attribute(scope, attr.name) for scope in q.SCOPES]
 
 
 def _leaf(node: m.Test | m.Truthy) -> Translation:
     intrinsic = Intrinsic.of(node.attr.name) if node.attr.intrinsic else None
+    if intrinsic is not None and intrinsic.of_trace:
+        # Tempo computes trace:* per stored fragment: a fragment without the root span has no
+        # rootService. Not pushed down; the exact evaluation on the whole trace decides.
+        return None, None
     refs = _refs(node.attr, intrinsic)
     enum = intrinsic is not None and intrinsic.is_enum
     match node:

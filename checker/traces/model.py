@@ -47,6 +47,9 @@ class Span:
     kind: str = "unspecified"
     events: tuple[SpanEvent, ...] = ()
     links: tuple[SpanLink, ...] = ()
+    # The trace it belongs to, set when the trace is assembled: trace:rootService and the
+    # other trace intrinsics are read through it.
+    trace: Trace | None = field(default=None, repr=False, compare=False)
 
     @property
     def service(self) -> str | None:
@@ -73,7 +76,7 @@ class Trace:
     must count spans, not deliveries. Spans keep the order they came in.
     """
 
-    __slots__ = ("by_name", "spans", "trace_id")
+    __slots__ = ("_root", "by_name", "spans", "trace_id")
 
     def __init__(self, trace_id: str, spans: Iterable[Span]) -> None:
         self.trace_id = trace_id
@@ -81,17 +84,41 @@ class Trace:
         for span in spans:
             unique.setdefault((span.trace_id, span.span_id), span)
         self.spans = list(unique.values())
+        self._root: Span | bool | None = False  # not looked for yet
         self.by_name: dict[str, list[Span]] = {}
         for span in self.spans:
+            span.trace = self
             self.by_name.setdefault(span.name, []).append(span)
 
     @property
     def root(self) -> Span | None:
-        """The earliest span without a parent; failing that, the earliest orphan."""
-        ids = {s.span_id for s in self.spans}
-        roots = [s for s in self.spans if s.parent_span_id is None]
-        orphans = [s for s in self.spans if s.parent_span_id not in ids]
-        return min(roots or orphans, key=span_order, default=None)
+        """The earliest span without a parent; failing that, the earliest orphan.
+
+        Looked for once: every span of the trace reads it for ``trace:rootService``.
+        """
+        if self._root is False:
+            ids = {s.span_id for s in self.spans}
+            roots = [s for s in self.spans if s.parent_span_id is None]
+            orphans = [s for s in self.spans if s.parent_span_id not in ids]
+            self._root = min(roots or orphans, key=span_order, default=None)
+        return self._root if isinstance(self._root, Span) else None
+
+    @property
+    def root_service(self) -> str | None:
+        """``trace:rootService``: the root span's service, None without one."""
+        root = self.root
+        return root.service if root is not None else None
+
+    @property
+    def root_name(self) -> str | None:
+        """``trace:rootName``: the root span's name."""
+        root = self.root
+        return root.name if root is not None else None
+
+    @property
+    def duration_ns(self) -> int:
+        """``trace:duration``: from the first span's start to the last one's end."""
+        return max(0, self.end_ns - self.start_ns)
 
     @property
     def start_ns(self) -> int:
