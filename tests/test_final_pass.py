@@ -209,6 +209,32 @@ class TestFinalPassOfSeveralRules:
         assert 1 == len(searches)  # one question for both rules, each with its names
 
 
+class TestWholeTraceRules:
+    """A rule reading a trace intrinsic can change its verdict on a late span of any name."""
+
+    LONG = load_text("rules:\n  - id: long\n    condition: 'never { db.where(trace:duration > 1s) }'\n",
+                     "r.yaml").rules[0]
+
+    def evaluate(self, tempo: TempoDouble, **options: Any) -> RuleOutcome:
+        async def run() -> WindowResult:
+            async with TempoClient(TempoSettings(url=tempo.url, retries=0), backoff=0.0) as client:
+                return await evaluate_window([self.LONG], client, *WINDOW, margin=600, latest=NOW, **options)
+
+        return asyncio.run(run()).outcomes[0]
+
+    def test_a_late_span_of_another_name_makes_the_trace_judged_again(self, tempo: TempoDouble) -> None:
+        push(tempo, span(1, 1, "GET /a"), span(1, 2, "db", parent=1))
+        first = self.evaluate(tempo, idle_since_ns=(NOW - 30) * 10**9)
+        trace = f"{1:032x}"
+        assert [] == first.violations
+        assert frozenset({f"{1:08x}{1:08x}", f"{1:08x}{2:08x}"}) == first.judged[trace]  # every span
+        push(tempo, span(1, 3, "cache.get", parent=1, at=NOW - 99, ends=NOW - 95))  # 5 s long now
+        before = Provisional(first.judged, frozenset())
+        final = self.evaluate(tempo, provisional={self.LONG.id: before})
+        assert set() == final.unchanged
+        assert [trace] == [v.trace_id for v in final.violations]
+
+
 class TestUnseenSpans:
     def test_the_double_returns_exactly_the_traces_with_new_spans(self, tempo: TempoDouble) -> None:
         push(tempo, span(1, 1, "GET /a"), span(1, 2, "x", parent=1))

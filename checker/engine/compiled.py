@@ -255,11 +255,16 @@ def _count_test(node: m.CountCheck) -> TraceTest:
     return lambda t: compare(len(t.by_name.get(left, ())), right)
 
 
-def span_names(inv: m.Invariant) -> frozenset[str]:
+def span_names(inv: m.Invariant) -> frozenset[str] | None:
     """Every span name the invariant looks at: a trace's other spans cannot change its verdict.
 
-    Every check reaches spans through ``Trace.by_name``, so spans with other names are never read.
+    Every check reaches spans through ``Trace.by_name``, so spans with other names are never
+    read; but a trace intrinsic (``trace:rootService``, ``trace:duration``) reads every span of
+    the trace, so None: any span may change the verdict.
     """
+    if any(isinstance(node, m.Attr) and node.intrinsic and Intrinsic.of(node.name).of_trace
+           for node in _attributes(inv)):
+        return None
     names: set[str] = set()
     pending: list[m.Condition] = [c for c in (inv.when, inv.always, inv.never) if c is not None]
     while pending:
@@ -276,6 +281,22 @@ def span_names(inv: m.Invariant) -> frozenset[str]:
                 if isinstance(node.right, m.SpanCount):
                     names.add(node.right.name)
     return frozenset(names)
+
+
+def _attributes(inv: m.Invariant) -> Iterator[m.Attr]:
+    """Every attribute the invariant's ``.where()`` predicates read."""
+    pending: list[object] = [c for c in (inv.when, inv.always, inv.never) if c is not None]
+    while pending:
+        node = pending.pop()
+        match node:
+            case m.And() | m.Or():
+                pending.extend(node.items)
+            case m.Not():
+                pending.append(node.item)
+            case m.SpanCheck():
+                pending.extend(node.where)
+            case m.Compare() | m.InList() | m.Matches() | m.Contains() | m.Truthy():
+                yield node.attr
 
 
 def positive_atoms(node: m.Condition | None) -> Iterator[m.Check]:

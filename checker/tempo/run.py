@@ -229,7 +229,9 @@ async def _grown(client: TempoClient, outcomes: list[RuleOutcome],
     """
     asked: dict[frozenset[str], dict[str, frozenset[str]]] = {}
     for outcome in outcomes:
-        names = asked.setdefault(span_names(outcome.rule.invariant), {})
+        read = span_names(outcome.rule.invariant)
+        # A rule reading the whole trace (None) asks about spans of any name: no name filter.
+        names = asked.setdefault(frozenset() if read is None else read, {})
         for trace_id, spans in whole.get(outcome.rule.id, {}).items():
             # Two rules reading the same names judged it on different looks: only the spans both
             # saw are old (a span the other saw may be new to this rule).
@@ -299,7 +301,7 @@ class _Confirmation:
             if trace_id not in outcome.candidates or outcome.error is not None:
                 continue
             try:
-                seen = frozenset(s.span_id for s in trace.spans if s.name in names)
+                seen = frozenset(s.span_id for s in trace.spans if names is None or s.name in names)
                 # More spans than a request can list: the final pass fetches it again instead.
                 outcome.judged[trace_id] = seen if whole and len(seen) <= MAX_SEEN_SPANS else None
                 outcome.violations.extend(scanner.check(trace))
