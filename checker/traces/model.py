@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -47,9 +48,15 @@ class Span:
     kind: str = "unspecified"
     events: tuple[SpanEvent, ...] = ()
     links: tuple[SpanLink, ...] = ()
-    # The trace it belongs to, set when the trace is assembled: trace:rootService and the
-    # other trace intrinsics are read through it.
-    trace: Trace | None = field(default=None, repr=False, compare=False)
+    # The trace it belongs to, set when the trace is assembled: trace:rootService and the other
+    # trace intrinsics are read through it. Weak, so that a trace is freed as soon as it is
+    # judged (a cycle would wait for the garbage collector, and streaming would hold many).
+    trace_ref: weakref.ref[Trace] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def trace(self) -> Trace | None:
+        """The trace this span was assembled into, if any."""
+        return self.trace_ref() if self.trace_ref is not None else None
 
     @property
     def service(self) -> str | None:
@@ -76,7 +83,7 @@ class Trace:
     must count spans, not deliveries. Spans keep the order they came in.
     """
 
-    __slots__ = ("_root", "by_name", "spans", "trace_id")
+    __slots__ = ("__weakref__", "_root", "by_name", "spans", "trace_id")
 
     def __init__(self, trace_id: str, spans: Iterable[Span]) -> None:
         self.trace_id = trace_id
@@ -86,8 +93,9 @@ class Trace:
         self.spans = list(unique.values())
         self._root: Span | bool | None = False  # not looked for yet
         self.by_name: dict[str, list[Span]] = {}
+        myself = weakref.ref(self)
         for span in self.spans:
-            span.trace = self
+            span.trace_ref = myself
             self.by_name.setdefault(span.name, []).append(span)
 
     @property
