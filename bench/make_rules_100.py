@@ -119,10 +119,12 @@ def errors() -> Family:
     endpoints = {"orders": "GET /orders", "checkout": "POST /checkout", "patients": "GET /patients/{id}",
                  "cart": "GET /cart", "records": "GET /patients/{id}/records"}
     rules = [(f"errors-logged-{key}-{t}", f"{span} answering {t} or more logs an error",
-              cond(f'"{span}".where(http.status_code >= {t})', "error.logged"))
+              cond(f'"{span}".where(http.status_code >= {t} or http.response.status_code >= {t})',
+                   "error.logged"))
              for key, span in endpoints.items() for t in (500, 503)]
     rules += [(f"health-ok-{s}", f"{s} health checks never fail",
-               cond(never=f'"GET /health".where(service.name == "{s}" and http.status_code >= 500)'))
+               cond(never=f'"GET /health".where(service.name == "{s}" and '
+                          f'(http.status_code >= 500 or http.response.status_code >= 500))'))
               for s in ("orders", "patient-api")]
     return Family("errors.yaml", "soc2-cc7-2-server-errors-logged",
                   "SOC2", "SOC2:CC7.2", "sre", "medium", rules)
@@ -154,7 +156,7 @@ def retries() -> Family:
     rules += [("batch-request-response-balance", "batch requests each get a response",
                cond("http.request", "count(http.request) == count(http.response)")),
               ("batch-response-ok", "batch responses are 200",
-               cond(never="http.response.where(status != 200)"))]
+               cond(never='http.response.where("status" != 200)'))]
     rules += [(f"batch-requests-at-most-{n}", f"batches send at most {n} requests",
                cond(never=f"count(http.request) > {n}")) for n in (3, 5)]
     return Family("retries.yaml", "sre-retries-bounded",
