@@ -380,7 +380,7 @@ class TempoClient:
 
         The first page's limit comes from the query's density (``Density``), so a full page is
         rare. A full one (or one over max_search_bytes, ``_page``) is thrown away; the range is
-        searched again with a higher limit while one answer can hold it, else cut in as many
+        searched again with the highest limit while one answer can hold it, else cut in as many
         parts as the density says it needs.
 
         A part that answers exactly its parent's full page gains nothing from more cuts (traces
@@ -402,7 +402,10 @@ class TempoClient:
             parts = min(seconds, self.density.parts(query, seconds, limit))
             if parts > 1:
                 break
-            limit = self.density.limit(query, seconds)
+            # Asked again once, for the most one answer may hold: Tempo sends only the traces
+            # that match, so a high limit costs nothing, while a second guess too low would
+            # cost another page thrown away.
+            limit = self.density.ceiling
         edges = [start + seconds * i // parts for i in range(parts + 1)]
         found = await gather_strict(*(self._enumerate(query, a, b, ids)
                                       for a, b in itertools.pairwise(edges)))
