@@ -400,9 +400,9 @@ def report_costs(single: Outcome, settled: Outcome, queries: dict[str, list[str]
     print(f"final passes: {settled.final.passes:,} over {len(settled.final.windows):,} group-windows "
           f"({len(settled.final.windows) / max(1, settled.final.passes):.1f} windows a pass)")
     ratio = (both["searches"] - one["searches"]) / max(1, one["searches"])
-    for name, kind in (("single pass", single.final), ("provisional", settled.provisional),
-                       ("final", settled.final)):
-        print(f"searches of the {name} passes: " + ", ".join(
+    for name, kind in (("single-pass run's passes", single.final),
+                       ("provisional passes", settled.provisional), ("final passes", settled.final)):
+        print(f"searches of the {name}: " + ", ".join(
             f"{k} {v:,}" for k, v in sorted(kind.kinds.items())))
         if kind.cut_by_query:
             cut: Counter[str] = Counter()
