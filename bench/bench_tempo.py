@@ -297,6 +297,10 @@ def daemon(args: argparse.Namespace) -> None:
     seconds = args.minutes * 60
     first_run = DAEMON_START + delay + EVERY_SECONDS
     until = DAEMON_START + seconds + PIPELINE_DELAY + delay + 2 * EVERY_SECONDS
+    # With --settle, the clock runs on until every window has had its final pass too.
+    settle = {"settle": f"{args.settle}s"} if args.settle else {}
+    if args.settle:
+        until += 2 * args.settle + EVERY_SECONDS
     rule_ids = [r.id for r in load_paths([args.rules]).rules]
     passing, violating = templates(RULES_D)  # the same traffic whatever rules are measured
     traffic = demo_traffic(passing, violating, rng=random.Random(args.seed), start=DAEMON_START,
@@ -308,7 +312,7 @@ def daemon(args: argparse.Namespace) -> None:
             tmp, tempo_url=double.url, store=f"sqlite:///{tmp / 'betrace.db'}", rules_dir=args.rules,
             tempo={"url": double.url, "query_end_cutoff": "0s", "retries": 0, "timeout": "600s"},
             schedule={"every": f"{EVERY_SECONDS}s", "initial_lookback": f"{first_run - DAEMON_START:.0f}s",
-                      "jitter": "0s"}))
+                      "jitter": "0s", **settle}))
         clock = Clock.at(first_run)
         pending = next(traffic, None)
 
@@ -354,7 +358,9 @@ def print_daemon(args: argparse.Namespace, run: DaemonRun) -> None:
     inspected = sum(r.inspected_bytes for r in searches)
     cpu = run.usage.cpu - run.delivered.cpu
     print(f"rules     {run.rules} from {args.rules}, every {EVERY_SECONDS}s, "
-          f"evaluation_delay {run.delay:.0f}s (default)")
+          f"evaluation_delay {run.delay:.0f}s (default), "
+          + (f"settle {args.settle}s: provisional and final passes" if args.settle
+             else "provisional passes only (no window settled yet)"))
     print(f"traffic   {run.delivered.traces:,} demo traces ({args.rate:g}/s for {args.minutes:g} simulated "
           f"min), {run.delivered.violating:,} from violating templates; "
           f"{run.stored / 1e6:.1f} MB ingested (stored size)")
@@ -456,6 +462,9 @@ def main() -> None:
     daemon_group.add_argument("--rules", type=Path, default=RULES_D, help="rules file or directory")
     daemon_group.add_argument("--minutes", type=float, default=4, help="simulated minutes of traffic")
     daemon_group.add_argument("--rate", type=float, default=30, help="demo traces a second")
+    daemon_group.add_argument("--settle", type=int, default=0, metavar="SECONDS",
+                              help="schedule.settle, and run until every window's final pass is done "
+                              "(default: the provisional passes only, as the daemon's first settle minutes)")
     parser.add_argument("--violating-share", type=float, default=None,
                         help="of the scope (scan, default 0.01) or of the traffic (daemon, default 0.05)")
     args = parser.parse_args()
