@@ -404,6 +404,11 @@ def test_a_search_inspects_the_columns_it_reads_not_whole_rows() -> None:
             inspected.append(int(body["metrics"]["inspectedBytes"]))
         assert [r.inspected_bytes for r in double.requests] == inspected
         assert 0 < inspected[0] < inspected[1] < double.stored_bytes
+        # A column is read once however often the query names it (the final pass's question).
+        queries = ('{ span:id != "a" }', '{ span:id != "a" && span:id != "b" && span:id != "c" }')
+        bodies = [_search(client, q=q, start=NOW - 200, end=NOW - 10).json() for q in queries]
+        once, often = (int(body["metrics"]["inspectedBytes"]) for body in bodies)
+        assert once == often
 
 
 def test_spans_per_spanset(synthetic: tuple[TempoDouble, httpx.Client]) -> None:

@@ -481,12 +481,15 @@ def columns_read(query: Query) -> _Read:
                     for node in _walk(query.root))
     per_span = _STRUCTURE_BYTES if structure else 0
     columns: list[str] = []
+    fixed: set[str] = set()  # a column is read once, however often the query names it
     for ref in query.output:
         if isinstance(ref, Attribute):
             scopes = ("span", "resource") if not ref.scope else (ref.scope,)
             columns.extend(f"{scope}.{ref.name}" for scope in scopes)
         elif ref.name in _FIXED_SPAN_COLUMNS:
-            per_span += _FIXED_SPAN_COLUMNS[ref.name]
+            if ref.name not in fixed:
+                fixed.add(ref.name)
+                per_span += _FIXED_SPAN_COLUMNS[ref.name]
         elif ref.name not in _FREE_INTRINSICS:
             columns.append(ref.name)
     return _Read(per_span, tuple(dict.fromkeys(columns)), structure)
