@@ -268,24 +268,44 @@ span_values = st.fixed_dictionaries({}, optional={
     "f": st.booleans()})
 
 
+def otlp_spans(trace_id: str, spans: list[tuple[str, dict[str, Any]]], at_s: int,
+               first: int = 1) -> list[dict[str, Any]]:
+    """OTLP/JSON spans of (name, attributes), starting at ``at_s``, span IDs from ``first``."""
+    return [{"traceId": trace_id, "spanId": f"{first + i:016x}", "name": name,
+             "startTimeUnixNano": str(at_s * 10**9 + i), "endTimeUnixNano": str(at_s * 10**9 + 10**6),
+             "attributes": [attribute(k, v) for k, v in attrs.items()]}
+            for i, (name, attrs) in enumerate(spans)]
+
+
 @st.composite
 def trace_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
     pushes = []
     for index in range(draw(st.integers(1, 8))):
         spans = draw(st.lists(st.tuples(st.sampled_from(NAMES), span_values), min_size=1, max_size=5))
-        trace_id = f"{index + 1:032x}"
-        otlp_spans = [{"traceId": trace_id, "spanId": f"{i + 1:016x}", "name": name,
-                       "startTimeUnixNano": str((START + 5) * 10**9 + i),
-                       "endTimeUnixNano": str((START + 5) * 10**9 + 10**6),
-                       "attributes": [attribute(k, v) for k, v in attrs.items()]}
-                      for i, (name, attrs) in enumerate(spans)]
+        parts_of_trace = otlp_spans(f"{index + 1:032x}", spans, START + 5)
         resource = [attribute(k, v) for k, v in draw(span_values).items()]
         # Some traces arrive in two pushes: two fragments in the double.
-        cut = draw(st.integers(1, len(otlp_spans)))
+        cut = draw(st.integers(1, len(parts_of_trace)))
         pushes.extend({"resourceSpans": [{"resource": {"attributes": resource},
                                           "scopeSpans": [{"spans": part}]}]}
-                      for part in (otlp_spans[:cut], otlp_spans[cut:]) if part)
+                      for part in (parts_of_trace[:cut], parts_of_trace[cut:]) if part)
     return pushes
+
+
+def generated_rules(texts: list[str]) -> list[Rule]:
+    """Rules r0, r1, ... with these conditions (double-quoted in YAML: line breaks survive)."""
+    rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: {json.dumps(t)}\n"
+                                      for i, t in enumerate(texts))
+    return load_text(rules_yaml, "generated.yaml").rules
+
+
+def remote_window(double: TempoDouble, rules: list[Rule], start: int, end: int, **options: Any) -> Any:
+    """``evaluate_window`` against the double, with a small page limit so windows are cut."""
+    async def remote() -> Any:
+        async with TempoClient(TempoSettings(url=double.url, search_limit=3), backoff=0.0) as client:
+            return await evaluate_window(rules, client, start, end, **options)
+
+    return asyncio.run(remote())
 
 
 class TestTempoAgreesWithLocal:
@@ -294,9 +314,7 @@ class TestTempoAgreesWithLocal:
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(texts=st.lists(conditions, min_size=1, max_size=3, unique=True), pushes=trace_sets())
     def test_agree(self, texts: list[str], pushes: list[dict[str, Any]], tmp_path_factory: Any) -> None:
-        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: {json.dumps(t)}\n"
-                                          for i, t in enumerate(texts))
-        rules = load_text(rules_yaml, "generated.yaml").rules
+        rules = generated_rules(texts)
         folder = tmp_path_factory.mktemp("traces")
         for i, push in enumerate(pushes):
             (folder / f"{i:03}.json").write_text(json.dumps(push))
@@ -304,13 +322,7 @@ class TestTempoAgreesWithLocal:
         with TempoDouble() as double:
             for push in pushes:
                 double.push(push)
-
-            async def remote() -> Any:
-                config = TempoSettings(url=double.url, search_limit=3)
-                async with TempoClient(config, backoff=0.0) as client:
-                    return await evaluate_window(rules, client, START, END)
-
-            result = asyncio.run(remote())
+            result = remote_window(double, rules, START, END)
         for outcome in result.outcomes:
             violating = {t for r, t in expected if r == outcome.rule.id}
             assert violating <= outcome.candidates
@@ -326,16 +338,10 @@ def spread_traces(draw: st.DrawFn) -> list[dict[str, Any]]:
         trace_id = f"{index + 1:032x}"
         cut = draw(st.integers(1, len(spans)))
         offsets = (0, draw(st.integers(-300, 300)))
-        for part, offset in zip((spans[:cut], spans[cut:]), offsets, strict=True):
-            at = (START + 5 + offset) * 10**9
-            otlp_spans = [{"traceId": trace_id, "spanId": f"{cut * (offset != 0) + i + 1:016x}",
-                           "name": name, "startTimeUnixNano": str(at + i),
-                           "endTimeUnixNano": str(at + 10**6),
-                           "attributes": [attribute(k, v) for k, v in attrs.items()]}
-                          for i, (name, attrs) in enumerate(part)]
-            if otlp_spans:
-                pushes.append({"resourceSpans": [{"resource": {"attributes": []},
-                                                  "scopeSpans": [{"spans": otlp_spans}]}]})
+        for part, offset, first in zip((spans[:cut], spans[cut:]), offsets, (1, cut + 1), strict=True):
+            if part:
+                pushes.append({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [
+                    {"spans": otlp_spans(trace_id, part, START + 5 + offset, first)}]}]})
     return pushes
 
 
@@ -349,22 +355,14 @@ class TestNarrowClears:
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(texts=st.lists(conditions, min_size=1, max_size=3, unique=True), pushes=spread_traces())
     def test_same_verdicts(self, texts: list[str], pushes: list[dict[str, Any]]) -> None:
-        rules_yaml = "rules:\n" + "".join(f"  - id: r{i}\n    condition: {json.dumps(t)}\n"
-                                          for i, t in enumerate(texts))
-        rules = load_text(rules_yaml, "generated.yaml").rules
+        rules = generated_rules(texts)
         with TempoDouble() as double:
             for push in pushes:
                 double.push(push)
-
-            async def remote() -> Any:
-                config = TempoSettings(url=double.url, search_limit=3)
-                async with TempoClient(config, backoff=0.0) as client:
-                    return await evaluate_window(rules, client, START, START + 20, margin=600)
-
-            narrow = asyncio.run(remote())
+            narrow = remote_window(double, rules, START, START + 20, margin=600)
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(QueryPlan, "wide", property(lambda p: frozenset(p.searches) - p.anchors))
-                wide = asyncio.run(remote())
+                wide = remote_window(double, rules, START, START + 20, margin=600)
         for mine, theirs in zip(narrow.outcomes, wide.outcomes, strict=True):
             assert theirs.candidates <= mine.candidates
         assert {(v.rule_id, v.trace_id) for v in narrow.violations} == {

@@ -19,6 +19,7 @@ import re2
 
 from checker.engine.explain import CheckPart, Explainer, Part
 from checker.rules import model as m
+from checker.rules.lint import walk
 from checker.rules.printer import condition
 from checker.rules.vocabulary import Intrinsic
 from checker.traces.model import AttrValue, Span, Trace
@@ -262,18 +263,13 @@ def span_names(inv: m.Invariant) -> frozenset[str] | None:
     read; but a trace intrinsic (``trace:rootService``, ``trace:duration``) reads every span of
     the trace, so None: any span may change the verdict.
     """
-    if any(isinstance(node, m.Attr) and node.intrinsic and Intrinsic.of(node.name).of_trace
-           for node in _attributes(inv)):
-        return None
+    nodes = [node for cond in (inv.when, inv.always, inv.never) if cond is not None for node in walk(cond)]
     names: set[str] = set()
-    pending: list[m.Condition] = [c for c in (inv.when, inv.always, inv.never) if c is not None]
-    while pending:
-        node = pending.pop()
+    for node in nodes:
         match node:
-            case m.And() | m.Or():
-                pending.extend(node.items)
-            case m.Not():
-                pending.append(node.item)
+            case m.Compare() | m.InList() | m.Matches() | m.Contains() | m.Truthy() if (
+                    node.attr.intrinsic and Intrinsic.of(node.attr.name).of_trace):
+                return None
             case m.SpanCheck():
                 names.add(node.name)
             case m.CountCheck():
@@ -281,22 +277,6 @@ def span_names(inv: m.Invariant) -> frozenset[str] | None:
                 if isinstance(node.right, m.SpanCount):
                     names.add(node.right.name)
     return frozenset(names)
-
-
-def _attributes(inv: m.Invariant) -> Iterator[m.Attr]:
-    """Every attribute the invariant's ``.where()`` predicates read."""
-    pending: list[object] = [c for c in (inv.when, inv.always, inv.never) if c is not None]
-    while pending:
-        node = pending.pop()
-        match node:
-            case m.And() | m.Or():
-                pending.extend(node.items)
-            case m.Not():
-                pending.append(node.item)
-            case m.SpanCheck():
-                pending.extend(node.where)
-            case m.Compare() | m.InList() | m.Matches() | m.Contains() | m.Truthy():
-                yield node.attr
 
 
 def positive_atoms(node: m.Condition | None) -> Iterator[m.Check]:
