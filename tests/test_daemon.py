@@ -95,13 +95,16 @@ class TestRunOnce:
             # Nothing is due a second time: no new windows, no new violations, exit 0.
             assert 0 == asyncio.run(run_once(config, clock))[0]
             assert len(daemon.live.rules) * 3 == len(store.evaluations())
-            # A minute later nothing is due: the next 5m window of the grid is not whole yet.
+            # A minute later, run --once (which no trigger follows) evaluates the minute since,
+            # short of the grid; four minutes later a short window reaches the grid again.
             clock.advance(minutes=1)
             assert 0 == asyncio.run(run_once(config, clock))[0]
-            assert len(daemon.live.rules) * 3 == len(store.evaluations())
-            clock.advance(minutes=4)  # now it is: one window per rule
-            assert 0 == asyncio.run(run_once(config, clock))[0]
             assert len(daemon.live.rules) * 4 == len(store.evaluations())
+            clock.advance(minutes=4)
+            assert 0 == asyncio.run(run_once(config, clock))[0]
+            assert len(daemon.live.rules) * 5 == len(store.evaluations())
+            ends = sorted({e["window_end"] for e in store.evaluations()})[-2:]
+            assert [end.timestamp() % 300 for end in ends] == [60, 0]
         finally:
             store.close()
 
@@ -244,9 +247,9 @@ class TestCatchUp:
         try:
             slow = store.evaluations("slow")
             assert all(e["window_end"] - e["window_start"] <= timedelta(minutes=2) for e in slow)
-            # The last whole window of the 2m grid before now - 3m; 16 minutes in 2-minute windows.
-            assert clock.now - timedelta(minutes=4) == slow[-1]["window_end"]
-            assert 8 == len(slow)
+            # Up to now - 3m: 16 minutes in 2-minute windows on the grid, and run --once's tail.
+            assert clock.now - timedelta(minutes=3) == slow[-1]["window_end"]
+            assert 9 == len(slow)
             cron = store.evaluations("cron")
             assert [timedelta(minutes=10), timedelta(minutes=10)] == [
                 e["window_end"] - e["window_start"] for e in cron]

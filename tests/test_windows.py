@@ -64,6 +64,20 @@ class TestDueWindows:
         assert due.windows[-1][1] == T0 + 2 * MINUTE
         assert due_windows(T0, T0 + timedelta(seconds=17.5), every(MINUTE), max_catchup=HOUR) == Due()
 
+    def test_run_once_evaluates_the_tail_too(self) -> None:
+        """No trigger follows ``run --once``: the part after the last grid point is a window too."""
+        now = T0 + timedelta(seconds=150, microseconds=999_999) + 2 * MINUTE
+        due = due_windows(T0, now, every(MINUTE, 2 * MINUTE), max_catchup=24 * HOUR, tail=True)
+        assert due.windows == [(T0, T0 + MINUTE), (T0 + MINUTE, T0 + 2 * MINUTE),
+                               (T0 + 2 * MINUTE, T0 + timedelta(seconds=150))]
+        # The next run (a trigger's) reaches the grid again with one short window.
+        later = due_windows(T0 + timedelta(seconds=150), now + MINUTE, every(MINUTE, 2 * MINUTE),
+                            max_catchup=24 * HOUR)
+        assert later.windows == [(T0 + timedelta(seconds=150), T0 + 3 * MINUTE)]
+        on_grid = T0 + 2 * MINUTE + 2 * MINUTE
+        assert due_windows(T0, on_grid, every(MINUTE, 2 * MINUTE), max_catchup=HOUR, tail=True) == Due(
+            None, [(T0, T0 + MINUTE), (T0 + MINUTE, T0 + 2 * MINUTE)])
+
     def test_a_checkpoint_off_the_grid_gets_one_short_window_to_reach_it(self) -> None:
         off = T0 + timedelta(seconds=17)
         due = due_windows(off, T0 + 3 * MINUTE + timedelta(seconds=5), every(MINUTE), max_catchup=HOUR)

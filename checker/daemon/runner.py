@@ -109,13 +109,15 @@ class RuleRunner:
         self.settled.pop(rule_id, None)
 
     async def run_rules(self, due: Sequence[tuple[Rule, RuleSchedule]],
-                        current: Callable[[str], Rule | None] | None = None) -> list[RunSummary]:
+                        current: Callable[[str], Rule | None] | None = None, *,
+                        tail: bool = False) -> list[RunSummary]:
         """Evaluate every window of these rules that is due now, shard by shard.
 
         A shard whose rules another worker holds is left to it (those rules are ``busy``);
         ``schedule.parallel_rules`` shards run at once. ``current`` gives a rule's version in
         force before each window, so a long catch-up picks up an edited rule at its next window
-        and stops at once for a removed one.
+        and stops at once for a removed one. With ``tail`` the part after the last grid point is
+        evaluated too (``due_windows``).
         """
         rules = {rule.id: (rule, schedule) for rule, schedule in due}
         lookup = current or (lambda rule_id: rules[rule_id][0] if rule_id in rules else None)
@@ -126,13 +128,13 @@ class RuleRunner:
 
         async def one(shard: list[str]) -> None:
             async with self._parallel:
-                await self._run_shard([rules[rule_id] for rule_id in shard], summaries, lookup)
+                await self._run_shard([rules[rule_id] for rule_id in shard], summaries, lookup, tail)
 
         await asyncio.gather(*(one(shard) for shard in rotated(cut, self._turn)))
         return [summaries[rule.id] for rule, _ in due]
 
     async def _run_shard(self, shard: list[tuple[Rule, RuleSchedule]], summaries: dict[str, RunSummary],
-                         current: Callable[[str], Rule | None]) -> None:
+                         current: Callable[[str], Rule | None], tail: bool) -> None:
         """Lock the shard's rules that are free, then run those together."""
         try:
             locks = await asyncio.to_thread(self.store.try_lock_many, [rule.id for rule, _ in shard])
@@ -147,7 +149,7 @@ class RuleRunner:
                     summaries[rule.id].busy = True
             held = [(rule, schedule) for rule, schedule in shard if rule.id in locks.held]
             if held:
-                await self._run_locked(held, summaries, current)
+                await self._run_locked(held, summaries, current, tail)
         except Exception as err:  # noqa: BLE001  (a bug must not stop the other shards; checkpoints stay)
             for rule, _ in shard:
                 if rule.id in locks.held and summaries[rule.id].failed is None:
@@ -156,14 +158,16 @@ class RuleRunner:
             await asyncio.to_thread(locks.release)
 
     async def _run_locked(self, held: list[tuple[Rule, RuleSchedule]], summaries: dict[str, RunSummary],
-                          current: Callable[[str], Rule | None]) -> None:
+                          current: Callable[[str], Rule | None], tail: bool) -> None:
         now = self.clock()
         lanes = [lane for rule, schedule in held
                  if (lane := await _guarded(rule.id, summaries[rule.id], self._start(
                      rule, schedule, summaries[rule.id], now))) is not None]
         await self._settle(lanes)
         for lane in lanes:
-            if not lane.done and await _guarded(lane.rule.id, lane.summary, self._plan(lane, now)) is None:
+            planned = None if lane.done else await _guarded(lane.rule.id, lane.summary,
+                                                            self._plan(lane, now, tail))
+            if planned is None:
                 lane.done = True
         await self._judge(lanes, current, now)
 
@@ -235,11 +239,11 @@ class RuleRunner:
         amendment = result.record.amendment
         summary.retracted += len(amendment.retracted) if amendment else 0
 
-    async def _plan(self, lane: _Lane, now: datetime) -> _Lane:
+    async def _plan(self, lane: _Lane, now: datetime, tail: bool) -> _Lane:
         """The lane's due windows; a backlog beyond ``max_catchup`` is recorded as skipped first."""
         # Tempo hides its newest query_end_cutoff from search: a window never ends inside it.
         searchable = replace(lane.schedule, delay=max(lane.schedule.delay, self.query_end_cutoff))
-        due = due_windows(lane.checkpoint, now, searchable, self.schedule.max_catchup)
+        due = due_windows(lane.checkpoint, now, searchable, self.schedule.max_catchup, tail=tail)
         if due.skipped is not None:
             # With nothing before it left to settle, the skipped span is final as well.
             settles = lane.settled == due.skipped[0]

@@ -124,7 +124,7 @@ class Daemon:
         [summary] = await self.run_rules([rule])
         return summary
 
-    async def run_rules(self, rules: list[Rule]) -> list[RunSummary]:
+    async def run_rules(self, rules: list[Rule], *, tail: bool = False) -> list[RunSummary]:
         """One run of these rules, grouped (``RuleRunner.run_rules``)."""
         task = asyncio.current_task()
         if task is not None:
@@ -133,7 +133,7 @@ class Daemon:
         self._busy |= ids
         try:
             return await self.runner.run_rules([(rule, self.schedules[rule.id]) for rule in rules],
-                                               self.live.rules.get)
+                                               self.live.rules.get, tail=tail)
         finally:
             self._busy -= ids
             if task is not None:
@@ -168,8 +168,12 @@ class Daemon:
             await self.run_rules(rules)
 
     async def run_once(self) -> list[RunSummary]:
-        """Every due window of every rule, once (grouped), then one outbox pass."""
-        summaries = await self.run_rules(list(self.live.rules.values()))
+        """Every due window of every rule, once (grouped), then one outbox pass.
+
+        No trigger follows a ``run --once``, so it evaluates up to ``now - evaluation_delay``, the
+        last window short of the grid included.
+        """
+        summaries = await self.run_rules(list(self.live.rules.values()), tail=True)
         await self.dispatcher.drain()
         return summaries
 

@@ -15,7 +15,7 @@ checkpoint, as its firings do.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -118,17 +118,21 @@ def floor_second(moment: datetime) -> datetime:
 
 
 def due_windows(checkpoint: datetime, now: datetime, schedule: RuleSchedule,
-                max_catchup: timedelta) -> Due:
+                max_catchup: timedelta, *, tail: bool = False) -> Due:
     """The windows from ``checkpoint`` to ``now - delay``, at most ``schedule.period`` each.
 
     Aligned windows stop at the last grid point before ``now - delay``: the part after it is a
-    window not yet whole. The backlog kept is never less than two periods: a weekly rule, or a
-    daily one that fires a second late, is a normal run, not a gap.
+    window not yet whole, which the next firing of the trigger evaluates whole. With ``tail``
+    (``run --once``, which no trigger follows) that part is a window too, and the next run's
+    first window reaches the grid again. The backlog kept is never less than two periods: a
+    weekly rule, or a daily one that fires a second late, is a normal run, not a gap.
     """
     max_catchup = max(max_catchup, 2 * schedule.period)
-    end = floor_second(now - schedule.delay)
-    if schedule.aligned:
-        end = grid_floor(end, schedule.period)
+    until = floor_second(now - schedule.delay)
+    end = grid_floor(until, schedule.period) if schedule.aligned else until
+    if tail and until > max(end, checkpoint):
+        due = due_windows(checkpoint, now, schedule, max_catchup)
+        return replace(due, windows=[*due.windows, (max(end, checkpoint), until)])
     if end <= checkpoint:
         return Due()
     skipped = None
