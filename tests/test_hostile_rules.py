@@ -445,7 +445,9 @@ class TestDaemon:
                 await daemon.close()
 
         summaries = {s.rule_id: s for s in asyncio.run(once())}
-        assert summaries["fine"].windows == 3
+        # 15 minutes on the 5-minute grid: a short first window, two whole ones, and the tail
+        # since the last grid point (none when now falls on it).
+        assert summaries["fine"].windows in {3, 4}
         assert summaries["fine"].failed is None
         assert summaries["buggy"].failed == "internal error: RuntimeError: boom"
         outcomes = {(rule, outcome) for rule, outcome, _error in evaluations(tmp_path / "i.db")}
