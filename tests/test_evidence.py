@@ -261,6 +261,27 @@ class TestReportFigures:
         assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing fetched
 
 
+    def test_a_rule_that_never_applied_is_flagged(self, store: Store, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """Evaluated all along with nothing in scope looks like a pass: the report says it is no evidence."""
+        deploy = rules()["deploy"]
+        store.start_checkpoint("deploy", T0)
+        for hour in range(4):
+            start = T0 + hour * HOUR
+            store.commit(WindowRecord(deploy, start, start + HOUR, start, 0.1, "ok", scope_size=0,
+                                      plan="S1 scope { }"))
+        report = self.report_json(store, capsys, monkeypatch, tmp_path, "--framework", "SOC2")
+        flags = {r["rule_id"]: r["never_applied"] for c in report["controls"] for r in c["rules"]}
+        assert {"audit": False, "deploy": True} == flags
+        assert 0 == main(["evidence", "report", *PERIOD, "--format", "md", "--framework", "SOC2"])
+        markdown = capsys.readouterr().out
+        assert 1 == markdown.count("No evidence: the rule never applied")
+        assert "1 of its rules never applied" in markdown
+        assert 0 == main(["evidence", "report", *PERIOD, "--format", "csv", "--rule", "deploy"])
+        rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        assert {"True"} == {r["never_applied"] for r in rows if not r["day"]}
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
@@ -503,7 +524,8 @@ class TestAmendments:
             for v in amendments["retracted"]]
         assert {"late": 1, "retracted": 1, "confirmed": 1} == amendments["totals"]
         assert {"windows_evaluated": 8, "windows_provisional": 5, "violations": 3,
-                "provisional_violations": 1, "late": 1, "retracted": 1, "confirmed": 1} == control["totals"]
+                "provisional_violations": 1, "late": 1, "retracted": 1, "confirmed": 1,
+                "never_applied": 0} == control["totals"]
         assert 1.0 == control["coverage"]
         [day] = rule["daily"]
         assert {"day": SETTLED_FROM.date().isoformat(), "windows": 8, "traces_in_scope": 5, "violations": 3,

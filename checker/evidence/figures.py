@@ -105,6 +105,15 @@ class RuleFigures:
         return self.covered_seconds / self.expected_seconds if self.expected_seconds else 0.0
 
     @property
+    def never_applied(self) -> bool:
+        """Evaluated, but no trace was ever in scope: no evidence, though it looks like a pass.
+
+        The scope searches over-approximate, so none matching means none in scope; a rule whose
+        scope was not searched (every trace in scope) has no count and is not flagged.
+        """
+        return self.windows_evaluated > 0 and self.traces_in_scope == 0
+
+    @property
     def provisional_violations(self) -> int:
         """Violations whose window has no final verdict yet."""
         return sum(v.get("status") == "provisional" for v in self.violations)
@@ -147,7 +156,8 @@ class ControlFigures:
     def totals(self) -> dict[str, int]:
         """The rules' windows, violations and amendments added up."""
         total = {"windows_evaluated": 0, "windows_provisional": 0, "violations": 0,
-                 "provisional_violations": 0, "late": 0, "retracted": 0, "confirmed": 0}
+                 "provisional_violations": 0, "late": 0, "retracted": 0, "confirmed": 0,
+                 "never_applied": 0}
         for rule in self.rules:
             total["windows_evaluated"] += rule.windows_evaluated
             total["windows_provisional"] += rule.windows_provisional
@@ -155,6 +165,7 @@ class ControlFigures:
             total["provisional_violations"] += rule.provisional_violations
             for kind, count in rule.amendment_totals.items():
                 total[kind] += count
+            total["never_applied"] += rule.never_applied
         return total
 
 

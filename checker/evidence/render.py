@@ -45,7 +45,7 @@ def _rule(rule: RuleFigures) -> dict[str, Any]:
         "coverage": rule.coverage, "windows_evaluated": rule.windows_evaluated,
         "windows_incomplete": rule.windows_incomplete, "windows_skipped": rule.windows_skipped,
         "failed_attempts": rule.failed_attempts, "backfilled_windows": rule.backfilled_windows,
-        "traces_in_scope": rule.traces_in_scope,
+        "traces_in_scope": rule.traces_in_scope, "never_applied": rule.never_applied,
         "gaps": [{"start": _time(g.start), "end": _time(g.end), "reason": g.reason} for g in rule.gaps],
         "windows_provisional": rule.windows_provisional,
         "violations": [_violation(v) for v in rule.violations],
@@ -87,7 +87,8 @@ def write_json(report: Report, out: TextIO) -> None:
 CSV_COLUMNS = ("control", "rule_id", "rule_name", "day", "coverage", "covered_seconds", "expected_seconds",
                "windows_evaluated", "windows_skipped", "failed_attempts", "gaps", "traces_in_scope",
                "violations", "compliance_rate", "ledger_head", "provisional_violations",
-               "windows_provisional", "late_violations", "retracted_violations", "confirmed_by_final")
+               "windows_provisional", "late_violations", "retracted_violations", "confirmed_by_final",
+               "never_applied")
 
 
 def write_csv(report: Report, out: TextIO) -> None:
@@ -109,7 +110,8 @@ def write_csv(report: Report, out: TextIO) -> None:
                 "violations": len(rule.violations), "compliance_rate": _overall_rate(rule),
                 "ledger_head": report.ledger.head, "provisional_violations": rule.provisional_violations,
                 "windows_provisional": rule.windows_provisional, "late_violations": len(rule.late),
-                "retracted_violations": len(rule.retracted), "confirmed_by_final": rule.confirmed_by_final}))
+                "retracted_violations": len(rule.retracted), "confirmed_by_final": rule.confirmed_by_final,
+                "never_applied": rule.never_applied}))
             for day in rule.days:
                 writer.writerow(safe_csv_row({**base, "day": day.day, "windows_evaluated": day.windows,
                                               "traces_in_scope": day.in_scope,
@@ -163,6 +165,8 @@ def write_markdown(report: Report, out: TextIO) -> None:
                       f"| {_pct(rule.coverage)} | {rule.windows_evaluated} | {rule.windows_skipped} | "
                       f"{rule.failed_attempts} | {_count(rule.traces_in_scope)} | {len(rule.violations)} | "
                       f"{_pct(_overall_rate(rule))} |\n")
+            if rule.never_applied:
+                out.write(f"\n**{NEVER_APPLIED}**\n")
             if rule.gaps:
                 out.write("\nGaps:\n\n")
                 out.writelines(f"- {_time(g.start)} to {_time(g.end)}: {_md(g.reason)}\n" for g in rule.gaps)
@@ -198,13 +202,20 @@ def _verdict_sentence(rule: RuleFigures) -> str:
             f"{totals['confirmed']} provisional violations confirmed.")
 
 
+NEVER_APPLIED = ("No evidence: the rule never applied. No trace was in its scope in the period, "
+                 "which looks exactly like a pass; check that its span names and attributes are "
+                 "what the instrumentation emits (betrace validate warns about the usual mistakes).")
+
+
 def _totals_sentence(control: ControlFigures) -> str:
     """The control's coverage line, amendments included."""
     totals = control.totals
     return (f"Coverage {_pct(control.coverage)}: {totals['windows_evaluated']} windows evaluated "
             f"({totals['windows_provisional']} not settled yet); {totals['violations']} violations "
             f"({totals['provisional_violations']} provisional); amendments: {totals['late']} late "
-            f"violations, {totals['retracted']} retracted, {totals['confirmed']} confirmed.")
+            f"violations, {totals['retracted']} retracted, {totals['confirmed']} confirmed."
+            + (f" {totals['never_applied']} of its rules never applied: no evidence from them."
+               if totals["never_applied"] else ""))
 
 
 def _version_md(version: dict[str, Any]) -> str:
@@ -277,6 +288,7 @@ def _rule_html(rule: RuleFigures) -> str:
         f'<tr><td class="{coverage_class}">{_pct(rule.coverage)}</td><td>{rule.windows_evaluated}</td>'
         f"<td>{rule.windows_skipped}</td><td>{rule.failed_attempts}</td><td>{_count(rule.traces_in_scope)}</td>"
         f"<td>{len(rule.violations)}</td><td>{_pct(_overall_rate(rule))}</td></tr></table>"
+        + (f'<p class="bad"><strong>{escape(NEVER_APPLIED)}</strong></p>' if rule.never_applied else "")
         + (f"<h4>Gaps</h4><table><tr><th>From</th><th>To</th><th>Why</th></tr>{gaps}</table>" if gaps
            else '<p class="ok">No gaps: every window of the period was evaluated.</p>')
         + (f"<h4>Violations</h4>{found}" if found else "<p>No violations.</p>")
