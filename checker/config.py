@@ -46,6 +46,8 @@ class ScheduleSettings(Section):
     settle: Duration = timedelta(minutes=10)
     # A trace with a span that ended less than this before it was judged may still grow.
     trace_idle: Duration = timedelta(seconds=30)
+    # A rule with no trace in scope for this long is logged as possibly never matching.
+    vacuous_after: Duration = timedelta(hours=24)
 
     @field_validator("every", "max_catchup", "evaluation_timeout")
     @classmethod

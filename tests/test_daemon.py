@@ -108,6 +108,20 @@ class TestRunOnce:
         finally:
             store.close()
 
+    def test_in_scope_traces_are_counted_per_rule(self, tempo: TempoDouble, tmp_path: Path) -> None:
+        config = settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'm.db'}")
+        _code, daemon = asyncio.run(run_once(config, Clock.at(END)))
+        store = Store.open(config.store)
+        try:
+            for rule_id in daemon.live.rules:
+                recorded = sum(e["scope_size"] or 0 for e in store.evaluations(rule_id))
+                counted = daemon.metrics.registry.get_sample_value(
+                    "betrace_rule_in_scope_traces_total", {"rule": rule_id}) or 0
+                assert recorded == counted, rule_id
+            assert any(e["scope_size"] for e in store.evaluations())  # something was in scope
+        finally:
+            store.close()
+
     def test_a_trace_is_judged_in_one_window_only(self, tempo: TempoDouble, tmp_path: Path,
                                                   few_rules: Path) -> None:
         config = settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'b.db'}",

@@ -19,6 +19,7 @@ from checker.daemon.metrics import Metrics
 from checker.daemon.ruleset import LiveRules
 from checker.daemon.runner import RuleRunner
 from checker.daemon.service import Daemon, install_signals
+from checker.daemon.vacuous import VacuousRules
 from checker.daemon.windows import utcnow
 from checker.errors import EXIT_FOUND, EXIT_INVALID, EXIT_OK, EXIT_SOURCE, UsageError
 from checker.log import configure
@@ -65,7 +66,8 @@ async def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -
     judge = WindowJudge(store, tempo, policy, metrics, tempo_settings=settings.tempo,
                         timeout=settings.schedule.evaluation_timeout,
                         trace_idle=settings.schedule.trace_idle, clock=clock,
-                        on_notify=dispatcher.wake.set)
+                        on_notify=dispatcher.wake.set,
+                        vacuous=VacuousRules(settings.schedule.vacuous_after))
     runner = RuleRunner(judge, store, settings.schedule, query_end_cutoff=settings.tempo.query_end_cutoff,
                         checkpoints=checkpoints, settled=settled, clock=clock)
     return Components(store, tempo, metrics, LiveRules(settings.rules_dir), policy, dispatcher, judge, runner)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from checker.daemon.metrics import Metrics
+    from checker.daemon.vacuous import VacuousRules
     from checker.daemon.windows import Window
     from checker.engine import Violation
     from checker.notify.policy import NotifyPolicy, WindowNotice
@@ -88,7 +89,8 @@ class WindowJudge:
 
     def __init__(self, store: Store, tempo: TempoClient, policy: NotifyPolicy, metrics: Metrics, *,
                  tempo_settings: TempoSettings, timeout: timedelta, trace_idle: timedelta,
-                 clock: Callable[[], datetime], on_notify: Callable[[], None]) -> None:
+                 clock: Callable[[], datetime], on_notify: Callable[[], None],
+                 vacuous: VacuousRules) -> None:
         self.store = store
         self.tempo = tempo
         self.policy = policy
@@ -102,6 +104,7 @@ class WindowJudge:
         self.search_cache = SearchCache(int(tempo_settings.search_cache),
                                         lambda: clock().timestamp()) if tempo_settings.search_cache else None
         self._recorded: set[tuple[str, str]] = set()
+        self.vacuous = vacuous  # rules with nothing in scope for long, logged
 
     async def commit_window(self, rule: Rule, window: Window, *, backfill: str | None = None,
                             notify: bool = True, provisional: bool = False,
@@ -215,6 +218,10 @@ class WindowJudge:
         self.metrics.evaluation_seconds.labels(rule.id).observe(record.duration)
         for violation in committed.new_violations:
             self.metrics.violations.labels(rule.id, violation.severity).inc()
+        # A window's first look counts its scope; a final pass over it would count it again.
+        if record.amendment is None and record.scope_size is not None and record.outcome != "failed":
+            self.metrics.in_scope.labels(rule.id).inc(record.scope_size)
+            self.vacuous.saw(rule.id, (record.start, record.end), record.scope_size)
         return CommittedWindow(record, committed.new_violations)
 
     async def commit_skipped(self, rule: Rule, window: Window, reason: str, *,

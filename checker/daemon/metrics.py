@@ -72,6 +72,9 @@ class Metrics:
                                  registry=r)
         self.outbox_oldest_age = Gauge(f"{PREFIX}_outbox_oldest_pending_age_seconds",
                                        "Age of the oldest pending notification", registry=r)
+        self.in_scope = Counter(f"{PREFIX}_rule_in_scope_traces",
+                                "Traces in a rule's scope as its windows are first judged (scope searches)",
+                                ["rule"], registry=r)
         self.amendments = Counter(f"{PREFIX}_amendments", "Final passes' changes to provisional verdicts: "
                                   "late violations and retractions", ["rule", "kind"], registry=r)
         lag: Collector = _CheckpointLag(checkpoints, settled)
