@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
+import daemon_kit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tempo_double import TempoDouble
 
+from checker.config import load_settings
+from checker.daemon.factory import open_daemon
 from checker.rules.load import load_text
 from checker.tempo.client import TempoClient
 from checker.tempo.run import evaluate_window
@@ -141,3 +145,38 @@ class TestWindowsAgree:
         for mine, theirs in zip(kept, asked, strict=True):
             assert theirs.outcomes[0].candidates <= mine.outcomes[0].candidates
             assert {v.trace_id for v in mine.violations} == {v.trace_id for v in theirs.violations}
+
+
+class TestOnlyProvisionalPasses:
+    """The daemon's final passes ask Tempo afresh: a part that arrived since is seen, however late."""
+
+    def test_the_judge_hands_the_cache_to_provisional_passes_only(self, tmp_path: Any) -> None:
+        rules_dir = tmp_path / "rules"
+        rules_dir.mkdir()
+        (rules_dir / "r.yaml").write_text("rules:\n  - id: ab\n    condition: when { a and b } never { c }\n")
+        with TempoDouble() as double:
+            push(double, 1, T0 + 5, "a", "b", "c")
+            store = f"sqlite:///{tmp_path / 's.db'}"
+            settings = load_settings(daemon_kit.write_settings(tmp_path, tempo_url=double.url, store=store,
+                                                    rules_dir=rules_dir))
+
+            async def judged(idle: int | None) -> Any:
+                daemon = await open_daemon(settings, clock=daemon_kit.Clock.at(T0 + 100))
+                try:
+                    judge = daemon.parts.judge
+                    assert judge.search_cache is not None
+                    # A kept stretch that says the margin search matched nothing at all.
+                    judge.search_cache.superset = _nothing  # type: ignore[method-assign]
+                    window = (datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 10, UTC))
+                    return await judge._search_and_judge(RULES, window, window[1], idle, None)
+                finally:
+                    await daemon.close()
+
+            provisional = asyncio.run(judged(idle=T0 * 10**9))
+            final = asyncio.run(judged(idle=None))
+        assert [] == provisional.violations  # judged with the kept answer
+        assert [f"{1:032x}"] == [v.trace_id for v in final.violations]  # asked afresh
+
+
+async def _nothing(*_args: Any, **_kwargs: Any) -> set[str]:
+    return set()

@@ -310,7 +310,10 @@ class WindowJudge:
                 rules, self.tempo, int(window[0].timestamp()), int(window[1].timestamp()),
                 margin=math.ceil(tempo.trace_margin.total_seconds()),
                 latest=math.floor(started.timestamp() - tempo.query_end_cutoff.total_seconds()),
-                idle_since_ns=idle, provisional=before, cache=self.search_cache,
+                idle_since_ns=idle, provisional=before,
+                # Provisional passes only (``idle`` is set for them): a final pass asks Tempo afresh,
+                # so a part that arrived since, however late for its own time, is seen.
+                cache=self.search_cache if idle is not None else None,
             ), timeout)
         except TimeoutError:
             return f"evaluation timed out after {timeout:g}s (schedule.evaluation_timeout)"

@@ -17,13 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
+import structlog
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sqlalchemy import Connection, Engine
+
+log = structlog.get_logger(__name__)
 
 
 class RuleLock(Protocol):
@@ -56,6 +60,9 @@ class _AdvisoryLocks:
         try:
             for key in self._keys:
                 self._connection.execute(select(func.pg_advisory_unlock(key)))
+        except SQLAlchemyError as err:  # a broken connection: closing it ends the session and the locks
+            log.warning("store.unlock_failed", error=str(err).splitlines()[0],
+                        detail="the locks end with the connection, closed now")
         finally:
             self._connection.close()
 

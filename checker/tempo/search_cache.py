@@ -12,10 +12,10 @@ Two rules keep it exact:
   stretch may start or end beyond the range asked, which can only add candidates, each
   confirmed on the whole trace.
 - A kept answer stands in for a new one only if Tempo had at least as long to receive that
-  stretch's spans when it answered as the window being judged has had now: a provisional pass
-  (the window ``evaluation_delay`` old) may reuse what an earlier provisional pass kept, a final
-  pass (``settle`` old) only what was asked once the stretch was that old. Stretches younger
-  than that are asked every time and not kept, so late spans are seen as before.
+  stretch's spans when it answered as the window being judged has had now, and only for
+  provisional passes: a final pass asks Tempo afresh (the daemon passes no cache), so a part
+  that arrived since, however late for its own time, is seen as before. Stretches younger than
+  the window are asked every time and not kept.
 """
 
 from __future__ import annotations
