@@ -104,7 +104,8 @@ class Fault:
     Retry-After header). ``truncated_json``: the first half of the real body, status 200.
     ``invalid_json``: ``<html>oops``, status 200. ``timeout``: the real answer after
     ``delay`` seconds. ``incomplete_jobs``: a search answer with fewer traces and
-    ``completedJobs < totalJobs``. ``delay`` applies to every kind.
+    ``completedJobs < totalJobs``. ``delay`` applies to every kind. ``route`` picks the
+    requests: ``search``, ``trace`` (v1 and v2), ``tags`` (tag names and values) or ``any``.
     """
 
     route: Route = "any"
