@@ -55,9 +55,11 @@ from checker.rules.durations import duration_text
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violation_summary
 from checker.store import Store, StoreError, ledger
+from checker.tempo.errors import TempoError
 from checker.tempo.run import scan_window
 from checker.tempo.settings import TempoSettings
 from checker.tempo.settle import DEFAULT_SETTLE, FINAL, PROVISIONAL, Settle
+from checker.tempo.unseen import against_tempo
 from checker.timeparse import duration_seconds, parse_time, window
 from checker.traceql import compile_rule
 from checker.traces import read_traces
@@ -94,9 +96,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     write_problems(ruleset.errors, ruleset.warnings, sys.stdout)
     print(f"{len(ruleset.rules)} valid rules, {len(ruleset.errors)} errors, "
           f"{len(ruleset.warnings)} warnings")
+    if args.tempo:
+        _validate_against_tempo(args, ruleset.rules)
     if any(isinstance(error, RuleFileRefusedError) for error in ruleset.errors):
         return EXIT_INVALID
     return EXIT_FOUND if ruleset.errors else EXIT_OK
+
+
+def _validate_against_tempo(args: argparse.Namespace, rules: list[Rule]) -> None:
+    """Warn about span names, attributes and values Tempo never saw; never changes the exit code.
+
+    A Tempo that cannot be asked is a warning too: the rules were still checked as files.
+    """
+    settings = tempo_settings(args, os.environ)
+    start, end, _ = window(time.time(), settings.query_end_cutoff.total_seconds(), since=args.since,
+                           start=None, end=None)
+    period, shown = f"in the last {args.since}", mask_url(args.tempo)
+    try:
+        warnings = asyncio.run(against_tempo(rules, settings, start, end, period))
+    except TempoError as err:
+        print(f"warning: rules not checked against Tempo: {err}")
+        if err.status == 404:
+            print("  hint: an older Tempo has no v2 tag API (/api/v2/search/tags); "
+                  "the rules were checked without it")
+        return
+    write_problems([], warnings, sys.stdout)
+    print(f"checked {len(rules)} rules against Tempo at {shown} {period}: {len(warnings)} warnings")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -207,10 +232,11 @@ def tempo_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Temp
         if not sep or not name.strip():
             raise UsageError(f"--header {header!r} is not 'Name: value'")
         headers[name.strip()] = value.strip()
-    values = {"url": args.tempo, "tenant": args.tenant, "search_limit": args.search_limit,
-              "timeout": args.timeout, "retries": args.retries, "headers": headers,
-              "query_end_cutoff": args.query_end_cutoff, "trace_margin": args.trace_margin,
-              "max_search_bytes": args.max_search_bytes, "max_trace_bytes": args.max_trace_bytes,
+    # validate --tempo has only the connection options; scan has them all.
+    scan_only = {key: getattr(args, key, None) for key in (
+        "search_limit", "query_end_cutoff", "trace_margin", "max_search_bytes", "max_trace_bytes")}
+    values = {"url": args.tempo, "tenant": args.tenant, "timeout": args.timeout,
+              "retries": args.retries, "headers": headers, **scan_only,
               "username": environ.get("BETRACE_TEMPO__USERNAME") or None,
               "password": environ.get("BETRACE_TEMPO__PASSWORD") or None,
               "bearer_token": environ.get("BETRACE_TEMPO__BEARER_TOKEN") or None,
@@ -429,6 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check rule files and print every error")
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                           help="rule files or directories (searched recursively)")
+    validate.add_argument("--tempo", metavar="URL", help="also warn about span names, attributes and "
+                          "values the rules use that this Grafana Tempo never saw, e.g. http://localhost:3200")
+    validate.add_argument("--since", default="24h", metavar="DURATION",
+                          help="with --tempo: the period Tempo is asked about (default 24h)")
+    _connection_options(validate)
     validate.set_defaults(func=cmd_validate)
 
     explain = sub.add_parser("explain", help="print the when/always/never reading of each rule")
@@ -461,29 +492,19 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--search-limit", type=int, metavar="N",
                       help="fewest traces a Tempo search request asks for; dense windows ask for more "
                       f"(default {_default_text('search_limit')}); never changes results")
-    scan.add_argument("--tenant", metavar="T", help="Tempo tenant, sent as X-Scope-OrgID")
     scan.add_argument("--query-end-cutoff", metavar="DURATION",
                       help="newest data Tempo hides from search (its query_end_cutoff; "
                       f"default {_default_text('query_end_cutoff')})")
-    scan.add_argument("--timeout", metavar="DURATION",
-                      help=f"timeout of one Tempo request (default {_default_text('timeout')})")
     scan.add_argument("--trace-margin", metavar="DURATION",
                       help="how far around the window to look for the rest of a trace "
                       f"(longest trace plus ingestion delay; default {_default_text('trace_margin')})")
-    scan.add_argument("--retries", type=int, metavar="N",
-                      help="retries of a failing Tempo request, with exponential backoff "
-                      f"(default {_default_text('retries')})")
     scan.add_argument("--max-search-bytes", metavar="SIZE",
                       help="largest search answer read from Tempo "
                       f"(default {_default_text('max_search_bytes')}); a larger one is an error")
     scan.add_argument("--max-trace-bytes", metavar="SIZE",
                       help=f"largest trace read from Tempo (default {_default_text('max_trace_bytes')}); "
                       "a larger trace is reported as not judged")
-    scan.add_argument("--header", action="append", metavar="'NAME: VALUE'",
-                      help="extra HTTP header for Tempo (repeatable); credentials come from "
-                      "BETRACE_TEMPO__USERNAME/__PASSWORD or BETRACE_TEMPO__BEARER_TOKEN")
-    scan.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to verify Tempo's TLS")
-    scan.add_argument("--insecure", action="store_true", help="do not verify Tempo's TLS certificate")
+    _connection_options(scan)
     scan.add_argument("--format", choices=("text", "json"), default="text",
                       help="text: a table; json: one JSON object per violation per line")
     scan.add_argument("--exit-zero", action="store_true",
@@ -505,6 +526,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, metavar="N", help="repeat the same choice of traces")
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    """How to reach Tempo, the same for every command that takes ``--tempo``."""
+    parser.add_argument("--tenant", metavar="T", help="Tempo tenant, sent as X-Scope-OrgID")
+    parser.add_argument("--timeout", metavar="DURATION",
+                        help=f"timeout of one Tempo request (default {_default_text('timeout')})")
+    parser.add_argument("--retries", type=int, metavar="N",
+                        help="retries of a failing Tempo request, with exponential backoff "
+                        f"(default {_default_text('retries')})")
+    parser.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                        help="extra HTTP header for Tempo (repeatable); credentials come from "
+                        "BETRACE_TEMPO__USERNAME/__PASSWORD or BETRACE_TEMPO__BEARER_TOKEN")
+    parser.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to verify Tempo's TLS")
+    parser.add_argument("--insecure", action="store_true", help="do not verify Tempo's TLS certificate")
 
 
 CONFIG_HELP = "settings file (default: betrace.yaml when present); BETRACE_* variables override it"

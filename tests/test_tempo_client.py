@@ -229,6 +229,66 @@ class TestFetch:
             run(handler, lambda c: c.fetch(TRACE))
 
 
+RECORDED_TAGS = {"scopes": [{"name": "resource", "tags": ["service.name"]},
+                            {"name": "span", "tags": ["http.status_code", "user id"]},
+                            {"name": "intrinsic", "tags": ["name"]}],
+                 "metrics": {"inspectedBytes": "16048"}}  # tags_v2.json's shape, shortened
+
+
+class TestTags:
+    """Tag names and values: requests shaped as Tempo's API wants them, answers proven."""
+
+    def test_names_of_one_scope(self) -> None:
+        handler, seen = sequence(httpx.Response(200, json=RECORDED_TAGS))
+        assert {"http.status_code", "user id"} == run(handler, lambda c: c.tag_names("span", 100, 200))
+        assert "/api/v2/search/tags" == seen[0].url.path
+        assert {"scope": "span", "start": "100", "end": "200"} == dict(seen[0].url.params)
+
+    def test_a_scope_left_out_is_empty(self) -> None:
+        handler, _ = sequence(httpx.Response(200, json={"metrics": {}}))
+        assert frozenset() == run(handler, lambda c: c.tag_names("resource", 0, 10))
+
+    def test_values_with_their_types_and_an_encoded_identifier(self) -> None:
+        body = {"tagValues": [{"type": "string", "value": "GET"}, {"type": "int", "value": "200"}],
+                "metrics": {"inspectedBytes": "1"}}
+        handler, seen = sequence(httpx.Response(200, json=body))
+        values = run(handler, lambda c: c.tag_values('span."user id"', 0, 10))
+        assert {("string", "GET"), ("int", "200")} == values
+        assert "/api/v2/search/tag/span.%22user%20id%22/values" == seen[0].url.raw_path.decode().split("?")[0]
+
+    @pytest.mark.parametrize("body", [
+        {}, {"scopes": []}, {"error": "upstream", "metrics": {}}, {"scopes": "span", "metrics": {}},
+        {"scopes": [{"tags": ["a"]}], "metrics": {}},
+        {"scopes": [{"name": "span", "tags": [1]}], "metrics": {}}, [], "ok",
+    ])
+    def test_unproven_names_are_retried_then_reported(self, body: Any) -> None:
+        handler, seen = sequence(httpx.Response(200, json=body))
+        with pytest.raises(TempoError, match="proxy answering instead of Tempo"):
+            run(handler, lambda c: c.tag_names("span", 0, 10), retries=1)
+        assert 2 == len(seen)
+
+    @pytest.mark.parametrize("body", [{"tagValues": []}, {"tagValues": ["GET"], "metrics": {}},
+                                      {"tagValues": [{"type": "string", "value": 3}], "metrics": {}}])
+    def test_unproven_values_are_reported(self, body: Any) -> None:
+        handler, _ = sequence(httpx.Response(200, json=body))
+        with pytest.raises(TempoError, match="tag values answer"):
+            run(handler, lambda c: c.tag_values("name", 0, 10), retries=0)
+
+    def test_old_tempo_is_a_final_404(self) -> None:
+        handler, seen = sequence(httpx.Response(404, text="404 page not found"))
+        with pytest.raises(TempoError) as info:
+            run(handler, lambda c: c.tag_names("span", 0, 10))
+        assert 1 == len(seen)
+        assert (404, False) == (info.value.status, info.value.retryable)
+        assert "http://tempo.test/api/v2/search/tags answered 404" in str(info.value)
+
+    def test_secrets_not_in_errors(self) -> None:
+        handler, _ = sequence(httpx.Response(400, text="bad tag for token s3cret"))
+        with pytest.raises(TempoError) as info:
+            run(handler, lambda c: c.tag_values("name", 0, 10), bearer_token="s3cret")
+        assert "s3cret" not in str(info.value)
+
+
 NOW = 2_000_000_000
 DENSE = (NOW - 400, NOW - 100)  # 300 s holding 3,000 traces: 10 per second
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -323,6 +324,57 @@ def test_trace_id_forms(dataset: tuple[TempoDouble, httpx.Client, tuple[int, int
     base64_id = client.get("/api/v2/traces/N4Fr3QpzCctKElLk2nDmcg==")
     assert base64_id.status_code == 400
     assert base64_id.text == "trace IDs can only contain hex characters: invalid character 'N' at position 1"
+
+
+@needs_recordings
+def test_tag_names_equal_recording(dataset: tuple[TempoDouble, httpx.Client, tuple[int, int]]) -> None:
+    """Every scope, names sorted, intrinsics as Tempo 3.1 lists them; the default window."""
+    _, client, _ = dataset
+    meta = _load("samples/index.json")["tags_v2"]
+    response = client.get(meta["request"])
+    assert response.status_code == meta["status"]
+    assert response.headers["content-type"] == meta["content_type"]
+    recorded = json.loads(_sample(meta["file"]))
+    assert _without_inspected_bytes(response.json()) == _without_inspected_bytes(recorded)
+
+
+@needs_recordings
+def test_tag_names_of_one_scope_are_that_scope_of_the_recording(
+        dataset: tuple[TempoDouble, httpx.Client, tuple[int, int]]) -> None:
+    _, client, (start, end) = dataset
+    recorded = {s["name"]: s for s in json.loads(_sample("tags_v2.json"))["scopes"]}
+    for scope in ("span", "resource", "intrinsic"):
+        response = client.get("/api/v2/search/tags", params={"scope": scope, "start": start, "end": end})
+        assert [recorded[scope]] == response.json()["scopes"]
+    refused = client.get("/api/v2/search/tags", params={"scope": "spam"})
+    assert (400, "invalid scope: spam") == (refused.status_code, refused.text)
+
+
+@needs_recordings
+def test_tag_values_come_from_the_stored_spans(
+        dataset: tuple[TempoDouble, httpx.Client, tuple[int, int]]) -> None:
+    _, client, (start, end) = dataset
+    window = {"start": start, "end": end}
+
+    def values(identifier: str) -> list[Any]:
+        path = f"/api/v2/search/tag/{urllib.parse.quote(identifier, safe='')}/values"
+        response = client.get(path, params=window)
+        assert response.status_code == 200, response.text
+        assert isinstance(response.json()["metrics"], dict)
+        return response.json().get("tagValues", [])  # left out when empty
+
+    names = {v["value"] for v in values("name")}
+    assert {"pii.access", "audit.log"} <= names
+    assert {"type": "string", "value": "pii.access"} in values("name")
+    services = values("resource.service.name")
+    assert services == values('resource."service.name"') == values(".service.name")
+    assert services
+    assert all(v["type"] == "string" for v in services)
+    assert [] == values("span.service.name")
+    assert {"int", "float"} <= {v["type"] for v in values("span.amount")}
+    refused = client.get("/api/v2/search/tag/%7B%7D/values")
+    assert refused.status_code == 400
+    assert refused.text.startswith("please provide a valid tagName")
 
 
 # ------------------------------------------------------------- window and limits

@@ -1,4 +1,4 @@
-"""What an answer must hold to be believed as Tempo's: search pages and traces by ID.
+"""What an answer must hold to be believed as Tempo's: search pages, traces by ID, tags.
 
 A proxy, a load balancer or a half-started Tempo can answer 200 with ``{}``,
 ``{"error": "..."}`` or a page of HTML. Read with defaults, any of them looks like "no
@@ -76,6 +76,48 @@ def trace_v1(body: Any) -> dict[str, Any]:
     if container is None:
         raise UnprovenAnswerError(f"trace answer has no batches, so it is not Tempo's{_said(body)}")
     return container
+
+
+def tag_names(body: Any, scope: str) -> frozenset[str]:
+    """The names a tags v2 answer lists in ``scope``; absent scopes are empty (JSON omits them).
+
+    Like a search answer, a tag answer always carries ``metrics`` (tags_v2.json).
+    """
+    scopes = _tag_answer(body, "scopes", "tag names")
+    names: set[str] = set()
+    for entry in scopes:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise UnprovenAnswerError(f"tag names answer has a scope without a name{_quoted(entry)}")
+        tags = entry.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            raise UnprovenAnswerError(f"tag names answer's tags are not a list of names{_quoted(tags)}")
+        if entry["name"] == scope:
+            names.update(tags)
+    return frozenset(names)
+
+
+def tag_values(body: Any) -> frozenset[tuple[str, str]]:
+    """(type, value) pairs of a tag values v2 answer, e.g. ("string", "checkout")."""
+    values = _tag_answer(body, "tagValues", "tag values")
+    pairs: set[tuple[str, str]] = set()
+    for item in values:
+        kind = item.get("type") if isinstance(item, dict) else None
+        value = item.get("value", "") if isinstance(item, dict) else None  # "" is omitted
+        if not isinstance(kind, str) or not isinstance(value, str):
+            raise UnprovenAnswerError(f"tag values answer has a bad value{_quoted(item)}")
+        pairs.add((kind, value))
+    return frozenset(pairs)
+
+
+def _tag_answer(body: Any, key: str, what: str) -> list[Any]:
+    if not isinstance(body, dict):
+        raise UnprovenAnswerError(f"{what} answer is not a JSON object{_quoted(body)}")
+    if "error" in body or not isinstance(body.get("metrics"), dict):
+        raise UnprovenAnswerError(f"{what} answer has no metrics object, so it is not Tempo's{_said(body)}")
+    listed = body.get(key, [])
+    if not isinstance(listed, list):
+        raise UnprovenAnswerError(f"{what} answer's {key} is not a list")
+    return listed
 
 
 def _resource_spans(container: dict[str, Any], key: str) -> dict[str, Any] | None:

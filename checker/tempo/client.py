@@ -18,6 +18,7 @@ import itertools
 import json
 import random
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -26,7 +27,7 @@ import structlog
 
 from checker import __version__
 from checker.redact import Redactor, mask_url
-from checker.tempo.answers import search_page, trace_v1, trace_v2
+from checker.tempo.answers import search_page, tag_names, tag_values, trace_v1, trace_v2
 from checker.tempo.density import BYTES_PER_TRACE, LIMIT_CEILING, Density
 from checker.tempo.errors import AnswerTooLargeError, TempoError, UnprovenAnswerError
 from checker.tempo.settings import MAX_SEARCH_LIMIT, TempoSettings
@@ -52,6 +53,8 @@ SHOWN_CHARS = 500  # of a refusal, in the error message
 # Tempo 128 KiB of TraceQL); longer queries are split into several searches.
 MAX_QUERY_BYTES = 6 * 1024
 ECHO = "/api/echo"
+TAGS = "/api/v2/search/tags"
+TAG_VALUES = "/api/v2/search/tag/"  # + the URL-encoded identifier + /values
 PORT_HINT = ("point --tempo (tempo.url) at Tempo's HTTP query port, 3200 by default; "
              "4317/4318 are its OTLP receivers")
 
@@ -439,6 +442,39 @@ class TempoClient:
         raise TempoError(f"more than {MAX_SEARCH_LIMIT} traces in the window {start}..{end} "
                          f"for {query}", url=url, retryable=True)
 
+    # --------------------------------------------------------------------- tags
+
+    async def tag_names(self, scope: str, start: int, end: int) -> frozenset[str]:
+        """Attribute names Tempo saw in ``scope`` (``span``, ``resource``) over [start, end].
+
+        For ``validate --tempo``: a rule naming an attribute never seen here is likely dead.
+        """
+        def parse(answer: _Answer, url: str) -> frozenset[str]:
+            return self._proven(lambda body: tag_names(body, scope), answer, url)
+
+        params = {"scope": scope, "start": start, "end": end}
+        return await self._request(TAGS, params, parse, cap=int(self.settings.max_search_bytes))
+
+    async def tag_values(self, identifier: str, start: int, end: int) -> frozenset[tuple[str, str]]:
+        """(type, value) pairs Tempo saw for a TraceQL ``identifier`` (``name``, ``span."x"``)."""
+        def parse(answer: _Answer, url: str) -> frozenset[tuple[str, str]]:
+            return self._proven(tag_values, answer, url)
+
+        path = f"{TAG_VALUES}{urllib.parse.quote(identifier, safe='')}/values"
+        return await self._request(path, {"start": start, "end": end}, parse,
+                                   cap=int(self.settings.max_search_bytes))
+
+    def _proven(self, prove: Callable[[Any], T], answer: _Answer, url: str) -> T:
+        """``prove`` the answer's JSON; a body over the cap is as unusable as an unproven one."""
+        if answer.body is None:
+            raise TempoError(f"answer larger than tempo.max_search_bytes "
+                             f"({int(self.settings.max_search_bytes)} bytes)", url=url, status=answer.status,
+                             hint="raise tempo.max_search_bytes")
+        try:
+            return prove(self._json(answer, url))
+        except UnprovenAnswerError as err:
+            raise self._unproven(err, url) from None
+
     # -------------------------------------------------------------------- fetch
 
     async def fetch(self, trace_id: str) -> FetchedTrace:
@@ -523,4 +559,6 @@ def _route(path: str) -> str:
         return "trace_v2"
     if path.startswith("/api/traces/"):
         return "trace"
+    if path.startswith(TAG_VALUES):
+        return "tag_values"
     return path.removeprefix("/api/").strip("/") or "root"

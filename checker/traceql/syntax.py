@@ -8,6 +8,7 @@ except through these functions; the one exception is how Tempo spells each intri
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 from checker.rules import model as m
@@ -25,6 +26,7 @@ OPS = {"==": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 MATCH = "=~"
 INT64 = 2**63
 _REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+_BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
 
 
 def string(value: str) -> str:
@@ -50,6 +52,14 @@ def string(value: str) -> str:
 def attribute(scope: str, name: str) -> str:
     r"""``span."name"``: always quoted; inside quoted names only \\" and \\\\ are escapes."""
     return f'{scope}."' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def tag_identifier(scope: str, name: str) -> str:
+    """An attribute as the tag values API takes it (``span.http.method``).
+
+    Bare when it can be, as every Tempo version reads that; else quoted as ``attribute`` writes it.
+    """
+    return f"{scope}.{name}" if _BARE_NAME.fullmatch(name) else attribute(scope, name)
 
 
 def regex_literal(text: str) -> str:

@@ -1,10 +1,11 @@
 """A loopback HTTP server that answers like Grafana Tempo's query API, from pushed OTLP/JSON.
 
 Tests and benchmarks need a Tempo, and none can be installed here. The double serves
-``/api/search`` and trace by ID (v1 and v2) with the real Tempo's shapes, limits, window
-rules and TraceQL semantics (shared/tempo.md), keeps each push as a separate trace fragment
-the way Tempo keeps separate rows until compaction, logs every request, and can inject
-faults (5xx/429, truncated or invalid bodies, slow answers, incomplete searches).
+``/api/search``, trace by ID (v1 and v2) and the v2 tag API (``tags``) with the real
+Tempo's shapes, limits, window rules and TraceQL semantics (shared/tempo.md), keeps each
+push as a separate trace fragment the way Tempo keeps separate rows until compaction, logs
+every request, and can inject faults (5xx/429, truncated or invalid bodies, slow answers,
+incomplete searches).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
-from . import protobuf
+from . import protobuf, tags
 from .traceql import (
     ARRAY,
     BOOL,
@@ -56,7 +57,7 @@ from .traceql import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-Route = Literal["search", "trace", "any"]
+Route = Literal["search", "trace", "tags", "any"]
 FaultKind = Literal["status", "truncated_json", "invalid_json", "timeout", "incomplete_jobs"]
 
 TOTAL_JOBS: Final = 3  # what a small single-binary Tempo reports for a recent window
@@ -69,6 +70,8 @@ JSON: Final = "application/json"
 _KIND_ENUM: Final = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER",
                      "SPAN_KIND_CLIENT", "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
 _STATUS_ENUM: Final = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
+TAGS: Final = "/api/v2/search/tags"
+TAG_VALUES: Final = "/api/v2/search/tag/"  # + identifier + /values
 _DEFAULT_FAULT_BODIES: Final = {429: "job queue full", 499: "context canceled",
                                 504: "context deadline exceeded"}
 
@@ -89,7 +92,7 @@ class Request:
 
     @property
     def route(self) -> str:
-        """``search``, ``trace`` (v1 or v2) or ``other``."""
+        """``search``, ``trace`` (v1 or v2), ``tags`` (names or values) or ``other``."""
         return _route_of(self.path)
 
 
@@ -101,7 +104,8 @@ class Fault:
     Retry-After header). ``truncated_json``: the first half of the real body, status 200.
     ``invalid_json``: ``<html>oops``, status 200. ``timeout``: the real answer after
     ``delay`` seconds. ``incomplete_jobs``: a search answer with fewer traces and
-    ``completedJobs < totalJobs``. ``delay`` applies to every kind.
+    ``completedJobs < totalJobs``. ``delay`` applies to every kind. ``route`` picks the
+    requests: ``search``, ``trace`` (v1 and v2), ``tags`` (tag names and values) or ``any``.
     """
 
     route: Route = "any"
@@ -113,7 +117,7 @@ class Fault:
     retry_after: float | None = None
 
     def __post_init__(self) -> None:
-        if self.route not in {"search", "trace", "any"}:
+        if self.route not in {"search", "trace", "tags", "any"}:
             raise ValueError(f"unknown fault route {self.route!r}")
         if self.kind not in {"status", "truncated_json", "invalid_json", "timeout", "incomplete_jobs"}:
             raise ValueError(f"unknown fault kind {self.kind!r}")
@@ -597,6 +601,8 @@ def _route_of(path: str) -> str:
         return "search"
     if path.startswith(("/api/traces/", "/api/v2/traces/")):
         return "trace"
+    if path == TAGS or (path.startswith(TAG_VALUES) and path.endswith("/values")):
+        return "tags"
     return "other"
 
 
@@ -881,6 +887,8 @@ class TempoDouble:
                 response = _answer(found, protobuf.search, binary=binary)
                 response.inspected = int(found["metrics"].get("inspectedBytes", 0))
                 return response
+            if _route_of(path) == "tags":
+                return _json_response(self._tags(path, params))
             for prefix, version in (("/api/v2/traces/", 2), ("/api/traces/", 1)):
                 if path.startswith(prefix) and len(path) > len(prefix):
                     trace = self._trace(urllib.parse.unquote(path[len(prefix):]), params, version)
@@ -996,6 +1004,26 @@ class TempoDouble:
         if spss > MAX_SPSS:
             raise _HttpError(400, f"spans per span set exceeds {MAX_SPSS}. received {spss}")
         return spss or DEFAULT_SPSS
+
+    # ---------------------------------------------------------------- tags
+
+    def _tags(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        """Tag names or values of the fragments overlapping the window (``_window``'s rules)."""
+        start, end = self._window(params)
+        first, last = start * 1_000_000_000, end * 1_000_000_000
+        with self._lock:
+            rows = [row for row in self._rows if row.fragment.start <= last and row.fragment.end >= first]
+        spans = [span for row in rows for span in row.fragment.spans]
+        try:
+            if path == TAGS:
+                answer = tags.tag_names(spans, params.get("scope", ""))
+            else:
+                identifier = urllib.parse.unquote(path[len(TAG_VALUES):-len("/values")])
+                answer = tags.tag_values(spans, identifier)
+        except tags.TagRequestError as err:
+            raise _HttpError(400, str(err)) from None
+        inspected = sum(row.size for row in rows)
+        return {**answer, "metrics": {"inspectedBytes": str(inspected)} if inspected else {}}
 
     # -------------------------------------------------------- trace by ID
 
