@@ -267,12 +267,18 @@ class TestTags:
             run(handler, lambda c: c.tag_names("span", 0, 10), retries=1)
         assert 2 == len(seen)
 
-    @pytest.mark.parametrize("body", [{"tagValues": []}, {"tagValues": ["GET"], "metrics": {}},
+    @pytest.mark.parametrize("body", [{}, {"tagValues": ["GET"], "metrics": {}},
                                       {"tagValues": [{"type": "string", "value": 3}], "metrics": {}}])
     def test_unproven_values_are_reported(self, body: Any) -> None:
         handler, _ = sequence(httpx.Response(200, json=body))
         with pytest.raises(TempoError, match="tag values answer"):
             run(handler, lambda c: c.tag_values("name", 0, 10), retries=0)
+
+    def test_values_without_metrics_are_read(self) -> None:
+        """No real values answer is recorded: its own list proves it, metrics or not."""
+        body = {"tagValues": [{"type": "string", "value": "GET"}]}
+        handler, _ = sequence(httpx.Response(200, json=body))
+        assert frozenset({("string", "GET")}) == run(handler, lambda c: c.tag_values("name", 0, 10))
 
     def test_old_tempo_is_a_final_404(self) -> None:
         handler, seen = sequence(httpx.Response(404, text="404 page not found"))
