@@ -21,6 +21,7 @@ from checker.engine.explain import CheckPart, Explainer, Part
 from checker.rules import model as m
 from checker.rules.lint import walk
 from checker.rules.printer import condition
+from checker.rules.usage import checked_names
 from checker.rules.vocabulary import Intrinsic
 from checker.traces.model import AttrValue, Span, Trace
 
@@ -270,12 +271,8 @@ def span_names(inv: m.Invariant) -> frozenset[str] | None:
             case m.Compare() | m.InList() | m.Matches() | m.Contains() | m.Truthy() if (
                     node.attr.intrinsic and Intrinsic.of(node.attr.name).of_trace):
                 return None
-            case m.SpanCheck():
-                names.add(node.name)
-            case m.CountCheck():
-                names.add(node.left.name)
-                if isinstance(node.right, m.SpanCount):
-                    names.add(node.right.name)
+            case _:
+                names.update(checked_names(node))
     return frozenset(names)
 
 

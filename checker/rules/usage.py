@@ -8,10 +8,14 @@ matches, which looks exactly like a rule that passes. ``validate --tempo`` compa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from checker.rules import model as m
 from checker.rules.lint import walk
 from checker.rules.vocabulary import Intrinsic
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @dataclass
@@ -44,18 +48,25 @@ class Usage:
             listed.append(value)
 
 
+def checked_names(node: object) -> Iterator[str]:
+    """The span names a check reads: a span check's own, or each side of a count."""
+    match node:
+        case m.SpanCheck():
+            yield node.name
+        case m.CountCheck():
+            yield node.left.name
+            if isinstance(node.right, m.SpanCount):
+                yield node.right.name
+
+
 def usage(invariant: m.Invariant) -> Usage:
     """Every span name, attribute and equality value ``invariant`` uses."""
     used = Usage()
     conditions = (invariant.when, invariant.always, invariant.never)
     for node in (node for cond in conditions if cond is not None for node in walk(cond)):
+        for name in checked_names(node):
+            used.add_span_name(name)
         match node:
-            case m.SpanCheck():
-                used.add_span_name(node.name)
-            case m.CountCheck():
-                used.add_span_name(node.left.name)
-                if isinstance(node.right, m.SpanCount):
-                    used.add_span_name(node.right.name)
             case m.Compare() | m.InList() | m.Matches() | m.Contains() | m.Truthy():
                 _attribute(used, node)
     return used
