@@ -24,6 +24,7 @@ from tempo_double import Fault, TempoDouble
 from checker.config import load_settings
 from checker.daemon import runner
 from checker.daemon.factory import open_daemon
+from checker.daemon.runner import RunSummary
 from checker.demo.traffic import instantiate, templates
 from checker.engine import Scanner
 from checker.rules.load import load_paths
@@ -35,7 +36,6 @@ from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:
     from checker.config import Settings
-    from checker.daemon.runner import RunSummary
     from checker.rules.rule import Rule
 
 T = 2_000_000_000  # unix seconds: a multiple of 10 s (and 20 s past a minute)
@@ -131,6 +131,41 @@ def test_a_bug_in_one_shard_never_stops_the_others(tmp_path: Path, monkeypatch: 
     assert "internal error: RuntimeError: boom" == summaries["fast"].failed
     assert summaries["slow"].failed is None
     assert 1 == summaries["slow"].windows
+
+
+def test_a_rule_firing_while_busy_is_due_again_when_its_run_ends(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The busy run fixed its "now" at its start: the firing must not wait a whole period."""
+    clock = Clock.at(T - 20)
+    runs: list[list[str]] = []
+
+    async def scenario() -> None:
+        with TempoDouble(now=lambda: clock.now.timestamp()) as tempo:  # noqa: PLW0108
+            settings = config(tmp_path, tempo, f"sqlite:///{tmp_path / 's.db'}")
+            (settings.rules_dir / "r.yaml").write_text(rule_file(
+                {"busy": "when { a } always { b }"}, {"busy": "1m"}))
+            daemon = await open_daemon(settings, clock=clock)
+            try:
+                release = asyncio.Event()
+
+                async def slow(due: Any, *_args: Any, **_kwargs: Any) -> list[RunSummary]:
+                    runs.append([rule.id for rule, _ in due])
+                    if len(runs) == 1:
+                        await release.wait()
+                    return [RunSummary(rule.id) for rule, _ in due]
+
+                monkeypatch.setattr(daemon.runner, "run_rules", slow)
+                first = asyncio.create_task(daemon.run_rules(list(daemon.live.rules.values())))
+                await asyncio.sleep(0)
+                daemon._mark_due("busy")  # the trigger fires during the run
+                release.set()
+                await first
+                await asyncio.sleep(0.5)  # the gathering wait, then the second run
+            finally:
+                await daemon.close()
+
+    asyncio.run(scenario())
+    assert [["busy"], ["busy"]] == runs
 
 
 def run_once(settings: Settings, clock: Clock) -> list[RunSummary]:

@@ -52,6 +52,9 @@ class Daemon:
         self._reloading = asyncio.Lock()
         self._due: set[str] = set()  # rules whose trigger fired, waiting for the next group run
         self._busy: set[str] = set()  # rules in a run of this process
+        # Rules that fired while busy: due again when their run ends (it fixed its "now" at its
+        # start, so the windows that became due meanwhile would wait a whole period, or a cron day).
+        self._fired_while_busy: set[str] = set()
 
     async def close(self) -> None:
         """Release Tempo connections and the store."""
@@ -138,6 +141,9 @@ class Daemon:
             self._busy -= ids
             if task is not None:
                 self._running.discard(task)
+            for rule_id in sorted(ids & self._fired_while_busy):
+                self._fired_while_busy.discard(rule_id)
+                self._mark_due(rule_id)
 
     async def _tick(self, rule_id: str) -> None:
         """A coroutine, so that APScheduler runs it on the event loop (a function goes to a thread)."""
@@ -149,8 +155,11 @@ class Daemon:
         That run starts after a short wait that gathers the rules firing at the same moment,
         plus a random delay up to ``jitter`` (spreading the load on Tempo).
         """
-        if self.runner.stopping or rule_id in self._busy or rule_id not in self.schedules:
-            return  # a run still busy with the rule catches up its windows itself
+        if self.runner.stopping or rule_id not in self.schedules:
+            return
+        if rule_id in self._busy:
+            self._fired_while_busy.add(rule_id)  # due again when that run ends
+            return
         first = not self._due
         self._due.add(rule_id)
         if first:
@@ -162,6 +171,7 @@ class Daemon:
     async def _run_due(self, delay: float) -> None:
         await asyncio.sleep(delay)
         due, self._due = self._due, set()
+        self._fired_while_busy |= due & self._busy
         rules = [rule for rule_id in sorted(due) if (rule := self.live.rules.get(rule_id)) is not None
                  and rule_id not in self._busy]
         if rules and not self.runner.stopping:
