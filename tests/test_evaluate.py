@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from checker.engine import CompiledInvariant
+from checker.engine.compiled import span_names
 from checker.rules.normalise import normalise
 from checker.rules.parse import parse_condition
 from checker.traceql import compile_rule
@@ -195,6 +196,31 @@ class TestScopedLookup:
     def test_a_quoted_name_is_never_scoped(self) -> None:
         assert holds('"resource.odd" == x', {"resource.odd": "x"})
         assert not holds('"resource.odd" == x', {}, resource={"odd": "x"})
+
+
+class TestAnySpan:
+    """``span.where(p)``: some span, whatever its name, satisfies ``p``."""
+
+    def test_any_name(self) -> None:
+        t = trace(("GET /a", {"code": 200}), ("POST /b", {"code": 503}))
+        assert violates("never { span.where(code >= 500) }", t)
+        assert not violates("never { span.where(code >= 600) }", t)
+
+    def test_a_span_called_span_is_written_quoted(self) -> None:
+        t = trace(("span", {"code": 503}))
+        assert violates('never { "span".where(code >= 500) }', t)
+        assert not violates('never { "span".where(code >= 500) }', trace(("other", {"code": 503})))
+
+    def test_every_span_may_change_the_verdict(self) -> None:
+        """The final pass asks about late spans of any name for such a rule (``span_names``)."""
+        assert span_names(normalise(parse_condition("never { span.where(code >= 500) }"))) is None
+        assert frozenset({"a", "b"}) == span_names(normalise(parse_condition("when { a } never { b }")))
+
+    def test_combined_with_names(self) -> None:
+        t = trace(("GET /a", {"code": 503}), ("error.logged", {}))
+        assert not violates("when { span.where(code >= 500) } always { error.logged }", t)
+        assert violates("when { span.where(code >= 500) } always { error.logged }",
+                        trace(("GET /a", {"code": 503})))
 
 
 class TestTraceIntrinsics:

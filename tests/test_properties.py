@@ -47,8 +47,10 @@ def _combine(children: Any) -> Any:
 
 
 predicates = st.recursive(leaf_predicates, _combine, max_leaves=4)
-span_checks = st.builds(m.SpanCheck, st.sampled_from(SPAN_NAMES),
-                        st.lists(predicates, max_size=2).map(tuple))
+span_checks = st.one_of(
+    st.builds(m.SpanCheck, st.sampled_from(SPAN_NAMES), st.lists(predicates, max_size=2).map(tuple)),
+    # span.where(...): any span; written with at least one .where, or it would read as a name
+    st.builds(m.SpanCheck, st.none(), st.lists(predicates, min_size=1, max_size=2).map(tuple)))
 counts = st.sampled_from(SPAN_NAMES).map(m.SpanCount)
 count_checks = st.builds(m.CountCheck, counts, st.sampled_from(OPS),
                          st.one_of(counts, st.integers(0, 3)))
@@ -141,7 +143,7 @@ def ref_cond(node: Any, trace: Trace) -> bool:
     if isinstance(node, m.Not):
         return not ref_cond(node.item, trace)
     if isinstance(node, m.SpanCheck):
-        return any(s.name == node.name and all(ref_pred(p, s) for p in node.where)
+        return any(node.name in {None, s.name} and all(ref_pred(p, s) for p in node.where)
                    for s in trace.spans)
 
     def count(name: str) -> int:

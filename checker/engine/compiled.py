@@ -219,6 +219,8 @@ class _Compiler:
                 return cast("TraceTest", _boolean(node, self.condition))
             case m.SpanCheck():
                 name, test = node.name, self.span(node)
+                if name is None:
+                    return lambda t: any(test(s) for s in t.spans)
                 return lambda t: any(test(s) for s in t.by_name.get(name, ()))
             case m.CountCheck():
                 return _count_test(node)
@@ -239,7 +241,8 @@ class _Compiler:
         spans: Callable[[Trace], list[Span]]
         if isinstance(check, m.SpanCheck):
             name, test = check.name, self.span(check)
-            spans = lambda t: [s for s in t.by_name.get(name, ()) if test(s)]  # noqa: E731
+            spans = lambda t: [s for s in (t.spans if name is None else t.by_name.get(name, ()))  # noqa: E731
+                               if test(s)]
         else:
             left = check.left.name
             spans = lambda t: list(t.by_name.get(left, ()))  # noqa: E731
@@ -271,6 +274,8 @@ def span_names(inv: m.Invariant) -> frozenset[str] | None:
             case m.Compare() | m.InList() | m.Matches() | m.Contains() | m.Truthy() if (
                     node.attr.intrinsic and Intrinsic.of(node.attr.name).of_trace):
                 return None
+            case m.SpanCheck(name=None):  # any span: every span of the trace is read
+                return None
             case _:
                 names.update(checked_names(node))
     return frozenset(names)
@@ -296,7 +301,7 @@ def required_names(node: m.Condition | None) -> frozenset[str] | None:
     """
     match node:
         case m.SpanCheck():
-            return frozenset({node.name})
+            return None if node.name is None else frozenset({node.name})  # any span: no name to look for
         case m.CountCheck() if count_needs_span(node):
             return frozenset({node.left.name})
         case m.And():

@@ -185,7 +185,7 @@ def _bare_word_ordering(node: object) -> Iterator[Issue]:
 
 def _dotted_shorthand(node: object) -> Iterator[Issue]:
     """``X.a.b > 1`` reads as span ``X.a``, attribute ``b``, which may not be what was meant."""
-    if isinstance(node, m.SpanCheck) and node.shorthand and "." in node.name:
+    if isinstance(node, m.SpanCheck) and node.shorthand and node.name and "." in node.name:
         attr = getattr(node.where[0], "attr", None)
         name = attr.name if isinstance(attr, m.Attr) else "?"
         head, _, tail = node.name.partition(".")

@@ -136,9 +136,12 @@ Predicate: TypeAlias = (
 
 @dataclass(frozen=True)
 class SpanCheck:
-    """The trace has a span named ``name`` on which every ``where`` predicate holds."""
+    """The trace has a span named ``name`` on which every ``where`` predicate holds.
 
-    name: str
+    ``name`` None is any span, whatever its name (``span.where(...)``).
+    """
+
+    name: str | None
     where: tuple[Predicate, ...] = ()
     pos: Pos = field(default=NO_POS, compare=False)
     shorthand: bool = field(default=False, compare=False)  # written ``X.a op v``

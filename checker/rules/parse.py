@@ -19,7 +19,7 @@ from checker.rules.vocabulary import CLAUSE_KEYWORDS, INTRINSIC_SCOPES, OPERATOR
 _TERMINAL_WORDS = {
     "LBRACE": "{", "RBRACE": "}", "LPAR": "(",
     "RPAR": ")", "LSQB": "[", "RSQB": "]", "COMMA": ",", "WHERE": ".where(",
-    "TRACE_HAS": "trace.has(", "TRACE_COUNT": "trace.count(", "COUNT": "count(",
+    "TRACE_HAS": "trace.has(", "TRACE_COUNT": "trace.count(", "COUNT": "count(", "ANY_SPAN": "span.where(",
     "DOTTED_NAME": "a name", "STRING": "a quoted string", "NUMBER": "a number",
     "DURATION": "a duration", "INTRINSIC": "an intrinsic like span:duration",
     "CMP_OP": "a comparison (== != > >= < <=)", "$END": "the end of the condition",

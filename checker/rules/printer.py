@@ -74,7 +74,8 @@ def condition(node: m.Condition) -> str:
         case m.Or() | m.And() | m.Not():
             return _boolean(node, condition)
         case m.SpanCheck():
-            return name(node.name) + "".join(f".where({predicate(p)})" for p in node.where)
+            head = "span" if node.name is None else name(node.name)
+            return head + "".join(f".where({predicate(p)})" for p in node.where)
         case m.CountCheck():
             right = node.right
             rhs = _count(right) if isinstance(right, m.SpanCount) else scalar(right)

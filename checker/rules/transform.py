@@ -124,11 +124,14 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
     def not_(self, keyword: Token, item: Any) -> Any:
         return m.Not(item, pos_of(keyword))
 
-    def span_check(self, ref: tuple[str, m.Pos], *wheres: m.Predicate) -> m.SpanCheck:
+    def span_check(self, ref: tuple[str | None, m.Pos], *wheres: m.Predicate) -> m.SpanCheck:
         return m.SpanCheck(ref[0], wheres, ref[1])
 
     def span_name(self, token: Token) -> tuple[str, m.Pos]:
         return name_of(token), pos_of(token)
+
+    def any_span(self, keyword: Token) -> tuple[str | None, m.Pos]:
+        return None, pos_of(keyword)
 
     def span_ref(self, keyword: Token, name: Token) -> tuple[str, m.Pos]:
         return name_of(name), pos_of(keyword)

@@ -51,7 +51,7 @@ class Usage:
 def checked_names(node: object) -> Iterator[str]:
     """The span names a check reads: a span check's own, or each side of a count."""
     match node:
-        case m.SpanCheck():
+        case m.SpanCheck() if node.name is not None:  # any span (None) has no name to check
             yield node.name
         case m.CountCheck():
             yield node.left.name

@@ -29,7 +29,7 @@ OPERATOR_KEYWORDS = ("and", "or", "not", "in", "matches", "contains")
 LITERAL_KEYWORDS = ("true", "false")
 KEYWORDS = CLAUSE_KEYWORDS + OPERATOR_KEYWORDS + LITERAL_KEYWORDS
 # Words a bare name cannot be either, because the grammar reads them as a call: count(x).
-CALL_WORDS = ("where", "count", "trace.has", "trace.count")
+CALL_WORDS = ("where", "count", "trace.has", "trace.count", "span")
 
 
 class ValueType(Enum):

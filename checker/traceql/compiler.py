@@ -102,7 +102,7 @@ class _Compiler:
                 return self._count_under(node)
 
     def _span_filter(self, check: m.SpanCheck, *, under: bool) -> tuple[str | None, bool]:
-        conditions = [q.name_equals(check.name)]
+        conditions = [] if check.name is None else [q.name_equals(check.name)]
         exact = True
         for pred in check.where:
             over_text, under_text = translate(pred)
