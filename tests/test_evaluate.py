@@ -211,6 +211,12 @@ class TestAnySpan:
         assert violates('never { "span".where(code >= 500) }', t)
         assert not violates('never { "span".where(code >= 500) }', trace(("other", {"code": 503})))
 
+    def test_counted(self) -> None:
+        t = trace(("GET /a", {"code": 503}), ("GET /b", {"code": 500}), ("db", {"code": 200}))
+        assert violates("never { count(span.where(code >= 500)) > 1 }", t)
+        assert not violates("never { count(span.where(code >= 500)) > 2 }", t)
+        assert violates('never { count("GET /a".where(code >= 500)) == count(db.where(code == 200)) }', t)
+
     def test_every_span_may_change_the_verdict(self) -> None:
         """The final pass asks about late spans of any name for such a rule (``span_names``)."""
         assert span_names(normalise(parse_condition("never { span.where(code >= 500) }"))) is None

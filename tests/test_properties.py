@@ -51,7 +51,11 @@ span_checks = st.one_of(
     st.builds(m.SpanCheck, st.sampled_from(SPAN_NAMES), st.lists(predicates, max_size=2).map(tuple)),
     # span.where(...): any span; written with at least one .where, or it would read as a name
     st.builds(m.SpanCheck, st.none(), st.lists(predicates, min_size=1, max_size=2).map(tuple)))
-counts = st.sampled_from(SPAN_NAMES).map(m.SpanCount)
+counts = st.one_of(
+    st.sampled_from(SPAN_NAMES).map(m.SpanCount),
+    # counts of named spans, or of any span, on which predicates hold
+    st.builds(lambda name, where: m.SpanCount(name, where=where), st.sampled_from([*SPAN_NAMES, None]),
+              st.lists(predicates, min_size=1, max_size=2).map(tuple)))
 count_checks = st.builds(m.CountCheck, counts, st.sampled_from(OPS),
                          st.one_of(counts, st.integers(0, 3)))
 conditions = st.recursive(st.one_of(span_checks, count_checks), _combine, max_leaves=4)
@@ -146,11 +150,12 @@ def ref_cond(node: Any, trace: Trace) -> bool:
         return any(node.name in {None, s.name} and all(ref_pred(p, s) for p in node.where)
                    for s in trace.spans)
 
-    def count(name: str) -> int:
-        return sum(1 for s in trace.spans if s.name == name)
+    def count(ref: m.SpanCount) -> int:
+        return sum(1 for s in trace.spans
+                   if ref.name in {None, s.name} and all(ref_pred(p, s) for p in ref.where))
 
-    right = count(node.right.name) if isinstance(node.right, m.SpanCount) else node.right
-    return bool(_CMP[node.op](count(node.left.name), right))
+    right = count(node.right) if isinstance(node.right, m.SpanCount) else node.right
+    return bool(_CMP[node.op](count(node.left), right))
 
 
 def ref_violates(inv: m.Invariant, trace: Trace) -> bool:

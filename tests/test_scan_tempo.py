@@ -263,6 +263,7 @@ conditions = st.sampled_from([
     'when { a.where(span.n > 1 or resource.s == "x") } never { b.where(resource.f or span.s == "y") }',
     "when { b.where(trace:rootName == a) } always { c.where(trace:duration < 1ms) }",
     "when { span.where(n >= 1) } never { span.where(s == y and not f) }",
+    "when { count(a.where(n > 1)) >= 1 } always { count(span.where(s == x)) > 1 }",
 ])
 span_values = st.fixed_dictionaries({}, optional={
     "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", "", "x\ny", "y\n"]),

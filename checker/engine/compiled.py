@@ -244,20 +244,28 @@ class _Compiler:
             spans = lambda t: [s for s in (t.spans if name is None else t.by_name.get(name, ()))  # noqa: E731
                                if test(s)]
         else:
-            left = check.left.name
-            spans = lambda t: list(t.by_name.get(left, ()))  # noqa: E731
+            spans = counted_spans(check.left)
         return CheckPart(condition(check), self.condition(check), spans)
+
+
+def counted_spans(ref: m.SpanCount) -> Callable[[Trace], list[Span]]:
+    """The spans ``count(...)`` counts: those of its name (any, for ``span``) passing its wheres."""
+    name = ref.name
+    if not ref.where and name is not None:
+        return lambda t: t.by_name.get(name, [])
+    test = span_test(m.SpanCheck(name, ref.where))
+    return lambda t: [s for s in (t.spans if name is None else t.by_name.get(name, ())) if test(s)]
 
 
 def _count_test(node: m.CountCheck) -> TraceTest:
     compare = _OPS[node.op]
-    left, right = node.left.name, node.right
+    left, right = counted_spans(node.left), node.right
     if isinstance(right, m.SpanCount):
-        other = right.name
-        return lambda t: compare(len(t.by_name.get(left, ())), len(t.by_name.get(other, ())))
+        other = counted_spans(right)
+        return lambda t: compare(len(left(t)), len(other(t)))
     if isinstance(right, bool) or not isinstance(right, _NUMBER):
         return lambda _t: False
-    return lambda t: compare(len(t.by_name.get(left, ())), right)
+    return lambda t: compare(len(left(t)), right)
 
 
 def span_names(inv: m.Invariant) -> frozenset[str] | None:
@@ -275,6 +283,8 @@ def span_names(inv: m.Invariant) -> frozenset[str] | None:
                     node.attr.intrinsic and Intrinsic.of(node.attr.name).of_trace):
                 return None
             case m.SpanCheck(name=None):  # any span: every span of the trace is read
+                return None
+            case m.CountCheck() if None in {node.left.name, getattr(node.right, "name", "")}:
                 return None
             case _:
                 names.update(checked_names(node))
@@ -303,7 +313,7 @@ def required_names(node: m.Condition | None) -> frozenset[str] | None:
         case m.SpanCheck():
             return None if node.name is None else frozenset({node.name})  # any span: no name to look for
         case m.CountCheck() if count_needs_span(node):
-            return frozenset({node.left.name})
+            return None if node.left.name is None else frozenset({node.left.name})
         case m.And():
             sets = [s for s in map(required_names, node.items) if s is not None]
             return min(sets, key=len) if sets else None

@@ -56,20 +56,26 @@ def regex_error(pattern: str) -> str | None:
 def walk(node: object) -> Iterator[object]:
     """Every node below and including ``node``, conditions and predicates alike."""
     yield node
+    for child in _children(node):
+        yield from walk(child)
+
+
+def _children(node: object) -> tuple[object, ...]:
     match node:
         case m.ClausedRule():
-            for clause in node.clauses:
-                yield from walk(clause.cond)
+            return tuple(clause.cond for clause in node.clauses)
         case m.BareRule():
-            yield from walk(node.cond)
+            return (node.cond,)
         case m.And() | m.Or():
-            for item in node.items:
-                yield from walk(item)
+            return node.items
         case m.Not():
-            yield from walk(node.item)
+            return (node.item,)
         case m.SpanCheck():
-            for pred in node.where:
-                yield from walk(pred)
+            return node.where
+        case m.CountCheck():  # count(X.where(p)): the predicates of each side
+            return tuple(p for count in (node.left, node.right) if isinstance(count, m.SpanCount)
+                         for p in count.where)
+    return ()
 
 
 def _regex(node: object) -> Iterator[Issue]:

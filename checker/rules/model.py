@@ -149,10 +149,14 @@ class SpanCheck:
 
 @dataclass(frozen=True)
 class SpanCount:
-    """``count(name)``: the number of spans with that name."""
+    """``count(name)``: the number of spans with that name (on which every ``where`` holds).
 
-    name: str
+    ``name`` None counts spans of any name (``count(span.where(...))``).
+    """
+
+    name: str | None
     pos: Pos = field(default=NO_POS, compare=False)
+    where: tuple[Predicate, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,7 @@ def condition(node: m.Condition) -> str:
         case m.Or() | m.And() | m.Not():
             return _boolean(node, condition)
         case m.SpanCheck():
-            head = "span" if node.name is None else name(node.name)
-            return head + "".join(f".where({predicate(p)})" for p in node.where)
+            return _selector(node.name, node.where)
         case m.CountCheck():
             right = node.right
             rhs = _count(right) if isinstance(right, m.SpanCount) else scalar(right)
@@ -117,7 +116,13 @@ def _grouped(render: Callable[[Any], str], node: object, *kinds: type) -> str:
 
 
 def _count(ref: m.SpanCount) -> str:
-    return f"count({name(ref.name)})"
+    return f"count({_selector(ref.name, ref.where)})"
+
+
+def _selector(span: str | None, where: tuple[m.Predicate, ...]) -> str:
+    """``X``, ``X.where(p)`` or ``span.where(p)`` (any span)."""
+    head = "span" if span is None else name(span)
+    return head + "".join(f".where({predicate(p)})" for p in where)
 
 
 def _attr(attr: m.Attr) -> str:

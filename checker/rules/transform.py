@@ -139,8 +139,9 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
     def where_clause(self, _keyword: Token, pred: m.Predicate) -> m.Predicate:
         return pred
 
-    def count_ref(self, keyword: Token, name: Token) -> m.SpanCount:
-        return m.SpanCount(name_of(name), pos_of(keyword))
+    def count_ref(self, keyword: Token, name: Token, *wheres: m.Predicate) -> m.SpanCount:
+        counted = None if name.type == "ANY_SPAN" else name_of(name)
+        return m.SpanCount(counted, pos_of(keyword), wheres)
 
     def count_check(self, left: m.SpanCount, op: Token, right: m.SpanCount | m.Scalar) -> m.CountCheck:
         return m.CountCheck(left, cast("m.CompareOp", str(op)), right, left.pos)

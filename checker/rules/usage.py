@@ -54,9 +54,8 @@ def checked_names(node: object) -> Iterator[str]:
         case m.SpanCheck() if node.name is not None:  # any span (None) has no name to check
             yield node.name
         case m.CountCheck():
-            yield node.left.name
-            if isinstance(node.right, m.SpanCount):
-                yield node.right.name
+            counts = (node.left, node.right) if isinstance(node.right, m.SpanCount) else (node.left,)
+            yield from (count.name for count in counts if count.name is not None)
 
 
 def usage(invariant: m.Invariant) -> Usage:

@@ -117,10 +117,12 @@ class _Compiler:
     def _count_over(self, node: m.CountCheck) -> p.SetExpr:
         text = condition_text(node)
         if count_needs_span(node):
-            self.notes.append(f"{text}: scoped as 'has {node.left.name}'; the count is checked "
-                              "on the full trace")
-            return p.Search(q.spanset([q.name_equals(node.left.name)]), p.Role.SCOPE,
-                            f"has {node.left.name}", exact=False, single_span=True)
+            counted = m.SpanCheck(node.left.name, node.left.where)
+            query, _exact = self._span_filter(counted, under=False)
+            self.notes.append(f"{text}: scoped as 'has {condition_text(counted)}'; the count is "
+                              "checked on the full trace")
+            return p.Search(query or q.EVERYTHING, p.Role.SCOPE, f"has {condition_text(counted)}",
+                            exact=False, single_span=query is not None)
         self.notes.append(f"{text}: can hold without any such span; every trace is in scope")
         return p.EVERY_TRACE
 
@@ -131,8 +133,11 @@ class _Compiler:
             threshold = int(right // 1) if node.op == ">" else -int(-right // 1)
             if threshold < (0 if node.op == ">" else 1):
                 return p.EVERY_TRACE
-            query = q.count_query(q.name_equals(node.left.name), node.op, threshold)
-            return p.Search(query, p.Role.CLEAR, text, exact=False)
+            spans, _exact = self._span_filter(m.SpanCheck(node.left.name, node.left.where), under=True)
+            if spans is None:
+                self.notes.append(f"{text}: cannot clear traces through TraceQL; checked on the full trace")
+                return p.NOTHING
+            return p.Search(q.count_query(spans, node.op, threshold), p.Role.CLEAR, text, exact=False)
         self.notes.append(f"{text}: cannot clear traces through TraceQL; checked on the full trace")
         return p.NOTHING
 

@@ -151,9 +151,9 @@ def spanset(conditions: list[str]) -> str:
     return SPANSET.format(AND.join(conditions)) if conditions else EVERYTHING
 
 
-def count_query(name_condition: str, op: str, value: int) -> str:
-    """Spans named X, counted per trace fragment."""
-    return COUNT_PIPELINE.format(spanset([name_condition]), OPS[op], value)
+def count_query(spans: str, op: str, value: int) -> str:
+    """The spans of one spanset filter, counted per trace fragment."""
+    return COUNT_PIPELINE.format(spans, OPS[op], value)
 
 
 def both(left: str, right: str) -> str:
