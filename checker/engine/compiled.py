@@ -272,8 +272,8 @@ def span_names(inv: m.Invariant) -> frozenset[str] | None:
     """Every span name the invariant looks at: a trace's other spans cannot change its verdict.
 
     Every check reaches spans through ``Trace.by_name``, so spans with other names are never
-    read; but a trace intrinsic (``trace:rootService``, ``trace:duration``) reads every span of
-    the trace, so None: any span may change the verdict.
+    read; but ``span.where(...)`` and a trace intrinsic (``trace:rootService``,
+    ``trace:duration``) read every span of the trace, so None: any span may change the verdict.
     """
     nodes = [node for cond in (inv.when, inv.always, inv.never) if cond is not None for node in walk(cond)]
     names: set[str] = set()
@@ -282,12 +282,11 @@ def span_names(inv: m.Invariant) -> frozenset[str] | None:
             case m.Compare() | m.InList() | m.Matches() | m.Contains() | m.Truthy() if (
                     node.attr.intrinsic and Intrinsic.of(node.attr.name).of_trace):
                 return None
-            case m.SpanCheck(name=None):  # any span: every span of the trace is read
-                return None
-            case m.CountCheck() if None in {node.left.name, getattr(node.right, "name", "")}:
-                return None
             case _:
-                names.update(checked_names(node))
+                read = set(checked_names(node))
+                if None in read:  # any span
+                    return None
+                names.update(name for name in read if name is not None)
     return frozenset(names)
 
 

@@ -48,14 +48,14 @@ class Usage:
             listed.append(value)
 
 
-def checked_names(node: object) -> Iterator[str]:
-    """The span names a check reads: a span check's own, or each side of a count."""
+def checked_names(node: object) -> Iterator[str | None]:
+    """The span names a check reads: a span check's own, or each side of a count; None: any span."""
     match node:
-        case m.SpanCheck() if node.name is not None:  # any span (None) has no name to check
+        case m.SpanCheck():
             yield node.name
         case m.CountCheck():
             counts = (node.left, node.right) if isinstance(node.right, m.SpanCount) else (node.left,)
-            yield from (count.name for count in counts if count.name is not None)
+            yield from (count.name for count in counts)
 
 
 def usage(invariant: m.Invariant) -> Usage:
@@ -64,7 +64,8 @@ def usage(invariant: m.Invariant) -> Usage:
     conditions = (invariant.when, invariant.always, invariant.never)
     for node in (node for cond in conditions if cond is not None for node in walk(cond)):
         for name in checked_names(node):
-            used.add_span_name(name)
+            if name is not None:  # any span has no name to check
+                used.add_span_name(name)
         match node:
             case m.Compare() | m.InList() | m.Matches() | m.Contains() | m.Truthy():
                 _attribute(used, node)
