@@ -18,8 +18,8 @@ from checker.rules.printer import invariant as print_invariant
 from checker.rules.rule import Rule
 from checker.traces.model import Span, Trace
 
-SPAN_NAMES = ["a", "b", "pii.access", "GET /x", "and", 'we"ird\\name']
-ATTR_NAMES = ["x", "y", "data.flag", "user id", "resource.odd"]
+SPAN_NAMES = ["a", "b", "pii.access", "GET /x", "and", 'we"ird\\name', "every", "has"]
+ATTR_NAMES = ["x", "y", "data.flag", "user id", "resource.odd", "every"]
 REGEXES = ["a.*", ".*", "(?i)A", "[0-9]+", "x|y"]
 NEEDLES = ["a", "", "1", '"q']
 OPS = ["==", "!=", ">", ">=", "<", "<="]
@@ -58,7 +58,9 @@ counts = st.one_of(
               st.lists(predicates, min_size=1, max_size=2).map(tuple)))
 count_checks = st.builds(m.CountCheck, counts, st.sampled_from(OPS),
                          st.one_of(counts, st.integers(0, 3)))
-conditions = st.recursive(st.one_of(span_checks, count_checks), _combine, max_leaves=4)
+relation_checks = st.builds(m.RelationCheck, span_checks, st.sampled_from(list(m.Relation)), span_checks,
+                            st.booleans())
+conditions = st.recursive(st.one_of(span_checks, count_checks, relation_checks), _combine, max_leaves=4)
 
 
 @st.composite
@@ -147,8 +149,12 @@ def ref_cond(node: Any, trace: Trace) -> bool:
     if isinstance(node, m.Not):
         return not ref_cond(node.item, trace)
     if isinstance(node, m.SpanCheck):
-        return any(node.name in {None, s.name} and all(ref_pred(p, s) for p in node.where)
-                   for s in trace.spans)
+        return bool(ref_selected(node, trace))
+    if isinstance(node, m.RelationCheck):
+        rights = ref_selected(node.right, trace)
+        has = [any(ref_related(node.relation, s, r, trace) for r in rights)
+               for s in ref_selected(node.left, trace)]
+        return all(has) if node.every else any(has)
 
     def count(ref: m.SpanCount) -> int:
         return sum(1 for s in trace.spans
@@ -156,6 +162,30 @@ def ref_cond(node: Any, trace: Trace) -> bool:
 
     right = count(node.right) if isinstance(node.right, m.SpanCount) else node.right
     return bool(_CMP[node.op](count(node.left), right))
+
+
+def ref_selected(check: m.SpanCheck, trace: Trace) -> list[Span]:
+    return [s for s in trace.spans
+            if check.name in {None, s.name} and all(ref_pred(p, s) for p in check.where)]
+
+
+def ref_related(relation: m.Relation, left: Span, right: Span, trace: Trace) -> bool:
+    """Straight from the definitions, pair by pair: is ``right`` so related to ``left``?"""
+    if right is left:
+        return False
+    if relation is m.Relation.CHILD:
+        return right.parent_span_id == left.span_id
+    if relation is m.Relation.SIBLING:
+        return right.parent_span_id == left.parent_span_id
+    if relation is m.Relation.FOLLOWED_BY:
+        return right.start_ns >= max(left.start_ns, left.end_ns)
+    above, seen = right.parent_span_id, set()
+    while above is not None and above not in seen:
+        if above == left.span_id:
+            return True
+        seen.add(above)
+        above = next((s.parent_span_id for s in trace.spans if s.span_id == above), None)
+    return False
 
 
 def ref_violates(inv: m.Invariant, trace: Trace) -> bool:
@@ -170,12 +200,15 @@ attr_values = st.one_of(scalars, st.lists(st.one_of(strings, numbers), max_size=
 
 
 @st.composite
-def traces(draw: st.DrawFn) -> Trace:
+def traces(draw: st.DrawFn, names: list[str] = SPAN_NAMES) -> Trace:
     resource = draw(st.dictionaries(st.sampled_from(ATTR_NAMES), attr_values, max_size=2))
+    # Parents among the earlier spans, or a root, or one that never arrived; overlapping times.
     spans = [
-        Span(trace_id="c" * 32, span_id=f"{i + 1:016x}", name=draw(st.sampled_from(SPAN_NAMES)),
+        Span(trace_id="c" * 32, span_id=f"{i + 1:016x}", name=draw(st.sampled_from(names)),
+             parent_span_id=draw(st.sampled_from([None, "f" * 16, *(f"{j + 1:016x}" for j in range(i))])),
              attributes=draw(st.dictionaries(st.sampled_from(ATTR_NAMES), attr_values, max_size=3)),
-             resource=resource)
+             resource=resource, start_ns=(start := draw(st.integers(0, 4))),
+             end_ns=start + draw(st.integers(0, 3)))
         for i in range(draw(st.integers(0, 6)))
     ]
     return Trace("c" * 32, spans)
@@ -196,3 +229,15 @@ class TestEvaluationAgreesWithReference:
         expected = sorted(r.id for r in rules if ref_violates(r.invariant, trace))
         actual = sorted(v.rule_id for v in Scanner(rules).check(trace))
         assert expected == actual
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.builds(m.RelationCheck, st.sampled_from(["a", "b"]).map(m.SpanCheck),
+                              st.sampled_from(list(m.Relation)),
+                              st.sampled_from(["a", "b"]).map(m.SpanCheck), st.booleans()),
+                    min_size=1, max_size=4), traces(names=["a", "b"]))
+    def test_relations_on_few_names(self, checks: list[m.RelationCheck], trace: Trace) -> None:
+        """Two names only, so that both sides often pick the same span: a span is never related to itself."""
+        for check in checks:
+            inv = m.Invariant(when=None, always=None, never=check)
+            found = [v.rule_id for v in Scanner([as_rule(0, inv)]).check(trace)]
+            assert bool(found) == ref_cond(check, trace), print_invariant(inv)

@@ -264,6 +264,12 @@ conditions = st.sampled_from([
     "when { b.where(trace:rootName == a) } always { c.where(trace:duration < 1ms) }",
     "when { span.where(n >= 1) } never { span.where(s == y and not f) }",
     "when { count(a.where(n > 1)) >= 1 } always { count(span.where(s == x)) > 1 }",
+    "when { a has child b } never { c }",
+    "when { a } always { a has child b or b has child a }",
+    "when { a } always { a has sibling b.where(n >= 1) or a has descendant c }",
+    "when { a } always { every a has descendant b }",
+    "when { a } never { a followed by b and not c has child a }",
+    "never { span.where(f) has descendant c.where(not f) }",
 ])
 span_values = st.fixed_dictionaries({}, optional={
     "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", "", "x\ny", "y\n"]),
@@ -285,6 +291,7 @@ def trace_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
     for index in range(draw(st.integers(1, 8))):
         spans = draw(st.lists(st.tuples(st.sampled_from(NAMES), span_values), min_size=1, max_size=5))
         parts_of_trace = otlp_spans(f"{index + 1:032x}", spans, START + 5)
+        draw_structure(draw, parts_of_trace)
         resource = [attribute(k, v) for k, v in draw(span_values).items()]
         # Some traces arrive in two pushes: two fragments in the double.
         cut = draw(st.integers(1, len(parts_of_trace)))
@@ -292,6 +299,17 @@ def trace_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
                                           "scopeSpans": [{"spans": part}]}]}
                       for part in (parts_of_trace[:cut], parts_of_trace[cut:]) if part)
     return pushes
+
+
+def draw_structure(draw: st.DrawFn, spans: list[dict[str, Any]]) -> None:
+    """Give spans parents (an earlier span, none, or one that never arrives) and times within 10 ms."""
+    for i, span in enumerate(spans):
+        parent = draw(st.sampled_from([None, "f" * 16, *(s["spanId"] for s in spans[:i])]))
+        if parent is not None:
+            span["parentSpanId"] = parent
+        start = int(span["startTimeUnixNano"]) + draw(st.integers(0, 5)) * 10**6
+        end = start + draw(st.integers(0, 5)) * 10**6
+        span["startTimeUnixNano"], span["endTimeUnixNano"] = str(start), str(end)
 
 
 def generated_rules(texts: list[str]) -> list[Rule]:

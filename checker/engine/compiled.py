@@ -11,15 +11,16 @@ span-then-resource attribute lookup.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import re2
 
 from checker.engine.explain import CheckPart, Explainer, Part
+from checker.engine.structure import related
 from checker.rules import model as m
-from checker.rules.lint import walk
+from checker.rules.lint import unnegated_checks, walk
 from checker.rules.printer import condition
 from checker.rules.usage import checked_names
 from checker.rules.vocabulary import Intrinsic
@@ -205,6 +206,7 @@ class _Compiler:
     def __init__(self) -> None:
         self._conditions: dict[int, TraceTest] = {}
         self._spans: dict[int, SpanTest] = {}
+        self._relations: dict[int, RelatedSpans] = {}
 
     def condition(self, node: m.Condition) -> TraceTest:
         """A closure deciding a trace-level formula."""
@@ -222,6 +224,8 @@ class _Compiler:
                 if name is None:
                     return lambda t: any(test(s) for s in t.spans)
                 return lambda t: any(test(s) for s in t.by_name.get(name, ()))
+            case m.RelationCheck():
+                return self.relation(node).holds
             case m.CountCheck():
                 return _count_test(node)
 
@@ -232,20 +236,70 @@ class _Compiler:
             self._spans[key] = span_test(check)
         return self._spans[key]
 
+    def relation(self, check: m.RelationCheck) -> RelatedSpans:
+        """Both sides of a structure or order check, compiled once."""
+        key = id(check)
+        if key not in self._relations:
+            self._relations[key] = RelatedSpans(
+                check, selected(check.left.name, self.span(check.left)),
+                selected(check.right.name, self.span(check.right)))
+        return self._relations[key]
+
     def part(self, node: m.Condition) -> Part:
-        """``node`` as an explanation quotes and asks it."""
-        return Part(condition(node), self.condition(node))
+        """``node`` as an explanation quotes and asks it; a structure check also names its offenders."""
+        offenders = self.relation(node).lacking if isinstance(node, m.RelationCheck) else None
+        return Part(condition(node), self.condition(node), offenders=offenders)
 
     def check_part(self, check: m.Check) -> CheckPart:
-        """A check, with the spans that make it hold: matching spans, or every span counted."""
+        """A check, with the spans that make it hold: matching spans, related ones, or every span counted."""
         spans: Callable[[Trace], list[Span]]
-        if isinstance(check, m.SpanCheck):
-            name, test = check.name, self.span(check)
-            spans = lambda t: [s for s in (t.spans if name is None else t.by_name.get(name, ()))  # noqa: E731
-                               if test(s)]
-        else:
-            spans = counted_spans(check.left)
+        match check:
+            case m.SpanCheck():
+                spans = selected(check.name, self.span(check))
+            case m.RelationCheck():
+                spans = self.relation(check).having
+            case m.CountCheck():
+                spans = counted_spans(check.left)
         return CheckPart(condition(check), self.condition(check), spans)
+
+
+@dataclass(frozen=True)
+class RelatedSpans:
+    """A structure or order check: which spans of its left side have a right-side span so related."""
+
+    check: m.RelationCheck
+    left: Callable[[Trace], list[Span]]
+    right: Callable[[Trace], list[Span]]
+
+    def holds(self, trace: Trace) -> bool:
+        """Some left span has the relation (each one, with ``every``; true when there is none)."""
+        lefts = self.left(trace)
+        if not lefts:
+            return self.check.every
+        has = related(self.check.relation, trace, self.right(trace))
+        return all(map(has, lefts)) if self.check.every else any(map(has, lefts))
+
+    def having(self, trace: Trace) -> list[Span]:
+        """The left spans that have a right span so related."""
+        return self._split(trace, want=True)
+
+    def lacking(self, trace: Trace) -> list[Span]:
+        """The left spans that have none: what an explanation names when the check fails."""
+        return self._split(trace, want=False)
+
+    def _split(self, trace: Trace, *, want: bool) -> list[Span]:
+        lefts = self.left(trace)
+        if not lefts:
+            return []
+        has = related(self.check.relation, trace, self.right(trace))
+        return [s for s in lefts if has(s) == want]
+
+
+def selected(name: str | None, test: SpanTest) -> Callable[[Trace], list[Span]]:
+    """The spans a selector picks: those of its name (any, for ``span``) that pass ``test``."""
+    if name is None:
+        return lambda t: [s for s in t.spans if test(s)]
+    return lambda t: [s for s in t.by_name.get(name, ()) if test(s)]
 
 
 def counted_spans(ref: m.SpanCount) -> Callable[[Trace], list[Span]]:
@@ -253,8 +307,7 @@ def counted_spans(ref: m.SpanCount) -> Callable[[Trace], list[Span]]:
     name = ref.name
     if not ref.where and name is not None:
         return lambda t: t.by_name.get(name, [])
-    test = span_test(m.SpanCheck(name, ref.where))
-    return lambda t: [s for s in (t.spans if name is None else t.by_name.get(name, ())) if test(s)]
+    return selected(name, span_test(m.SpanCheck(name, ref.where)))
 
 
 def _count_test(node: m.CountCheck) -> TraceTest:
@@ -272,13 +325,16 @@ def span_names(inv: m.Invariant) -> frozenset[str] | None:
     """Every span name the invariant looks at: a trace's other spans cannot change its verdict.
 
     Every check reaches spans through ``Trace.by_name``, so spans with other names are never
-    read; but ``span.where(...)`` and a trace intrinsic (``trace:rootService``,
-    ``trace:duration``) read every span of the trace, so None: any span may change the verdict.
+    read; but ``span.where(...)``, a trace intrinsic (``trace:rootService``, ``trace:duration``)
+    and ``has descendant`` (whose chain runs through spans of any name) read every span of the
+    trace, so None: any span may change the verdict.
     """
     nodes = [node for cond in (inv.when, inv.always, inv.never) if cond is not None for node in walk(cond)]
     names: set[str] = set()
     for node in nodes:
         match node:
+            case m.RelationCheck(relation=m.Relation.DESCENDANT):
+                return None
             case m.Compare() | m.InList() | m.Matches() | m.Contains() | m.Truthy() if (
                     node.attr.intrinsic and Intrinsic.of(node.attr.name).of_trace):
                 return None
@@ -288,18 +344,6 @@ def span_names(inv: m.Invariant) -> frozenset[str] | None:
                     return None
                 names.update(name for name in read if name is not None)
     return frozenset(names)
-
-
-def positive_atoms(node: m.Condition | None) -> Iterator[m.Check]:
-    """Checks that occur under an even number of ``not``s: the ones that can make it true."""
-    match node:
-        case m.And() | m.Or():
-            for item in node.items:
-                yield from positive_atoms(item)
-        case m.SpanCheck() | m.CountCheck():
-            yield node
-        case _:
-            return
 
 
 def required_names(node: m.Condition | None) -> frozenset[str] | None:
@@ -313,6 +357,8 @@ def required_names(node: m.Condition | None) -> frozenset[str] | None:
             return None if node.name is None else frozenset({node.name})  # any span: no name to look for
         case m.CountCheck() if count_needs_span(node):
             return None if node.left.name is None else frozenset({node.left.name})
+        case m.RelationCheck(every=False):  # both sides must be there
+            return required_names(m.And((node.left, node.right)))
         case m.And():
             sets = [s for s in map(required_names, node.items) if s is not None]
             return min(sets, key=len) if sets else None
@@ -372,12 +418,12 @@ class CompiledInvariant:
         never = compiler.condition(inv.never) if inv.never is not None else None
         explainer = Explainer(
             unconditional=inv.when is None,
-            triggers=tuple(map(compiler.check_part, positive_atoms(inv.when))),
+            triggers=tuple(map(compiler.check_part, unnegated_checks(inv.when))),
             always=always,
             lacking=tuple(map(compiler.part, _conjuncts(inv.always))),
             never=never,
             never_text=condition(inv.never) if inv.never is not None else "",
-            forbidding=tuple(map(compiler.check_part, positive_atoms(inv.never))),
+            forbidding=tuple(map(compiler.check_part, unnegated_checks(inv.never))),
         )
         return cls(when, always, never, _trigger_names(inv), explainer)
 

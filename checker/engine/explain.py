@@ -8,7 +8,7 @@ compiler nor the printer: it only asks each part again, on the one violating tra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from checker.engine.violation import Forbidden, SpanRef, Violation
@@ -25,10 +25,24 @@ MAX_SPANS_LISTED = 10
 
 @dataclass(frozen=True)
 class Part:
-    """A piece of the rule as an explanation quotes it, with its compiled test."""
+    """A piece of the rule as an explanation quotes it, with its compiled test.
+
+    ``offenders``, for a structure check (``every a has child b``), gives the spans of its left
+    side that lack the relation: what the explanation names when the part fails.
+    """
 
     text: str
     holds: Callable[[Trace], bool]
+    offenders: Callable[[Trace], list[Span]] | None = field(default=None, kw_only=True)
+
+    def lacked(self, trace: Trace) -> str:
+        """The part as the reason names it when it fails, with its offending spans if it has any."""
+        spans = self.offenders(trace) if self.offenders is not None else []
+        if not spans:
+            return self.text
+        shown = ", ".join(f"{s.name} (span {s.span_id})" for s in sorted(spans, key=span_order)[:3])
+        more = f" and {len(spans) - 3} more" if len(spans) > 3 else ""
+        return f"{self.text}: not so for {shown}{more}"
 
 
 @dataclass(frozen=True)
@@ -61,8 +75,10 @@ class Explainer:
         holding = {s.span_id: s for p in self.triggers if p.holds(trace) for s in p.spans(trace)}
         triggers = sorted(holding.values(), key=span_order)
         missing: tuple[str, ...] = ()
+        lacked: tuple[str, ...] = ()
         if self.always is not None and not self.always(trace):
-            missing = tuple(p.text for p in self.lacking if not p.holds(trace))
+            failed = [p for p in self.lacking if not p.holds(trace)]
+            missing, lacked = tuple(p.text for p in failed), tuple(p.lacked(trace) for p in failed)
         forbidden: tuple[Forbidden, ...] = ()
         if self.never is not None and self.never(trace):
             forbidden = tuple(
@@ -71,7 +87,7 @@ class Explainer:
         root = trace.root
         return Violation(
             rule_id=rule.id, rule_name=rule.name, severity=rule.severity, trace_id=trace.trace_id,
-            reason=_sentence(triggers, missing, forbidden, self.unconditional),
+            reason=_sentence(triggers, lacked, forbidden, self.unconditional),
             frameworks=rule.frameworks, controls=rule.controls, trigger_spans=_refs(triggers),
             missing=missing, forbidden=forbidden,
             root_service=root.service if root else None, root_name=root.name if root else None,

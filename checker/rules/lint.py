@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import re2
 
 from checker.rules import model as m
+from checker.rules import printer
 from checker.rules.semconv import PARTNER
 from checker.rules.vocabulary import Intrinsic, ValueType
 
@@ -72,6 +73,8 @@ def _children(node: object) -> tuple[object, ...]:
             return (node.item,)
         case m.SpanCheck():
             return node.where
+        case m.RelationCheck():
+            return (node.left, node.right)
         case m.CountCheck():  # count(X.where(p)): the predicates of each side
             return tuple(p for count in (node.left, node.right) if isinstance(count, m.SpanCount)
                          for p in count.where)
@@ -223,8 +226,35 @@ def _renamed_attributes(parsed: m.ParsedCondition) -> Iterator[Issue]:
                     if "status_code" in attr.name else f"test both: ({attr.name} ... or {partner} ...)")
 
 
+def _vacuous_every(parsed: m.ParsedCondition) -> Iterator[Issue]:
+    """``every X has child Y`` holds on any trace without an X: in ``when`` or ``never``, a trap."""
+    if isinstance(parsed, m.BareRule):  # a bare check reads as never { check }
+        blocks = [(m.ClauseKind.NEVER, parsed.cond)]
+    else:
+        blocks = [(c.kind, c.cond) for c in parsed.clauses if c.kind is not m.ClauseKind.ALWAYS]
+    for kind, cond in blocks:
+        for check in unnegated_checks(cond):
+            if isinstance(check, m.RelationCheck) and check.every:
+                effect = "is in scope" if kind is m.ClauseKind.WHEN else "violates the rule"
+                left = printer.condition(check.left)
+                yield Issue(IssueLevel.WARNING, f"'every {left} ...' also holds on a trace without any "
+                            f"{left}: in {kind.value}, every such trace {effect}", check.pos,
+                            f"require the span too: {left} and {printer.condition(check)}")
+
+
+def unnegated_checks(cond: m.Condition | None) -> Iterator[m.Check]:
+    """The checks of ``cond`` under no ``not``: the ones that can make it hold."""
+    match cond:
+        case m.And() | m.Or():
+            for item in cond.items:
+                yield from unnegated_checks(item)
+        case m.SpanCheck() | m.CountCheck() | m.RelationCheck():
+            yield cond
+
+
 def lint(parsed: m.ParsedCondition) -> list[Issue]:
     """Every issue in the condition, in the order written."""
     issues = [issue for node in walk(parsed) for check in CHECKS for issue in check(node)]
     issues.extend(_renamed_attributes(parsed))
+    issues.extend(_vacuous_every(parsed))
     return sorted(issues, key=lambda i: (i.pos.line, i.pos.column))

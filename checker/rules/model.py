@@ -169,8 +169,34 @@ class CountCheck:
     pos: Pos = field(default=NO_POS, compare=False)
 
 
-Check: TypeAlias = SpanCheck | CountCheck
-Condition: TypeAlias = "And[Condition] | Or[Condition] | Not[Condition] | SpanCheck | CountCheck"
+class Relation(Enum):
+    """How a span of the left side stands to one of the right side, as written between them."""
+
+    CHILD = "has child"  # its parent is the left span
+    DESCENDANT = "has descendant"  # the left span is its parent, or its parent's parent, ...
+    SIBLING = "has sibling"  # another span with the same parent (or, like the left one, a root)
+    FOLLOWED_BY = "followed by"  # another span starting at or after the left one's end
+
+
+@dataclass(frozen=True)
+class RelationCheck:
+    """``S1 has child S2``: some S1 span has an S2 span so related; with ``every``, each S1 span does.
+
+    Read on the whole trace, whichever fragments its spans arrived in. ``every`` holds when the
+    trace has no S1 span at all, as "for each" does.
+    """
+
+    left: SpanCheck
+    relation: Relation
+    right: SpanCheck
+    every: bool = False
+    pos: Pos = field(default=NO_POS, compare=False)
+
+
+Check: TypeAlias = SpanCheck | CountCheck | RelationCheck
+Condition: TypeAlias = (
+    "And[Condition] | Or[Condition] | Not[Condition] | SpanCheck | CountCheck | RelationCheck"
+)
 
 
 class ClauseKind(Enum):

@@ -44,7 +44,7 @@ def _from_clauses(clauses: tuple[m.Clause, ...]) -> m.Invariant:
 
 
 def _from_bare(cond: m.Condition) -> m.Invariant:
-    if isinstance(cond, m.SpanCheck | m.CountCheck):
+    if isinstance(cond, m.SpanCheck | m.CountCheck | m.RelationCheck):
         return m.Invariant(when=None, always=None, never=cond)
     if not isinstance(cond, m.And):
         raise _no_reading(cond)
@@ -54,9 +54,9 @@ def _from_bare(cond: m.Condition) -> m.Invariant:
     required: list[m.Condition] = []
     forbidden: list[m.Condition] = []
     for item in rest:
-        if isinstance(item, m.SpanCheck | m.CountCheck):
+        if isinstance(item, m.SpanCheck | m.CountCheck | m.RelationCheck):
             required.append(item)
-        elif isinstance(item, m.Not) and isinstance(item.item, m.SpanCheck | m.CountCheck):
+        elif isinstance(item, m.Not) and isinstance(item.item, m.SpanCheck | m.CountCheck | m.RelationCheck):
             forbidden.append(item.item)
         else:
             raise _no_reading(item)

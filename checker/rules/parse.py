@@ -22,7 +22,8 @@ _TERMINAL_WORDS = {
     "TRACE_HAS": "trace.has(", "TRACE_COUNT": "trace.count(", "COUNT": "count(", "ANY_SPAN": "span.where(",
     "DOTTED_NAME": "a name", "STRING": "a quoted string", "NUMBER": "a number",
     "DURATION": "a duration", "INTRINSIC": "an intrinsic like span:duration",
-    "CMP_OP": "a comparison (== != > >= < <=)", "$END": "the end of the condition",
+    "CMP_OP": "a comparison (== != > >= < <=)", "EVERY": "every",
+    "RELATION": "has child, has descendant, has sibling or followed by", "$END": "the end of the condition",
 }
 
 
@@ -40,7 +41,7 @@ _VOCABULARY_PATTERNS = {
     "INTRINSIC": rf"({'|'.join(INTRINSIC_SCOPES)}):[A-Za-z_]+",
     "DURATION": rf"-?\d+(\.\d+)?({UNIT_PATTERN})(?![A-Za-z0-9_])",
 }
-_TERMS = (m.SpanCheck, m.CountCheck, m.Compare, m.InList, m.Matches, m.Contains, m.Truthy)
+_TERMS = (m.SpanCheck, m.CountCheck, m.RelationCheck, m.Compare, m.InList, m.Matches, m.Contains, m.Truthy)
 
 
 @lru_cache(maxsize=1)
@@ -125,6 +126,8 @@ def _parts(node: object) -> tuple[tuple[object, ...], int]:
             return (node.cond,), 0
         case m.SpanCheck():
             return node.where, 0
+        case m.RelationCheck():
+            return (node.left, node.right), 0
     return (), 0
 
 
@@ -162,7 +165,9 @@ def _explain(err: UnexpectedInput, text: str) -> ConditionError:
             return ConditionError(f"unexpected end of condition, expected {expected}", _end_pos(text))
         pos = m.Pos(token.line or 1, token.column or 1)
         hint = None
-        if "RBRACE" in err.expected:
+        if str(token) in {"has", "followed"} and "RELATION" in err.expected:
+            hint = "spans relate by has child, has descendant, has sibling or followed by"
+        elif "RBRACE" in err.expected:
             hint = "a { ... } block is not closed before this point"
         elif token.type in _WORD_TERMINALS and {"DOTTED_NAME", "STRING"} & set(err.expected):
             hint = f'{token} is a keyword; quote it to use it as a name or value: "{token}"'

@@ -9,13 +9,13 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from checker.rules import model as m
-from checker.rules.vocabulary import ATTRIBUTE_SCOPES, CALL_WORDS, KEYWORDS
+from checker.rules.vocabulary import ATTRIBUTE_SCOPES, CALL_WORDS, KEYWORDS, STRUCTURE_WORDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 # A bare name must not read back as a keyword or a call.
-_RESERVED = frozenset(KEYWORDS + CALL_WORDS)
+_RESERVED = frozenset(KEYWORDS + CALL_WORDS + STRUCTURE_WORDS)
 _BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 
 
@@ -75,6 +75,10 @@ def condition(node: m.Condition) -> str:
             return _boolean(node, condition)
         case m.SpanCheck():
             return _selector(node.name, node.where)
+        case m.RelationCheck():
+            every = "every " if node.every else ""
+            return (f"{every}{_selector(node.left.name, node.left.where)} {node.relation.value} "
+                    f"{_selector(node.right.name, node.right.where)}")
         case m.CountCheck():
             right = node.right
             rhs = _count(right) if isinstance(right, m.SpanCount) else scalar(right)

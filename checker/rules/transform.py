@@ -127,6 +127,11 @@ class ToAst(Transformer[Token, m.ParsedCondition]):
     def span_check(self, ref: tuple[str | None, m.Pos], *wheres: m.Predicate) -> m.SpanCheck:
         return m.SpanCheck(ref[0], wheres, ref[1])
 
+    def relation_check(self, every: Token | None, left: m.SpanCheck, relation: Token,
+                       right: m.SpanCheck) -> m.RelationCheck:
+        pos = pos_of(every) if every is not None else left.pos
+        return m.RelationCheck(left, m.Relation(" ".join(relation.split())), right, every is not None, pos)
+
     def span_name(self, token: Token) -> tuple[str, m.Pos]:
         return name_of(token), pos_of(token)
 

@@ -30,6 +30,9 @@ LITERAL_KEYWORDS = ("true", "false")
 KEYWORDS = CLAUSE_KEYWORDS + OPERATOR_KEYWORDS + LITERAL_KEYWORDS
 # Words a bare name cannot be either, because the grammar reads them as a call: count(x).
 CALL_WORDS = ("where", "count", "trace.has", "trace.count", "span")
+# Words of the structure checks (every a has child b, a followed by b): names only where no
+# relation can follow, so the printer quotes them.
+STRUCTURE_WORDS = ("every", "has", "followed")
 
 
 class ValueType(Enum):

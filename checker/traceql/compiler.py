@@ -79,6 +79,8 @@ class _Compiler:
                                       "TraceQL cannot express exactly; confirmed on the full trace")
                 return p.Search(query or q.EVERYTHING, p.Role.SCOPE, condition_text(node), exact,
                                 single_span=query is not None)
+            case m.RelationCheck():
+                return self._relation_over(node)
             case m.CountCheck():
                 return self._count_over(node)
 
@@ -98,6 +100,8 @@ class _Compiler:
                                       "TraceQL; every candidate is checked on the full trace")
                     return p.NOTHING
                 return p.Search(query, p.Role.CLEAR, condition_text(node), exact, single_span=True)
+            case m.RelationCheck():
+                return self._relation_under(node)
             case m.CountCheck():
                 return self._count_under(node)
 
@@ -113,6 +117,32 @@ class _Compiler:
             elif under:
                 return None, False
         return q.spanset(conditions), exact
+
+    def _relation_over(self, node: m.RelationCheck) -> p.SetExpr:
+        """Both sides are in the trace; with ``every``, no left side at all or some right side."""
+        text = condition_text(node)
+        if node.every:
+            self.notes.append(f"{text}: holds on traces without {condition_text(node.left)}; scoped "
+                              "as lacking it or having the right side, checked on the full trace")
+            return p.union([p.difference(p.EVERY_TRACE, self.under(node.left)), self.over(node.right)])
+        self.notes.append(f"{text}: scoped as having both sides; {node.relation.value} is checked on "
+                          "the full trace")
+        return p.intersection([self.over(node.left), self.over(node.right)])
+
+    def _relation_under(self, node: m.RelationCheck) -> p.SetExpr:
+        """Tempo's structural operator where there is one: found in one fragment, it holds in the trace.
+
+        A relation split across fragments (or in a fragment without its root, which Tempo does
+        not number) is not found: the trace stays a candidate, fetched and judged whole.
+        """
+        text = condition_text(node)
+        left, _ = self._span_filter(node.left, under=True)
+        right, _ = self._span_filter(node.right, under=True)
+        query = None if node.every or left is None or right is None else q.related(left, node.relation, right)
+        if query is None:
+            self.notes.append(f"{text}: cannot clear traces through TraceQL; checked on the full trace")
+            return p.NOTHING
+        return p.Search(query, p.Role.CLEAR, text, exact=False)
 
     def _count_over(self, node: m.CountCheck) -> p.SetExpr:
         text = condition_text(node)

@@ -89,9 +89,10 @@ def _covered(part: SetExpr, others: list[SetExpr]) -> bool:
 
 
 def intersection(parts: list[SetExpr]) -> SetExpr:
-    """Intersection, simplified: nothing absorbs, every trace vanishes."""
+    """Intersection, simplified: nothing absorbs, every trace vanishes, nested ones are flattened."""
     kept: list[SetExpr] = []
-    for part in parts:
+    flat = (item for part in parts for item in (part.parts if isinstance(part, Intersection) else (part,)))
+    for part in flat:
         if part == NOTHING:
             return NOTHING
         if part != EVERY_TRACE and part not in kept:

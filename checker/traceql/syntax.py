@@ -24,6 +24,9 @@ SCOPES = ("span", "resource")
 COUNT_PIPELINE = "{} | count() {} {}"
 OPS = {"==": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 MATCH = "=~"
+# Tempo's structural operators: the right-hand spans so related to a left-hand one. Order
+# (``followed by``) has none.
+STRUCTURE = {m.Relation.CHILD: ">", m.Relation.DESCENDANT: ">>", m.Relation.SIBLING: "~"}
 INT64 = 2**63
 _REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 _BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
@@ -154,6 +157,12 @@ def spanset(conditions: list[str]) -> str:
 def count_query(spans: str, op: str, value: int) -> str:
     """The spans of one spanset filter, counted per trace fragment."""
     return COUNT_PIPELINE.format(spans, OPS[op], value)
+
+
+def related(left: str, relation: m.Relation, right: str) -> str | None:
+    """``{ L } > { R }``: a right-hand span in that relation to a left-hand one, per fragment."""
+    op = STRUCTURE.get(relation)
+    return None if op is None else f"{left} {op} {right}"
 
 
 def both(left: str, right: str) -> str:

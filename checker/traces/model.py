@@ -83,7 +83,7 @@ class Trace:
     must count spans, not deliveries. Spans keep the order they came in.
     """
 
-    __slots__ = ("__weakref__", "_root", "by_name", "spans", "trace_id")
+    __slots__ = ("__weakref__", "_by_id", "_root", "by_name", "spans", "trace_id")
 
     def __init__(self, trace_id: str, spans: Iterable[Span]) -> None:
         self.trace_id = trace_id
@@ -92,11 +92,19 @@ class Trace:
             unique.setdefault((span.trace_id, span.span_id), span)
         self.spans = list(unique.values())
         self._root: Span | bool | None = False  # not looked for yet
+        self._by_id: dict[str, Span] | None = None
         self.by_name: dict[str, list[Span]] = {}
         myself = weakref.ref(self)
         for span in self.spans:
             span.trace_ref = myself
             self.by_name.setdefault(span.name, []).append(span)
+
+    @property
+    def by_id(self) -> dict[str, Span]:
+        """Spans by span ID, built the first time a structure check climbs from child to parent."""
+        if self._by_id is None:
+            self._by_id = {s.span_id: s for s in self.spans}
+        return self._by_id
 
     @property
     def root(self) -> Span | None:
@@ -105,9 +113,8 @@ class Trace:
         Looked for once: every span of the trace reads it for ``trace:rootService``.
         """
         if self._root is False:
-            ids = {s.span_id for s in self.spans}
             roots = [s for s in self.spans if s.parent_span_id is None]
-            orphans = [s for s in self.spans if s.parent_span_id not in ids]
+            orphans = [s for s in self.spans if s.parent_span_id not in self.by_id]
             self._root = min(roots or orphans, key=span_order, default=None)
         return self._root if isinstance(self._root, Span) else None
 
