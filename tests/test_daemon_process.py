@@ -29,6 +29,7 @@ from tempo_double import Fault, TempoDouble
 from checker.config import load_settings
 from checker.daemon.factory import open_daemon
 from checker.daemon.service import install_signals
+from checker.rules.load import load_paths
 from checker.store import Store
 
 if TYPE_CHECKING:
@@ -183,7 +184,8 @@ class TestLive:
                 stop = asyncio.Event()
                 serving = asyncio.create_task(daemon.serve(stop))
                 try:
-                    await until(lambda: asyncio.sleep(0, len(daemon.runner.checkpoints) == 3),
+                    rules = len(load_paths([config.rules_dir]).rules)
+                    await until(lambda: asyncio.sleep(0, len(daemon.runner.checkpoints) == rules),
                                 what="first runs")
                     assert daemon.http is not None
                     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.http.port}") as http:
@@ -207,7 +209,7 @@ class TestLive:
                                  "betrace_evaluation_duration_seconds_bucket",
                                  'betrace_tempo_requests_total{route="search",status="200"}',
                                  'betrace_checkpoint_lag_seconds{rule="sre-slow-database-query"}',
-                                 "betrace_rules_loaded 3.0", "betrace_rule_load_errors 0.0",
+                                 f"betrace_rules_loaded {rules:.1f}", "betrace_rule_load_errors 0.0",
                                  'betrace_violations_total{rule="sre-slow-database-query",severity='):
                         assert name in metrics, name
                     return elapsed

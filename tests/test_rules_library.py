@@ -18,9 +18,14 @@ RULESET = load_paths([RULES_D])
 # What the bundled demo traces are built to break: trace id → rule ids.
 DEMO_VIOLATIONS = {
     "16c7a92a3d54c209298011c22b49e984": {"gdpr-art-32-personal-data-access-audited",
-                                         "hipaa-164-312-b-phi-audit", "soc2-cc6-7-pii-access-audited"},
+                                         "hipaa-164-312-b-phi-audit", "soc2-cc6-7-pii-access-audited",
+                                         "hipaa-164-312-b-audit-in-same-request"},
     "2652c2fe35cf6ef75fa563a8f485e7a2": {"gdpr-art-32-personal-data-access-audited",
-                                         "hipaa-164-312-b-phi-audit", "soc2-cc6-7-pii-access-audited"},
+                                         "hipaa-164-312-b-phi-audit", "soc2-cc6-7-pii-access-audited",
+                                         "hipaa-164-312-b-audit-in-same-request"},
+    "80a589352f557842fa1edabc57b85186": {"hipaa-164-312-b-audit-in-same-request"},  # audited elsewhere
+    "a9669aea996f0e8f8f2ca4edaf438659": {"sre-server-errors-marked"},  # a 502 left unset
+    "2014a167600ede8134fc59c5841fadff": {"soc2-cc8-1-approved-before-rollout"},  # approved too late
     "2331ff95957b1c1756179dbcb6233b1a": {"gdpr-art-32-personal-data-encrypted"},
     "3ec8012346a092ea77faa56eca7ac70d": {"hipaa-164-312-a-phi-access-attributed"},
     "4a20ab30c52e403017a255732c4a42c4": {"soc2-cc7-2-server-errors-logged", "sre-slow-database-query"},
@@ -30,7 +35,8 @@ DEMO_VIOLATIONS = {
     "bcffeb9a990b4257218fc9dbeba51d01": {"pci-dss-high-value-fraud-check"},
     "c814be407b705d380d487aa9f00d5afb": {"sre-retries-bounded"},
     "d7afaaea6b9e5ad74437f04491d487ca": {"pci-dss-10-2-payment-audit-trail"},
-    "e384ed0bf4f3b752b7baf0b2b3b2e3a9": {"soc2-cc8-1-prod-deploy-approved"},
+    "e384ed0bf4f3b752b7baf0b2b3b2e3a9": {"soc2-cc8-1-prod-deploy-approved",
+                                         "soc2-cc8-1-approved-before-rollout"},
 }
 
 
@@ -43,7 +49,7 @@ class TestStarterLibrary:
 
     @pytest.mark.parametrize("control", [
         "SOC2:CC6.1", "SOC2:CC6.7", "SOC2:CC7.2", "SOC2:CC8.1", "HIPAA:164.312(b)",
-        "PCI-DSS:10.2", "GDPR:Art.32", "SRE:retries", "SRE:request-response-balance",
+        "PCI-DSS:10.2", "GDPR:Art.32", "SRE:retries", "SRE:request-response-balance", "SRE:error-status",
     ])
     def test_control_covered(self, control: str) -> None:
         assert any(control in r.controls for r in RULESET.rules)

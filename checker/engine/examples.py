@@ -49,7 +49,7 @@ def example_trace(rule_id: str, example: Example) -> Trace:
         span_id = f"{len(spans) + 1:016x}"
         service = spec.service or inherited
         resource: Attributes = {"service.name": service} if service else {}
-        start = EXAMPLE_START_NS + len(spans) * 1_000_000
+        start = EXAMPLE_START_NS + (len(spans) * 1_000_000 if spec.start_ns is None else spec.start_ns)
         spans.append(Span(
             trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=spec.name,
             attributes={k: _value(v) for k, v in spec.attributes.items()}, resource=resource,

@@ -24,7 +24,8 @@ KNOWN_KEYS = frozenset({
     "every", "cron", "evaluation_delay", "settle", "enabled", "labels", "notify", "examples",
     "example_violation",
 })
-SPAN_KEYS = frozenset({"span", "service", "attributes", "status", "kind", "duration", "children", "events"})
+SPAN_KEYS = frozenset({"span", "service", "attributes", "status", "kind", "start", "duration", "children",
+                       "events"})
 EVENT_KEYS = frozenset({"name", "attributes"})
 
 
@@ -264,6 +265,7 @@ class FieldReader:
             self.error(fields[field_name], f"unknown {field_name} {bad!r}", rule_id,
                        f"{field_name} is one of " + ", ".join(sorted(allowed)))
         duration = self.duration(fields, "duration", rule_id)
+        start = self.duration(fields, "start", rule_id)
         children_node = fields.get("children")
         children: list[ExampleSpan | None] = []
         if isinstance(children_node, yaml.SequenceNode):
@@ -278,6 +280,7 @@ class FieldReader:
             name=name, service=self.string(fields, "service", rule_id=rule_id),
             attributes={str(k): v for k, v in attributes.items()}, status=status, kind=kind,
             duration_ns=parse_ns(duration) or 0 if duration else 0,
+            start_ns=parse_ns(start) or 0 if start else None,
             children=tuple(c for c in children if c is not None), events=events,
         )
 

@@ -33,6 +33,7 @@ class ExampleSpan:
     kind: str = "internal"
     duration_ns: int = 0
     children: tuple[ExampleSpan, ...] = ()
+    start_ns: int | None = None  # after the example's start; None: 1 ms after the span before it
     events: tuple[ExampleEvent, ...] = ()
 
 
