@@ -264,26 +264,36 @@ conditions = st.sampled_from([
     "when { b.where(trace:rootName == a) } always { c.where(trace:duration < 1ms) }",
     "when { span.where(n >= 1) } never { span.where(s == y and not f) }",
     "when { count(a.where(n > 1)) >= 1 } always { count(span.where(s == x)) > 1 }",
+    # Events: one event meets every event term of a .where; never cleared, only scoped.
+    'when { a } never { a.where(event:name == e and event.s == "x") }',
+    "when { span.where(event:name == e) } always { b.where(event:name == g or n > 1) }",
+    "when { a.where(event:name == e).where(event.n > 1) } never { count(span.where(not event.f)) >= 2 }",
+    'when { b.where(event:name != e) } always { c.where(event.s contains "y" and event:name in [e, g]) }',
 ])
 span_values = st.fixed_dictionaries({}, optional={
     "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", "", "x\ny", "y\n"]),
     "f": st.booleans()})
+span_events = st.lists(st.tuples(st.sampled_from(["e", "g"]), span_values), max_size=2)
+span_specs = st.tuples(st.sampled_from(NAMES), span_values, span_events)
 
 
-def otlp_spans(trace_id: str, spans: list[tuple[str, dict[str, Any]]], at_s: int,
-               first: int = 1) -> list[dict[str, Any]]:
-    """OTLP/JSON spans of (name, attributes), starting at ``at_s``, span IDs from ``first``."""
+def otlp_spans(trace_id: str, spans: list[tuple[str, dict[str, Any], list[tuple[str, dict[str, Any]]]]],
+               at_s: int, first: int = 1) -> list[dict[str, Any]]:
+    """OTLP/JSON spans of (name, attributes, events), starting at ``at_s``, span IDs from ``first``."""
     return [{"traceId": trace_id, "spanId": f"{first + i:016x}", "name": name,
              "startTimeUnixNano": str(at_s * 10**9 + i), "endTimeUnixNano": str(at_s * 10**9 + 10**6),
-             "attributes": [attribute(k, v) for k, v in attrs.items()]}
-            for i, (name, attrs) in enumerate(spans)]
+             "attributes": [attribute(k, v) for k, v in attrs.items()],
+             "events": [{"name": event, "timeUnixNano": str(at_s * 10**9 + i),
+                         "attributes": [attribute(k, v) for k, v in event_attrs.items()]}
+                        for event, event_attrs in events]}
+            for i, (name, attrs, events) in enumerate(spans)]
 
 
 @st.composite
 def trace_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
     pushes = []
     for index in range(draw(st.integers(1, 8))):
-        spans = draw(st.lists(st.tuples(st.sampled_from(NAMES), span_values), min_size=1, max_size=5))
+        spans = draw(st.lists(span_specs, min_size=1, max_size=5))
         parts_of_trace = otlp_spans(f"{index + 1:032x}", spans, START + 5)
         resource = [attribute(k, v) for k, v in draw(span_values).items()]
         # Some traces arrive in two pushes: two fragments in the double.
@@ -336,7 +346,7 @@ def spread_traces(draw: st.DrawFn) -> list[dict[str, Any]]:
     """Traces in two pushes whose second part lies anywhere within 300 s of the first."""
     pushes = []
     for index in range(draw(st.integers(1, 8))):
-        spans = draw(st.lists(st.tuples(st.sampled_from(NAMES), span_values), min_size=1, max_size=5))
+        spans = draw(st.lists(span_specs, min_size=1, max_size=5))
         trace_id = f"{index + 1:032x}"
         cut = draw(st.integers(1, len(spans)))
         offsets = (0, draw(st.integers(-300, 300)))
