@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from checker.engine import CompiledInvariant
+from checker.engine import CompiledInvariant, Scanner
 from checker.engine.compiled import span_names
+from checker.errors import SourceLocation
 from checker.rules.normalise import normalise
 from checker.rules.parse import parse_condition
+from checker.rules.rule import Rule
 from checker.traceql import compile_rule
 from checker.traces.model import Span, SpanEvent, Trace
 
@@ -259,6 +262,17 @@ class TestEvents:
         failing = (exception(),)
         assert violates(rule, trace(("s", {}), ("s", {}), ("s", {}), events=failing))
         assert not violates(rule, trace(("s", {}), ("s", {}), events=failing))
+
+    def test_explained_with_the_spans_whose_event_matched(self) -> None:
+        condition = "when { s } never { s.where(event:name == exception and event.exception.type == B) }"
+        rule = Rule(id="r", name="r", condition=condition, location=SourceLocation("r.yaml"), version="v",
+                    invariant=normalise(parse_condition(condition)))
+        plain = trace(("s", {}), ("s", {}))
+        t = Trace(plain.trace_id, [plain.spans[0], replace(plain.spans[1], events=(exception("B"),))])
+        (violation,) = Scanner([rule]).check(t)
+        (forbidden,) = violation.forbidden
+        assert 's.where(event:name == "exception" and event.exception.type == "B")' == forbidden.check
+        assert [t.spans[1].span_id] == [span.span_id for span in forbidden.spans]
 
     def test_span_names_unchanged(self) -> None:
         inv = normalise(parse_condition("never { s.where(event:name == exception) }"))

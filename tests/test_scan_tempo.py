@@ -419,6 +419,44 @@ class TestEventsAndLinksFromTempo:
         assert [("cd" * 16, "ef" * 8)] == [(link.trace_id, link.span_id) for link in got.links]
 
 
+EVENT_RULES = """\
+rules:
+  - id: no-value-errors
+    condition: |
+      when  { span.where(span:kind == server) }
+      never { span.where(event:name == exception and event.exception.type == "ValueError") }
+"""
+
+
+def with_events(doc: dict[str, Any], *events: tuple[str, str]) -> dict[str, Any]:
+    """``doc`` (one span) as a server span with these (name, exception.type) events."""
+    span = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["kind"] = 2
+    span["events"] = [{"timeUnixNano": str(START * 10**9), "name": name,
+                       "attributes": [attribute("exception.type", kind)]} for name, kind in events]
+    return doc
+
+
+class TestEventRules:
+    """A rule on span events, scanned through Tempo: one event must be an exception of that type."""
+
+    def test_scan(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(EVENT_RULES)
+        with TempoDouble() as double:
+            double.push(with_events(otlp("a" * 32, "GET /x"), ("exception", "ValueError")))
+            double.push(with_events(otlp("b" * 32, "GET /x"), ("exception", "KeyError"),
+                                    ("log", "ValueError")))
+            double.push(with_events(otlp("c" * 32, "GET /x")))
+            code = main(scan(double.url, rules=rules))
+            searched = {r.params["q"] for r in double.requests if r.route == "search"}
+            fetched = {r.path.rsplit("/", 1)[-1] for r in double.requests if "/traces/" in r.path}
+        assert 1 == code
+        assert {("no-value-errors", "a" * 32)} == pairs(capsys.readouterr().out)
+        assert '{ (event:name = "exception" && event."exception.type" = "ValueError") }' in searched
+        assert "c" * 32 not in fetched  # no such event: never a candidate
+
+
 class TestConnectionOptions:
     """Headers, TLS and credentials reach the client; secrets only through the environment."""
 
