@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from checker.engine import CompiledInvariant
+from checker.engine import CompiledInvariant, Scanner
 from checker.engine.compiled import span_names
+from checker.errors import SourceLocation
 from checker.rules.normalise import normalise
 from checker.rules.parse import parse_condition
+from checker.rules.rule import Rule
 from checker.traceql import compile_rule
-from checker.traces.model import Span, Trace
+from checker.traces.model import Span, SpanEvent, Trace
 
 
 def trace(*spans: tuple[str, dict[str, Any]], resource: dict[str, Any] | None = None,
@@ -196,6 +199,84 @@ class TestScopedLookup:
     def test_a_quoted_name_is_never_scoped(self) -> None:
         assert holds('"resource.odd" == x', {"resource.odd": "x"})
         assert not holds('"resource.odd" == x', {}, resource={"odd": "x"})
+
+
+def exception(kind: object = None, name: str = "exception", **attributes: object) -> SpanEvent:
+    """An event, by default an ``exception`` one, with ``exception.type`` when ``kind`` is given."""
+    extra = {} if kind is None else {"exception.type": kind}
+    return SpanEvent(name, 0, {**extra, **attributes})
+
+
+def with_events(predicate: str, *events: SpanEvent, attrs: dict[str, Any] | None = None,
+                **span_fields: Any) -> bool:
+    """Whether ``s.where(predicate)`` holds on a single span with these events."""
+    return holds(predicate, attrs or {}, events=events, **span_fields)
+
+
+class TestEvents:
+    """Event terms: one event of the span must satisfy every event term of one ``.where``."""
+
+    def test_event_name(self) -> None:
+        assert with_events("event:name == exception", exception())
+        assert not with_events("event:name == exception", exception(name="retry"))
+        assert with_events('event:name matches "exc.*"', exception(name="retry"), exception())
+        assert with_events("event:name in [retry, timeout]", exception(name="timeout"))
+        assert with_events('event:name contains "cept"', exception())
+
+    def test_event_attribute(self) -> None:
+        assert with_events('event.exception.type == "ValueError"', exception("ValueError"))
+        assert not with_events('event.exception.type == "ValueError"', exception("KeyError"))
+        assert not with_events('event.exception.type == "ValueError"', attrs={"exception.type": "ValueError"})
+
+    def test_the_same_event_satisfies_every_event_term(self) -> None:
+        predicate = "event:name == exception and event.exception.type == B"
+        assert not with_events(predicate, exception("A"), exception("B", name="log"))
+        assert with_events(predicate, exception("A"), exception("B"))
+
+    def test_or_and_span_terms_read_the_span(self) -> None:
+        predicate = "span:kind == server and (event:name == retry or event.exception.type == B)"
+        assert with_events(predicate, exception("B"), kind="server")
+        assert not with_events(predicate, exception("B"), kind="client")
+        assert with_events("event:name == retry or code == 5", exception(), attrs={"code": 5})
+
+    def test_a_span_without_events_fails(self) -> None:
+        assert not with_events("event:name != exception")
+        assert not with_events("code == 5 or event:name == exception", attrs={"code": 5})
+        assert with_events("code == 5", attrs={"code": 5})
+
+    def test_separate_wheres_may_use_different_events(self) -> None:
+        rule = "never { s.where(event:name == exception).where(event.exception.type == B) }"
+        t = trace(("s", {}), events=(exception("A"), exception("B", name="log")))
+        assert violates(rule, t)
+        assert not violates("never { s.where(event:name == exception and event.exception.type == B) }", t)
+
+    def test_not_is_read_per_event(self) -> None:
+        """``not`` inside the ``.where``: some event fails the term; outside: no event satisfies it."""
+        assert with_events("not event:name == exception", exception(), exception(name="log"))
+        assert not with_events("not event:name == exception", exception())
+        assert not violates("never { not s.where(event:name == exception) }",
+                            trace(("s", {}), events=(exception(), exception(name="log"))))
+
+    def test_counted(self) -> None:
+        rule = "never { count(s.where(event:name == exception)) > 2 }"
+        failing = (exception(),)
+        assert violates(rule, trace(("s", {}), ("s", {}), ("s", {}), events=failing))
+        assert not violates(rule, trace(("s", {}), ("s", {}), events=failing))
+
+    def test_explained_with_the_spans_whose_event_matched(self) -> None:
+        condition = "when { s } never { s.where(event:name == exception and event.exception.type == B) }"
+        rule = Rule(id="r", name="r", condition=condition, location=SourceLocation("r.yaml"), version="v",
+                    invariant=normalise(parse_condition(condition)))
+        plain = trace(("s", {}), ("s", {}))
+        t = Trace(plain.trace_id, [plain.spans[0], replace(plain.spans[1], events=(exception("B"),))])
+        (violation,) = Scanner([rule]).check(t)
+        (forbidden,) = violation.forbidden
+        assert 's.where(event:name == "exception" and event.exception.type == "B")' == forbidden.check
+        assert [t.spans[1].span_id] == [span.span_id for span in forbidden.spans]
+
+    def test_span_names_unchanged(self) -> None:
+        inv = normalise(parse_condition("never { s.where(event:name == exception) }"))
+        assert frozenset({"s"}) == span_names(inv)
 
 
 class TestAnySpan:

@@ -10,16 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checker.engine import Scanner
+from checker.engine.compiled import predicate_test
 from checker.errors import SourceLocation
 from checker.rules import model as m
+from checker.rules.lint import walk
 from checker.rules.normalise import normalise
 from checker.rules.parse import parse_condition
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.rule import Rule
-from checker.traces.model import Span, Trace
+from checker.traces.model import Span, SpanEvent, Trace
 
 SPAN_NAMES = ["a", "b", "pii.access", "GET /x", "and", 'we"ird\\name', "every", "has"]
-ATTR_NAMES = ["x", "y", "data.flag", "user id", "resource.odd", "every"]
+ATTR_NAMES = ["x", "y", "data.flag", "user id", "resource.odd", "event.odd", "every"]
+EVENT_NAMES = ["exception", "a", "x"]
 REGEXES = ["a.*", ".*", "(?i)A", "[0-9]+", "x|y"]
 NEEDLES = ["a", "", "1", '"q']
 OPS = ["==", "!=", ">", ">=", "<", "<="]
@@ -27,17 +30,26 @@ OPS = ["==", "!=", ">", ">=", "<", "<="]
 strings = st.text(alphabet='ab1 "\\.\n', max_size=4)
 numbers = st.one_of(st.integers(-3, 3), st.sampled_from([-1.5, 0.5, 1.0, 2.25, 1e20]))
 scalars = st.one_of(numbers, strings, st.booleans())
-# Unscoped (span, then resource), and scoped to one of them (``resource.x``, ``span.data.flag``).
+# Unscoped (span, then resource), scoped to one of them (``resource.x``, ``span.data.flag``), or
+# read on an event of the span (``event.x``, ``event:name``).
 attrs = st.one_of(st.sampled_from(ATTR_NAMES).map(m.Attr),
                   st.builds(lambda name, scope: m.Attr(name, scope=scope),
-                            st.sampled_from(["x", "data.flag"]), st.sampled_from(["span", "resource"])))
+                            st.sampled_from(["x", "data.flag"]),
+                            st.sampled_from(["span", "resource", "event"])),
+                  st.just(m.Attr("event:name", intrinsic=True)))
 
+# Event terms likely to hold on the events ``traces`` draws, so that several meet or miss one event.
+event_leaves = st.one_of(
+    st.builds(m.Compare, st.just(m.Attr("event:name", intrinsic=True)), st.sampled_from(["==", "!="]),
+              st.sampled_from(EVENT_NAMES)),
+    st.builds(m.Compare, st.just(m.Attr("x", scope="event")), st.sampled_from(OPS), st.integers(-1, 1)))
 leaf_predicates = st.one_of(
     st.builds(m.Compare, attrs, st.sampled_from(OPS), scalars),
     st.builds(m.InList, attrs, st.lists(scalars, min_size=1, max_size=3).map(tuple), st.booleans()),
     st.builds(m.Matches, attrs, st.sampled_from(REGEXES)),
     st.builds(m.Contains, attrs, st.sampled_from(NEEDLES)),
     st.builds(m.Truthy, attrs),
+    event_leaves,
 )
 
 
@@ -128,16 +140,29 @@ def _leaf(node: Any, value: object) -> bool:
     return value is True
 
 
-def ref_pred(node: Any, span: Span) -> bool:
+def _on_event(attr: m.Attr) -> bool:
+    return attr.scope == "event" or attr.name == "event:name"
+
+
+def ref_where(pred: Any, span: Span) -> bool:
+    """One ``.where``: with an event term, some event of the span meets all of it."""
+    if any(_on_event(node.attr) for node in walk(pred) if hasattr(node, "attr")):
+        return any(ref_pred(pred, span, event) for event in span.events)
+    return ref_pred(pred, span, None)
+
+
+def ref_pred(node: Any, span: Span, event: SpanEvent | None) -> bool:
     if isinstance(node, m.And):
-        return all(ref_pred(i, span) for i in node.items)
+        return all(ref_pred(i, span, event) for i in node.items)
     if isinstance(node, m.Or):
-        return any(ref_pred(i, span) for i in node.items)
+        return any(ref_pred(i, span, event) for i in node.items)
     if isinstance(node, m.Not):
-        return not ref_pred(node.item, span)
+        return not ref_pred(node.item, span, event)
     key, scope = node.attr.name, node.attr.scope
+    if event is not None and node.attr.intrinsic:
+        return _leaf(node, event.name)
     places = {None: (span.attributes, span.resource), "span": (span.attributes,),
-              "resource": (span.resource,)}
+              "resource": (span.resource,), "event": (event.attributes,) if event is not None else ()}
     return any(key in where and _leaf(node, where[key]) for where in places[scope])
 
 
@@ -158,7 +183,7 @@ def ref_cond(node: Any, trace: Trace) -> bool:
 
     def count(ref: m.SpanCount) -> int:
         return sum(1 for s in trace.spans
-                   if ref.name in {None, s.name} and all(ref_pred(p, s) for p in ref.where))
+                   if ref.name in {None, s.name} and all(ref_where(p, s) for p in ref.where))
 
     right = count(node.right) if isinstance(node.right, m.SpanCount) else node.right
     return bool(_CMP[node.op](count(node.left), right))
@@ -166,7 +191,7 @@ def ref_cond(node: Any, trace: Trace) -> bool:
 
 def ref_selected(check: m.SpanCheck, trace: Trace) -> list[Span]:
     return [s for s in trace.spans
-            if check.name in {None, s.name} and all(ref_pred(p, s) for p in check.where)]
+            if check.name in {None, s.name} and all(ref_where(p, s) for p in check.where)]
 
 
 def ref_related(relation: m.Relation, left: Span, right: Span, trace: Trace) -> bool:
@@ -197,6 +222,10 @@ def ref_violates(inv: m.Invariant, trace: Trace) -> bool:
 
 
 attr_values = st.one_of(scalars, st.lists(st.one_of(strings, numbers), max_size=2).map(tuple))
+events = st.lists(st.builds(SpanEvent, st.sampled_from(EVENT_NAMES), st.just(0),
+                            st.dictionaries(st.sampled_from(["x", "data.flag"]),
+                                            st.integers(-1, 1) | attr_values, max_size=2)),
+                  max_size=3).map(tuple)
 
 
 @st.composite
@@ -208,7 +237,7 @@ def traces(draw: st.DrawFn, names: list[str] = SPAN_NAMES) -> Trace:
              parent_span_id=draw(st.sampled_from([None, "f" * 16, *(f"{j + 1:016x}" for j in range(i))])),
              attributes=draw(st.dictionaries(st.sampled_from(ATTR_NAMES), attr_values, max_size=3)),
              resource=resource, start_ns=(start := draw(st.integers(0, 4))),
-             end_ns=start + draw(st.integers(0, 3)))
+             end_ns=start + draw(st.integers(0, 3)), events=draw(events))
         for i in range(draw(st.integers(0, 6)))
     ]
     return Trace("c" * 32, spans)
@@ -241,3 +270,15 @@ class TestEvaluationAgreesWithReference:
             inv = m.Invariant(when=None, always=None, never=check)
             found = [v.rule_id for v in Scanner([as_rule(0, inv)]).check(trace)]
             assert bool(found) == ref_cond(check, trace), print_invariant(inv)
+
+
+class TestEventPredicatesAgreeWithReference:
+    """Event terms and span terms mixed in one ``.where``: one event must meet every event term."""
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.recursive(event_leaves | st.builds(m.Compare, st.just(m.Attr("x")), st.just("=="),
+                                                 st.integers(-1, 1)), _combine, max_leaves=4),
+           st.builds(lambda evs, x: Span(trace_id="c" * 32, span_id="1" * 16, name="a",
+                                         attributes={"x": x}, events=evs), events, st.integers(-1, 1)))
+    def test_same_verdict(self, pred: m.Predicate, span: Span) -> None:
+        assert ref_where(pred, span) == predicate_test(pred)(span)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from checker.cli import demo_traces
+from checker.cli import demo_traces, main
 from checker.engine import Scanner, run_examples
 from checker.engine.examples import example_trace
 from checker.rules.load import load_paths, load_text
@@ -90,6 +90,47 @@ class TestExampleEvents:
               - name: exception
                 attributes: { exception.type: ValueError }
 """
+
+    EVENT_RULE = """rules:
+  - id: no-value-errors
+    condition: |
+      when  { span.where(span:kind == server) }
+      never { span.where(event:name == exception and event.exception.type == ValueError) }
+    examples:
+      - name: a ValueError exception
+        expect: violation
+        trace:
+          - span: GET /x
+            kind: server
+            events:
+              - name: exception
+                attributes: { exception.type: ValueError }
+      - name: the type on another event than the exception
+        expect: pass
+        trace:
+          - span: GET /x
+            kind: server
+            events:
+              - name: exception
+                attributes: { exception.type: KeyError }
+              - name: log
+                attributes: { exception.type: ValueError }
+      - name: no events
+        expect: pass
+        trace:
+          - span: GET /x
+            kind: server
+"""
+
+    def test_event_rules_pass_their_examples(self, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+        loaded = load_text(self.EVENT_RULE, "r.yaml")
+        assert ([], []) == (loaded.errors, loaded.warnings)
+        assert [True, True, True] == [r.passed for r in run_examples(loaded.rules)]
+        path = tmp_path / "r.yaml"
+        path.write_text(self.EVENT_RULE)
+        assert 0 == main(["test", str(path)])
+        assert "3 passed" in capsys.readouterr().out
 
     def test_events_reach_the_trace(self) -> None:
         (rule,) = load_text(self.RULE, "r.yaml").rules

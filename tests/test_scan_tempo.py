@@ -270,26 +270,36 @@ conditions = st.sampled_from([
     "when { a } always { every a has descendant b }",
     "when { a } never { a followed by b and not c has child a }",
     "never { span.where(f) has descendant c.where(not f) }",
+    # Events: one event meets every event term of a .where; never cleared, only scoped.
+    'when { a } never { a.where(event:name == e and event.s == "x") }',
+    "when { span.where(event:name == e) } always { b.where(event:name == g or n > 1) }",
+    "when { a.where(event:name == e).where(event.n > 1) } never { count(span.where(not event.f)) >= 2 }",
+    'when { b.where(event:name != e) } always { c.where(event.s contains "y" and event:name in [e, g]) }',
 ])
 span_values = st.fixed_dictionaries({}, optional={
     "n": st.sampled_from([0, 1, 2, 1.5, 2.5, "1"]), "s": st.sampled_from(["x", "xy", "y", "", "x\ny", "y\n"]),
     "f": st.booleans()})
+span_events = st.lists(st.tuples(st.sampled_from(["e", "g"]), span_values), max_size=2)
+span_specs = st.tuples(st.sampled_from(NAMES), span_values, span_events)
 
 
-def otlp_spans(trace_id: str, spans: list[tuple[str, dict[str, Any]]], at_s: int,
-               first: int = 1) -> list[dict[str, Any]]:
-    """OTLP/JSON spans of (name, attributes), starting at ``at_s``, span IDs from ``first``."""
+def otlp_spans(trace_id: str, spans: list[tuple[str, dict[str, Any], list[tuple[str, dict[str, Any]]]]],
+               at_s: int, first: int = 1) -> list[dict[str, Any]]:
+    """OTLP/JSON spans of (name, attributes, events), starting at ``at_s``, span IDs from ``first``."""
     return [{"traceId": trace_id, "spanId": f"{first + i:016x}", "name": name,
              "startTimeUnixNano": str(at_s * 10**9 + i), "endTimeUnixNano": str(at_s * 10**9 + 10**6),
-             "attributes": [attribute(k, v) for k, v in attrs.items()]}
-            for i, (name, attrs) in enumerate(spans)]
+             "attributes": [attribute(k, v) for k, v in attrs.items()],
+             "events": [{"name": event, "timeUnixNano": str(at_s * 10**9 + i),
+                         "attributes": [attribute(k, v) for k, v in event_attrs.items()]}
+                        for event, event_attrs in events]}
+            for i, (name, attrs, events) in enumerate(spans)]
 
 
 @st.composite
 def trace_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
     pushes = []
     for index in range(draw(st.integers(1, 8))):
-        spans = draw(st.lists(st.tuples(st.sampled_from(NAMES), span_values), min_size=1, max_size=5))
+        spans = draw(st.lists(span_specs, min_size=1, max_size=5))
         parts_of_trace = otlp_spans(f"{index + 1:032x}", spans, START + 5)
         draw_structure(draw, parts_of_trace)
         resource = [attribute(k, v) for k, v in draw(span_values).items()]
@@ -354,7 +364,7 @@ def spread_traces(draw: st.DrawFn) -> list[dict[str, Any]]:
     """Traces in two pushes whose second part lies anywhere within 300 s of the first."""
     pushes = []
     for index in range(draw(st.integers(1, 8))):
-        spans = draw(st.lists(st.tuples(st.sampled_from(NAMES), span_values), min_size=1, max_size=5))
+        spans = draw(st.lists(span_specs, min_size=1, max_size=5))
         trace_id = f"{index + 1:032x}"
         cut = draw(st.integers(1, len(spans)))
         offsets = (0, draw(st.integers(-300, 300)))
@@ -425,6 +435,44 @@ class TestEventsAndLinksFromTempo:
         assert [("exception", START * 10**9, {"exception.type": "ValueError"})] == [
             (e.name, e.time_ns, e.attributes) for e in got.events]
         assert [("cd" * 16, "ef" * 8)] == [(link.trace_id, link.span_id) for link in got.links]
+
+
+EVENT_RULES = """\
+rules:
+  - id: no-value-errors
+    condition: |
+      when  { span.where(span:kind == server) }
+      never { span.where(event:name == exception and event.exception.type == "ValueError") }
+"""
+
+
+def with_events(doc: dict[str, Any], *events: tuple[str, str]) -> dict[str, Any]:
+    """``doc`` (one span) as a server span with these (name, exception.type) events."""
+    span = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["kind"] = 2
+    span["events"] = [{"timeUnixNano": str(START * 10**9), "name": name,
+                       "attributes": [attribute("exception.type", kind)]} for name, kind in events]
+    return doc
+
+
+class TestEventRules:
+    """A rule on span events, scanned through Tempo: one event must be an exception of that type."""
+
+    def test_scan(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(EVENT_RULES)
+        with TempoDouble() as double:
+            double.push(with_events(otlp("a" * 32, "GET /x"), ("exception", "ValueError")))
+            double.push(with_events(otlp("b" * 32, "GET /x"), ("exception", "KeyError"),
+                                    ("log", "ValueError")))
+            double.push(with_events(otlp("c" * 32, "GET /x")))
+            code = main(scan(double.url, rules=rules))
+            searched = {r.params["q"] for r in double.requests if r.route == "search"}
+            fetched = {r.path.rsplit("/", 1)[-1] for r in double.requests if "/traces/" in r.path}
+        assert 1 == code
+        assert {("no-value-errors", "a" * 32)} == pairs(capsys.readouterr().out)
+        assert '{ (event:name = "exception" && event."exception.type" = "ValueError") }' in searched
+        assert "c" * 32 not in fetched  # no such event: never a candidate
 
 
 class TestConnectionOptions:

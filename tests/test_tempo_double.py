@@ -476,11 +476,24 @@ def test_spans_per_spanset(synthetic: tuple[TempoDouble, httpx.Client]) -> None:
 
 def test_unsupported_queries_are_refused_not_empty(synthetic: tuple[TempoDouble, httpx.Client]) -> None:
     _, client = synthetic
-    for query in ["{ span.a + 1 > 2 }", '{ event:name = "x" }', "{ parent.span.x = 1 }", "{ } | rate()",
-                  '{ status = "error" }', "({ } | count()) > ({ } | count())"]:
+    for query in ["{ span.a + 1 > 2 }", "{ event:timeSinceStart > 1s }", "{ parent.span.x = 1 }",
+                  "{ } | rate()", '{ status = "error" }', "({ } | count()) > ({ } | count())"]:
         response = _search(client, q=query)
         assert response.status_code == 400, query
         assert response.text.startswith("invalid TraceQL query: "), query
+
+
+def test_events_are_kept_in_the_trace_and_the_event_scope(family: httpx.Client) -> None:
+    """Fetched traces carry the events (the checker judges rules on them), and tags list them."""
+    trace = family.get(f"/api/v2/traces/{5:032x}").json()["trace"]
+    spans = [span for rs in trace["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]]
+    events = next(span["events"] for span in spans if span["name"] == "a")
+    assert ["exception", "log"] == [event["name"] for event in events]
+    window = {"start": NOW - 1000, "end": NOW}
+    names = family.get("/api/v2/search/tags", params={"scope": "event", **window}).json()
+    assert [{"name": "event", "tags": ["exception.type"]}] == names["scopes"]
+    values = family.get("/api/v2/search/tag/event.exception.type/values", params=window).json()
+    assert [{"type": "string", "value": "A"}, {"type": "string", "value": "B"}] == values["tagValues"]
 
 
 # ----------------------------------------------------------------------- faults
@@ -600,16 +613,26 @@ def family() -> Iterator[httpx.Client]:
         yield client
 
 
+def _event(name: str, **attributes: str) -> dict[str, Any]:
+    return {"name": name, "timeUnixNano": "1",
+            "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attributes.items()]}
+
+
 def _family() -> dict[str, Any]:
-    """root → a → b, root → c; service ``svc``; b has tags [x, y] and a duration of 2 s."""
+    """root → a → b, root → c; service ``svc``; b has tags [x, y] and a duration of 2 s.
+
+    a has two events: an ``exception`` of type A, and a ``log`` with ``exception.type`` B.
+    """
     trace_id = f"{5:032x}"
     t0 = (NOW - 100) * 1_000_000_000
     array = {"values": [{"stringValue": "x"}, {"stringValue": "y"}]}
     tags = [{"key": "tags", "value": {"arrayValue": array}},
             {"key": "note", "value": {"stringValue": "é\n"}}]
+    a = _span(trace_id, "0000000000000002", "a", t0 + 1, parent="0000000000000001")
+    a["events"] = [_event("exception", **{"exception.type": "A"}), _event("log", **{"exception.type": "B"})]
     return _push_request(
         _span(trace_id, "0000000000000001", "root", t0, duration=3_000_000_000),
-        _span(trace_id, "0000000000000002", "a", t0 + 1, parent="0000000000000001"),
+        a,
         _span(trace_id, "0000000000000003", "b", t0 + 2, parent="0000000000000002", attributes=tags,
               duration=2_000_000_000),
         _span(trace_id, "0000000000000004", "c", t0 + 3, parent="0000000000000001"),
@@ -641,6 +664,16 @@ def _family() -> dict[str, Any]:
     ('({ name = "b" } | count()) = 1', True),
     ('{ name = "b" } | { span.tags = "y" }', True),
     ('{ rootName = "root" && rootServiceName = "svc" && trace:rootService = "svc" }', True),
+    # Events: one event of the span meets every event term of the filter.
+    ('{ event:name = "exception" }', True),
+    ('{ event:name = "exception" && event."exception.type" = "A" }', True),
+    ('{ event:name = "exception" && event.exception.type = "B" }', False),
+    ('{ event:name = "log" && event.exception.type = "B" && name = "a" }', True),
+    ('{ event:name = "log" && name = "b" }', False),
+    ('{ event:name = "exception" } && { event.exception.type = "B" }', True),
+    ('{ event.exception.type != nil && event:name =~ "exc.*" }', True),
+    ('{ .exception.type = "A" }', False),
+    ('{ span.exception.type = "A" }', False),
 ])
 def test_traceql_semantics(family: httpx.Client, query: str, hit: bool) -> None:
     response = _search(family, q=query, start=NOW - 1000, end=NOW)

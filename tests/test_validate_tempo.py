@@ -44,7 +44,8 @@ def _push(double: TempoDouble) -> None:
     start = (int(time.time()) - 60) * 1_000_000_000
     spans = [{"traceId": "ab" * 16, "spanId": f"{n:016x}", "name": name, "kind": 1,
               "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 1000),
-              "attributes": attributes}
+              "attributes": attributes, "events": [{"name": "exception", "timeUnixNano": str(start),
+                                                    "attributes": [_attr("exception.type", "ValueError")]}]}
              for n, (name, attributes) in enumerate([
                  ("pii.access", [_attr("http.response.status_code", 503), _attr("order.total", 900),
                                  _attr("currency", "EUR")]),
@@ -124,6 +125,23 @@ class TestAgainstTempo:
 
         assert 1 == len(_unseen(out))
         assert "rule scoped: attribute span.service.name never seen on spans in" in _unseen(out)[0]
+
+    def test_event_attributes_are_looked_for_among_events(self, tempo: TempoDouble, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+        rules = _rules(tmp_path, seen='pii.access.where(event:name == exception and '
+                                      'event.exception.type == "ValueError")',
+                       typo='pii.access.where(event.exception.typ == "ValueError")',
+                       value='pii.access.where(event.exception.type == "ValueErr")',
+                       span="pii.access.where(span.exception.type == ValueError)")
+
+        _, out = _validate(capsys, rules, "--tempo", tempo.url)
+
+        assert [("rule typo: attribute event.exception.typ never seen on span events in the last 24h; "
+                 "seen: exception.type"),
+                ('rule value: value "ValueErr" of event.exception.type never seen in Tempo in the last '
+                 '24h; did you mean "ValueError"?'),
+                "rule span: attribute span.exception.type never seen on spans in the last 24h"] == [
+            warning.partition(": ")[2].partition(": ")[2] for warning in _warnings(out)]
 
     def test_unseen_value_gets_did_you_mean(self, tempo: TempoDouble, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,17 +20,19 @@ import re2
 from checker.engine.explain import CheckPart, Explainer, Part
 from checker.engine.structure import related
 from checker.rules import model as m
-from checker.rules.lint import unnegated_checks, walk
+from checker.rules.lint import reads_events, unnegated_checks, walk
 from checker.rules.printer import condition
 from checker.rules.usage import checked_names
 from checker.rules.vocabulary import Intrinsic
-from checker.traces.model import AttrValue, Span, Trace
+from checker.traces.model import AttrValue, Span, SpanEvent, Trace
 
 if TYPE_CHECKING:
     from checker.engine.violation import Violation
     from checker.rules.rule import Rule
 
 SpanTest = Callable[[Span], bool]
+# A predicate with event terms, decided on one span and one of its events: one tuple per event.
+EventTest = Callable[[tuple[Span, SpanEvent]], bool]
 TraceTest = Callable[[Trace], bool]
 ValueTest = Callable[[AttrValue], bool]
 
@@ -124,12 +126,20 @@ def intrinsic_getter(intrinsic: Intrinsic) -> Callable[[Span], AttrValue | None]
             return lambda s: s.status
         case Intrinsic.KIND:
             return lambda s: s.kind
-        case Intrinsic.ROOT_SERVICE:
-            return lambda s: s.trace.root_service if s.trace is not None else None
-        case Intrinsic.ROOT_NAME:
-            return lambda s: s.trace.root_name if s.trace is not None else None
-        case Intrinsic.TRACE_DURATION:
-            return lambda s: s.trace.duration_ns if s.trace is not None else None
+        case Intrinsic.ROOT_SERVICE | Intrinsic.ROOT_NAME | Intrinsic.TRACE_DURATION:
+            of_trace = _trace_field(intrinsic)
+            return lambda s: of_trace(s.trace) if s.trace is not None else None
+        case Intrinsic.EVENT_NAME:
+            raise ValueError("event:name is read from an event: see event_attribute_test")
+
+
+def _trace_field(intrinsic: Intrinsic) -> Callable[[Trace], AttrValue | None]:
+    """The field of the whole trace a trace intrinsic reads, on whichever span asks."""
+    if intrinsic is Intrinsic.ROOT_SERVICE:
+        return lambda t: t.root_service
+    if intrinsic is Intrinsic.ROOT_NAME:
+        return lambda t: t.root_name
+    return lambda t: t.duration_ns
 
 
 def attribute_test(attr: m.Attr, test: ValueTest) -> SpanTest:
@@ -178,11 +188,61 @@ def _boolean(node: object, compile_item: Callable[[Any], Callable[[T], bool]]
     return None
 
 
+def event_attribute_test(attr: m.Attr, test: ValueTest) -> EventTest:
+    """Apply ``test`` to ``event:name`` or to an ``event.x`` attribute of the event at hand."""
+    if attr.intrinsic:  # the only event intrinsic (lint refuses unknown ones)
+        if Intrinsic.of(attr.name) is not Intrinsic.EVENT_NAME:
+            raise ValueError(f"{attr.name} is not read from an event")
+        return lambda pair: test(pair[1].name)
+    key = attr.name
+
+    def scoped(pair: tuple[Span, SpanEvent]) -> bool:
+        value = pair[1].attributes.get(key)
+        return value is not None and test(value)
+
+    return scoped
+
+
 def predicate_test(node: m.Predicate) -> SpanTest:
-    """A closure deciding one ``.where()`` predicate on a span."""
+    """A closure deciding one ``.where()`` predicate on a span.
+
+    With an event term, the predicate holds when ONE event of the span satisfies it whole (event
+    terms read on that event, the others on the span), so that ``event:name == exception and
+    event.exception.type == E`` cannot be met by two different events. A predicate without event
+    terms never looks at events, and costs what it did before events existed.
+    """
+    if reads_events(node):
+        return _through_one_event(node)
+    return _span_predicate(node)
+
+
+def _span_predicate(node: m.Predicate) -> SpanTest:
     if isinstance(node, m.And | m.Or | m.Not):
-        return cast("SpanTest", _boolean(node, predicate_test))
+        return cast("SpanTest", _boolean(node, _span_predicate))
     return attribute_test(node.attr, _leaf_test(node))
+
+
+def _through_one_event(node: m.Predicate) -> SpanTest:
+    """Some event satisfies the predicate; conjuncts without event terms are decided once per span."""
+    items = node.items if isinstance(node, m.And) else (node,)
+    on_span = [_span_predicate(item) for item in items if not reads_events(item)]
+    on_event = [_event_predicate(item) for item in items if reads_events(item)]
+
+    def test(span: Span) -> bool:
+        return all(p(span) for p in on_span) and any(
+            all(p((span, event)) for p in on_event) for event in span.events)
+
+    return test
+
+
+def _event_predicate(node: m.Predicate) -> EventTest:
+    if isinstance(node, m.And | m.Or | m.Not):
+        return cast("EventTest", _boolean(node, _event_predicate))
+    test = _leaf_test(node)
+    if node.attr.of_event:
+        return event_attribute_test(node.attr, test)
+    on_span = attribute_test(node.attr, test)
+    return lambda pair: on_span(pair[0])
 
 
 def span_test(check: m.SpanCheck) -> SpanTest:

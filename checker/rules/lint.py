@@ -61,6 +61,12 @@ def walk(node: object) -> Iterator[object]:
         yield from walk(child)
 
 
+def reads_events(pred: m.Predicate) -> bool:
+    """Whether a ``.where`` predicate mentions an event term, and so holds only through one event."""
+    return any(isinstance(attr := getattr(node, "attr", None), m.Attr) and attr.of_event
+               for node in walk(pred))
+
+
 def _children(node: object) -> tuple[object, ...]:
     match node:
         case m.ClausedRule():
@@ -71,10 +77,18 @@ def _children(node: object) -> tuple[object, ...]:
             return node.items
         case m.Not():
             return (node.item,)
-        case m.SpanCheck():
-            return node.where
+        case m.SpanCheck() | m.CountCheck():
+            return wheres(node)
         case m.RelationCheck():
             return (node.left, node.right)
+    return ()
+
+
+def wheres(node: object) -> tuple[m.Predicate, ...]:
+    """The ``.where`` predicates of a check: a span check's, or each side's of a count."""
+    match node:
+        case m.SpanCheck():
+            return node.where
         case m.CountCheck():  # count(X.where(p)): the predicates of each side
             return tuple(p for count in (node.left, node.right) if isinstance(count, m.SpanCount)
                          for p in count.where)
@@ -203,9 +217,29 @@ def _dotted_shorthand(node: object) -> Iterator[Issue]:
                     f"say which: {node.name}.where({name} ...) or {head}.where({tail}.{name} ...)")
 
 
+def _event_attribute_name(node: object) -> Iterator[Issue]:
+    """``event.name``: an event attribute called name, which instrumentations do not set."""
+    attr = getattr(node, "attr", None)
+    if isinstance(attr, m.Attr) and attr.scope == "event" and attr.name == "name":
+        yield Issue(IssueLevel.WARNING, "'event.name' is an event attribute called name, not the "
+                    "event's own name", getattr(node, "pos", m.NO_POS),
+                    "write event:name for the event's name (as TraceQL does)")
+
+
+def _negated_event(node: object) -> Iterator[Issue]:
+    """``X.where(not event:name == exception)`` reads "some event is not an exception"."""
+    for pred in wheres(node):
+        for inner in walk(pred):
+            if isinstance(inner, m.Not) and reads_events(inner.item):
+                yield Issue(IssueLevel.WARNING, "'not' over an event term holds when some event of "
+                            "the span fails it, not when the span has no such event", inner.pos,
+                            "to say the span has no such event, negate the whole check: "
+                            "not X.where(event:name == exception), or put it in never { }")
+
+
 CHECKS: tuple[Callable[[object], Iterator[Issue]], ...] = (
     _regex, _empty_list, _count_operand, _typed_value, _intrinsic, _traceql_habit, _wrong_scope,
-    _bare_word_ordering, _dotted_shorthand,
+    _bare_word_ordering, _dotted_shorthand, _event_attribute_name, _negated_event,
 )
 
 

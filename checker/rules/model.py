@@ -70,7 +70,12 @@ class Attr:
     name: str
     intrinsic: bool = False
     quoted: bool = field(default=False, compare=False)  # written "in quotes": never a TraceQL habit
-    scope: str | None = None  # "span" or "resource": looked up there only (``ATTRIBUTE_SCOPES``)
+    scope: str | None = None  # "span", "resource" or "event": looked up there only (``ATTRIBUTE_SCOPES``)
+
+    @property
+    def of_event(self) -> bool:
+        """Read from one event of the span (``event.x``, ``event:name``), not from the span itself."""
+        return self.scope == "event" or (self.intrinsic and self.name.startswith("event:"))
 
 
 class BareWord(str):

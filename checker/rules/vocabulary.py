@@ -17,11 +17,12 @@ SPAN_KINDS = ("unspecified", "internal", "server", "client", "producer", "consum
 
 # The prefixes the grammar reads as an intrinsic; an unknown one after them is a lint error
 # naming the known intrinsics, not a bare syntax error.
-INTRINSIC_SCOPES = ("span", "resource", "trace")
+INTRINSIC_SCOPES = ("span", "resource", "trace", "event")
 
 # ``resource.service.name``, ``span.http.route``: an attribute looked up in that scope only, as in
-# TraceQL. Any other dotted name is looked up on the span, then on its resource.
-ATTRIBUTE_SCOPES = ("span", "resource")
+# TraceQL. Any other dotted name is looked up on the span, then on its resource. ``event.x`` is an
+# attribute of one of the span's events (``Attr.of_event``): see ``engine.compiled.predicate_test``.
+ATTRIBUTE_SCOPES = ("span", "resource", "event")
 
 # The grammar's keyword terminals, each spelled as its lowercase name (WHEN: "when", ...).
 CLAUSE_KEYWORDS = ("when", "always", "never")
@@ -63,6 +64,8 @@ class Intrinsic(Enum):
     ROOT_SERVICE = ("trace:rootService", "trace:rootService", ValueType.STRING)
     ROOT_NAME = ("trace:rootName", "trace:rootName", ValueType.STRING)
     TRACE_DURATION = ("trace:duration", "trace:duration", ValueType.DURATION)
+    # Of one event of the span: a .where() mentioning it holds when one event satisfies it all.
+    EVENT_NAME = ("event:name", "event:name", ValueType.STRING)
 
     def __init__(self, written: str, traceql: str, value_type: ValueType) -> None:
         self.written = written
@@ -86,6 +89,11 @@ class Intrinsic(Enum):
     def of_trace(self) -> bool:
         """A property of the whole trace, which Tempo knows only per stored fragment of it."""
         return self.written.startswith("trace:")
+
+    @property
+    def of_event(self) -> bool:
+        """A property of one of the span's events, not of the span: read per event."""
+        return self.written.startswith("event:")
 
     @property
     def is_enum(self) -> bool:

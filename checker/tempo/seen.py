@@ -3,7 +3,8 @@
 Tempo's tag API answers from the same blocks as search: span names are the values of the
 intrinsic ``name``, attribute names are listed per scope, and values per attribute. Only
 attributes a rule compares with a string for equality have their values asked for, and only
-in the scopes where their name was seen: the answer to anything else is already known.
+in the scopes where their name was seen: the answer to anything else is already known. Event
+attributes (``event.x``) are looked for in Tempo's event scope, asked only when a rule uses one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from checker.tempo.client import TempoClient
 
 STRING = "string"  # the tag values type of string attributes
+EVENT = "event"  # the tag scope of span events' attributes
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,11 @@ async def seen(client: TempoClient, used: Sequence[Usage], start: int, end: int)
     """Ask Tempo what it saw in [start, end] of what ``used`` names; raises ``TempoError``."""
     asks_names = any(u.span_names for u in used)
     asks_attributes = any(u.attributes for u in used)
+    scopes = (*SCOPES, EVENT) if any(a.scope == EVENT for u in used for a in u.attributes) else SCOPES
     names_of_spans, *scoped = await gather_strict(
         _strings(client, Intrinsic.NAME.traceql, start, end, ask=asks_names),
-        *(_names(client, scope, start, end, ask=asks_attributes) for scope in SCOPES))
-    partial = Seen(names_of_spans, dict(zip(SCOPES, scoped, strict=True)), {})
+        *(_names(client, scope, start, end, ask=asks_attributes) for scope in scopes))
+    partial = Seen(names_of_spans, dict(zip(scopes, scoped, strict=True)), {})
     keys = sorted({(scope, attr.name) for u in used for attr, values in u.values.items() if values
                    for scope in partial.scopes_of(attr)})
     values = await gather_strict(*(_strings(client, tag_identifier(scope, name), start, end)

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from checker.tempo.settings import TempoSettings
 
 SUGGESTIONS = 3
-WHERE = {None: "on spans or resources", "span": "on spans", "resource": "on resources"}
+WHERE = {None: "on spans or resources", "span": "on spans", "resource": "on resources",
+         "event": "on span events"}
 
 
 async def against_tempo(rules: Sequence[Rule], settings: TempoSettings, start: int, end: int,

@@ -15,6 +15,7 @@ import functools
 
 from checker.engine.compiled import count_needs_span
 from checker.rules import model as m
+from checker.rules.lint import reads_events
 from checker.rules.printer import condition as condition_text
 from checker.rules.vocabulary import Intrinsic
 from checker.traceql import plan as p
@@ -108,8 +109,8 @@ class _Compiler:
     def _span_filter(self, check: m.SpanCheck, *, under: bool) -> tuple[str | None, bool]:
         conditions = [] if check.name is None else [q.name_equals(check.name)]
         exact = True
-        for pred in check.where:
-            over_text, under_text = translate(pred)
+        for pred in _one_event_where(check.where):
+            over_text, under_text = translate_where(pred) if pred is not None else (None, None)
             exact = exact and over_text is not None and over_text == under_text
             chosen = under_text if under else over_text
             if chosen is not None:
@@ -172,6 +173,33 @@ class _Compiler:
         return p.NOTHING
 
 
+def _one_event_where(wheres: tuple[m.Predicate, ...]) -> list[m.Predicate | None]:
+    """The wheres, with None for each after the first that reads events.
+
+    Separate wheres may be met by different events, while Tempo may read event conditions in one
+    filter as one event's: only one where's event terms can share the filter and keep it a superset.
+    """
+    kept: list[m.Predicate | None] = []
+    seen_events = False
+    for pred in wheres:
+        events = reads_events(pred)
+        kept.append(None if events and seen_events else pred)
+        seen_events = seen_events or events
+    return kept
+
+
+def translate_where(pred: m.Predicate) -> Translation:
+    """One ``.where`` predicate: with an event term, only ever a scope.
+
+    It holds only through an event of the span, so no part of it can clear a trace: a span
+    without events fails ``a or event:name == e`` although it passes ``a``. And Tempo's reading
+    of several event conditions in one filter (the same event or any) is not pinned down, while
+    our over forms, read per event, are a superset under either reading.
+    """
+    over, under = translate(pred)
+    return over, (None if reads_events(pred) else under)
+
+
 def translate(pred: m.Predicate) -> Translation:
     """A predicate as TraceQL conditions on one span: (superset form, subset form)."""
     match pred:
@@ -209,8 +237,27 @@ def _leaf(node: m.Test | m.Truthy) -> Translation:
         # Tempo computes trace:* per stored fragment: a fragment without the root span has no
         # rootService. Not pushed down; the exact evaluation on the whole trace decides.
         return None, None
-    refs = _refs(node.attr, intrinsic)
     enum = intrinsic is not None and intrinsic.is_enum
+    over, under = _leaf_forms(node, _refs(node.attr, intrinsic), enum=enum)
+    if node.attr.of_event:
+        return _event_scope(node, over), None
+    return over, under
+
+
+def _event_scope(node: m.Test | m.Truthy, over: str | None) -> str | None:
+    """The scope form of an event term; never a clearing one (``translate_where``).
+
+    ``event:name != x`` holds here when SOME event has another name; Tempo documents negated
+    forms on arrays as "no element", and a span's events are such a list, so ``event:name`` is
+    not scoped when negated (it cannot be compared with nil). Attributes are already scoped by
+    mere existence then, which holds on some event either way.
+    """
+    negated = ((isinstance(node, m.Compare) and node.op == "!=")
+               or (isinstance(node, m.InList) and node.negated))
+    return None if negated and node.attr.intrinsic else over
+
+
+def _leaf_forms(node: m.Test | m.Truthy, refs: list[str], *, enum: bool) -> Translation:
     match node:
         case m.Compare(op="!=") if not node.attr.intrinsic:
             # Tempo documents != on arrays as "no element equals" but was seen to match when

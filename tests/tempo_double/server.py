@@ -37,6 +37,7 @@ from .traceql import (
     STATUS_NAMES,
     STRING,
     Attribute,
+    Event,
     Fragment,
     Node,
     Query,
@@ -317,6 +318,8 @@ def _decode_span(raw: Mapping[str, Any], batch: _Batch, resource_values: dict[st
         start=int(raw.get("startTimeUnixNano") or 0), end=int(raw.get("endTimeUnixNano") or 0),
         attributes=_attribute_values(raw.get("attributes")), resource_attributes=resource_values,
         scope_name=scope.get("name"), scope_version=scope.get("version"), origin=origin,
+        events=tuple(Event(str(e.get("name") or ""), _attribute_values(e.get("attributes")))
+                     for e in raw.get("events") or ()),
     )
 
 
@@ -516,10 +519,15 @@ def column_bytes(fragment: Fragment, column: str) -> int:
     ``span.x``: key length + value size on each span that has it; ``resource.x`` the same once
     per resource (dedicated-column style); ``name`` and ``statusMessage``: UTF-8 length per span;
     ``rootName``, ``rootServiceName``: once per fragment, ``traceDuration`` 8 B; instrumentation
-    name and version once per scope.
+    name and version once per scope; ``event.x`` and ``event:name`` as ``span.x`` and ``name``, per event.
     """
     spans = fragment.spans
     scope, _, key = column.partition(".")
+    if scope == "event" and key:
+        return sum(len(key) + _value_bytes(v) for s in spans for e in s.events
+                   if (v := e.attributes.get(key)) is not None)
+    if column == "event:name":
+        return sum(len(e.name.encode()) for s in spans for e in s.events)
     if scope == "span" and key:
         return sum(len(key) + _value_bytes(v) for s in spans if (v := s.attributes.get(key)) is not None)
     if scope == "resource" and key:

@@ -9,6 +9,13 @@ drops the spanset. Queries the double cannot evaluate are refused (400), never a
 
 Known, deliberate difference: ``!(...)`` inside a filter is evaluated correctly here, while
 the real Tempo pushes the inner condition down and can return nothing (tempo.md §4.3).
+
+Span events (``event:name``, ``event.x``) are read as one event of the span: a filter naming
+them keeps a span when ONE of its events satisfies it whole, every other term read on the span
+(a span without events is judged with its event terms missing). Whether a real Tempo (vParquet4)
+reads ``{ event:name = "a" && event.x = 1 }`` as one event or as any events is not pinned down
+by its docs or by the recordings; the checker never clears traces with event terms, so its
+searches are supersets under either reading.
 """
 
 from __future__ import annotations
@@ -146,6 +153,14 @@ def _trim_fraction(value: int, unit: int) -> str:
 # ================================================================== data model
 
 
+@dataclass(frozen=True)
+class Event:
+    """One span event: its name and its queryable attributes."""
+
+    name: str
+    attributes: dict[str, Val] = field(default_factory=dict)
+
+
 @dataclass(eq=False)
 class Span:
     """One span as the evaluator sees it; ``origin`` is opaque provenance for the server."""
@@ -164,6 +179,7 @@ class Span:
     scope_name: str | None = None
     scope_version: str | None = None
     origin: Any = None
+    events: tuple[Event, ...] = ()
 
     @property
     def service(self) -> str:
@@ -1111,10 +1127,10 @@ _INTRINSIC_TYPES: Final = {
     "trace:id": STRING, "span:id": STRING, "span:parentID": STRING, "instrumentation:name": STRING,
     "instrumentation:version": STRING, "status": STATUS, "kind": KIND, "duration": DURATION,
     "traceDuration": DURATION, "nestedSetLeft": INT, "nestedSetRight": INT, "nestedSetParent": INT,
-    "childCount": INT,
+    "childCount": INT, "event:name": STRING,
 }
 _UNSUPPORTED_INTRINSICS: Final = frozenset(
-    {"parent", "event:name", "event:timeSinceStart", "link:traceID", "link:spanID"})
+    {"parent", "event:timeSinceStart", "link:traceID", "link:spanID"})
 _LOGIC: Final = frozenset({"&&", "||"})
 _REGEX: Final = frozenset({"=~", "!~"})
 _ORDER: Final = frozenset({"<", "<=", ">", ">="})
@@ -1224,7 +1240,7 @@ class _Checker:
                 raise _unsupported(node.pos, f"intrinsic {node.text}")
             self.output[node] = None
             return _INTRINSIC_TYPES[node.name]
-        if node.scope not in {"", "span", "resource"}:
+        if node.scope not in {"", "span", "resource", "event"}:
             raise _unsupported(node.pos, f"{node.scope}. attributes")
         self.output[node] = None
         return ATTRIBUTE
@@ -1439,7 +1455,7 @@ def _spanset(node: SpansetExpr, ss: Spanset) -> list[Spanset]:
         case SpansetFilter(expr=expr):
             if expr is None:
                 return [ss]
-            kept = tuple(n for n in ss.nodes if truthy(field_value(expr, n)))
+            kept = tuple(n for n in ss.nodes if keeps(expr, n))
             return [Spanset(kept, ss.attributes)] if kept else []
         case Wrapped(pipeline=pipeline):
             return _run_pipeline(pipeline, [ss])
@@ -1530,26 +1546,57 @@ def _scalar_value(side: Aggregate | Static, ss: Spanset) -> float | int | None:
     return reducers[side.fn](numbers)
 
 
-def field_value(node: FieldExpr, span: Node) -> Val | None:
-    """The value of a field expression on one span; None means missing."""
+def keeps(expr: FieldExpr, node: Node) -> bool:
+    """A spanset filter keeps the span: with event terms, through one event that meets it whole."""
+    if not reads_events(expr):
+        return truthy(field_value(expr, node))
+    return any(truthy(field_value(expr, node, event)) for event in node.span.events or (None,))
+
+
+@functools.lru_cache(maxsize=1024)
+def reads_events(expr: FieldExpr) -> bool:
+    """Whether ``expr`` names ``event:name`` or an ``event.`` attribute."""
+    match expr:
+        case Intrinsic(name=name):
+            return name.startswith("event:")
+        case Attribute(scope=scope):
+            return scope == "event"
+        case Binary(lhs=lhs, rhs=rhs):
+            return reads_events(lhs) or reads_events(rhs)
+        case Unary(operand=operand) | Exists(operand=operand):
+            return reads_events(operand)
+    return False
+
+
+def field_value(node: FieldExpr, span: Node, event: Event | None = None) -> Val | None:
+    """The value of a field expression on one span (event terms on ``event``); None means missing."""
     match node:
         case Static():
             return node.val
+        case Intrinsic() | Attribute() if reads_events(node):
+            return _event_value(node, event)
         case Intrinsic(name=name):
             return intrinsic_value(name, span)
         case Attribute(scope=scope, name=name):
             return attribute_value(scope, name, span.span)
         case Exists(operand=operand, exists=exists):
-            return (BOOL, (field_value(operand, span) is not None) == exists)
+            return (BOOL, (field_value(operand, span, event) is not None) == exists)
         case Unary(operand=operand):
-            return (BOOL, not truthy(field_value(operand, span)))
+            return (BOOL, not truthy(field_value(operand, span, event)))
         case Binary(op="&&", lhs=lhs, rhs=rhs):
-            return (BOOL, truthy(field_value(lhs, span)) and truthy(field_value(rhs, span)))
+            return (BOOL, truthy(field_value(lhs, span, event)) and truthy(field_value(rhs, span, event)))
         case Binary(op="||", lhs=lhs, rhs=rhs):
-            return (BOOL, truthy(field_value(lhs, span)) or truthy(field_value(rhs, span)))
+            return (BOOL, truthy(field_value(lhs, span, event)) or truthy(field_value(rhs, span, event)))
         case Binary(op=op, lhs=lhs, rhs=rhs):
-            return (BOOL, compare(op, field_value(lhs, span), field_value(rhs, span)))
+            return (BOOL, compare(op, field_value(lhs, span, event), field_value(rhs, span, event)))
     raise AssertionError(node)  # pragma: no cover
+
+
+def _event_value(node: Intrinsic | Attribute, event: Event | None) -> Val | None:
+    """``event:name`` or ``event.x`` of the event at hand; missing on a span without events."""
+    if event is None:
+        return None
+    return (STRING, event.name) if isinstance(node, Intrinsic) else event.attributes.get(node.name)
 
 
 def attribute_value(scope: str, name: str, span: Span) -> Val | None:
@@ -1603,6 +1650,8 @@ def shown_attributes(query: Query, node: Node) -> list[tuple[str, Val]]:
     """
     shown: dict[str, Val] = {}
     for ref in query.output:
+        if reads_events(ref):  # not the span's own: the double does not show them
+            continue
         if isinstance(ref, Attribute):
             value = attribute_value(ref.scope, ref.name, node.span)
             key = ref.name
