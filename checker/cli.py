@@ -446,7 +446,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """All subcommands and options, each with help text (the README documents them)."""
+    """All subcommands and options, each with help text (docs/cli.md documents them)."""
     parser = argparse.ArgumentParser(
         prog="betrace", description="Prove behavioural invariants over OpenTelemetry traces.")
     parser.add_argument("--version", action="version", version=f"betrace {__version__}")

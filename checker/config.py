@@ -91,7 +91,7 @@ class HttpSettings(Section):
 
 
 class Settings(BaseSettings):
-    """Everything ``betrace run`` needs; see the README's configuration reference."""
+    """Everything ``betrace run`` needs; see the configuration reference in docs/daemon.md."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True,

@@ -131,5 +131,5 @@ class ConfigError(UsageError):
     def __init__(self, message: str, problems: list[str], *, location: SourceLocation | None = None) -> None:
         super().__init__(message + "".join(f"\n  {p}" for p in problems), location=location,
                          hint="every key, its environment variable and default are in the "
-                         "README's configuration reference")
+                         "configuration reference, docs/daemon.md")
         self.problems = problems

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from docs_text import section
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from checker.cli import main
@@ -366,10 +367,8 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
-def test_every_setting_is_in_the_readme_configuration_reference() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    reference = (readme.split("### Configuration", 1)[1].split("\n### ", 1)[0]
-                 + readme.split("## Notifications", 1)[1].split("\n## ", 1)[0])
+def test_every_setting_is_in_the_configuration_reference() -> None:
+    reference = section("Configuration") + section("Notifications")
     keys = _keys(Settings)
     assert "tempo.url" in keys
     assert "schedule.max_catchup" in keys

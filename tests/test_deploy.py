@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from docs_text import everything
 
 from checker.cli import build_parser
 from checker.config import Settings
@@ -180,7 +181,7 @@ class TestKubernetes:
     def test_volumes_refer_to_objects_that_exist_or_are_documented(self) -> None:
         docs = k8s_documents()
         defined = {(d["kind"], d["metadata"]["name"]) for _, d in docs}
-        readme = (ROOT / "README.md").read_text()
+        readme = everything()
         for path, pod, _container in containers():
             for volume in pod["volumes"]:
                 if "configMap" in volume:

@@ -1,13 +1,19 @@
-"""The README documents every command and option, and every option has help text."""
+"""The documentation (README and docs/) covers every command and option, and the site builds."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+from docs_text import ROOT, everything
 
 from checker.cli import build_parser
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = everything()
 
 
 Command = tuple[str, argparse.ArgumentParser]
@@ -22,7 +28,7 @@ def commands(parser: argparse.ArgumentParser, prefix: str = "betrace") -> list[C
     return found
 
 
-def test_every_command_and_option_has_help_and_is_in_the_readme() -> None:
+def test_every_command_and_option_has_help_and_is_documented() -> None:
     missing = []
     found = commands(build_parser())
     assert len(found) > 12
@@ -40,3 +46,16 @@ def test_every_command_and_option_has_help_and_is_in_the_readme() -> None:
             for choice in subcommands[0]._choices_actions:
                 assert choice.help, f"{name} {choice.dest}: no help text"
     assert [] == missing
+
+
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    """Every page in the nav, every link and anchor resolving, the README parts it includes found."""
+    mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")
+    if mkdocs is None:
+        pytest.skip("no mkdocs: install the dev extras, pip install -e '.[dev]'")
+    result = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],  # noqa: S603
+                            cwd=ROOT, capture_output=True, text=True, check=False,
+                            env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"})
+    assert 0 == result.returncode, result.stderr
+    home = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "five-minute tour" in home.lower()  # the README's parts were included

@@ -42,7 +42,7 @@ class _CheckpointLag:
 
 
 class Metrics:
-    """Every metric the README lists, created on one registry."""
+    """Every metric docs/daemon.md lists, created on one registry."""
 
     def __init__(self, checkpoints: Callable[[], Mapping[str, datetime]],
                  settled: Callable[[], Mapping[str, datetime]] = dict) -> None:

@@ -129,7 +129,7 @@ def trace_url(template: str | None, trace_id: str) -> str | None:
 
 
 def webhook_body(alert: Alert, template: str | None) -> bytes:
-    """The versioned JSON a webhook receives (the README documents it)."""
+    """The versioned JSON a webhook receives (docs/notifications.md documents it)."""
     return json.dumps({
         "version": PAYLOAD_VERSION,
         "kind": alert.kind,
