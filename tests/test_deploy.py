@@ -2,7 +2,8 @@
 
 Every image pinned, every referenced file present, ports and paths agreeing with the
 settings, probes hitting real endpoints, environment names that are real settings, alert
-expressions naming real metrics, and every command line one `betrace` accepts.
+expressions naming real metrics and labels, manifests equal to the files they embed, and every
+command line one `betrace` accepts.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
+from manifests import GENERATED, RULES
+from promql import exported, unknown
 
 from checker.cli import build_parser
 from checker.config import Settings
-from checker.daemon.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -189,14 +191,43 @@ class TestKubernetes:
                 if "persistentVolumeClaim" in volume:
                     assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in defined
 
-    def test_alerts_name_real_metrics(self) -> None:
-        rules = next(d for _, d in k8s_documents() if d["kind"] == "PrometheusRule")
-        registry = Metrics(dict).registry
-        exported = {family.name + ("_total" if family.type == "counter" else "")
-                    for family in registry.collect()}
-        for rule in rules["spec"]["groups"][0]["rules"]:
-            for metric in re.findall(r"\bbetrace_[a-z_]+", rule["expr"]):
-                assert metric in exported, (rule["alert"], metric)
+    def test_the_prometheus_rule_embeds_the_rules_file(self) -> None:
+        rule = next(d for _, d in k8s_documents() if d["kind"] == "PrometheusRule")
+        assert rule["spec"] == yaml.safe_load(RULES.read_text())
+        monitor = next(d for _, d in k8s_documents() if d["kind"] == "ServiceMonitor")
+        service = next(d for _, d in k8s_documents() if d["kind"] == "Service")
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+class TestAlerts:
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+
+    def test_alerts_name_real_metrics_and_labels(self) -> None:
+        series = exported()
+        for rule in self.rules:
+            assert [] == unknown(rule["expr"], series), rule["alert"]
+        assert any("betrace_" in rule["expr"] for rule in self.rules)
+        # The check itself sees a misspelt metric, a suffix prometheus-client does not add, a wrong label.
+        assert ["metric betrace_violation_total", "label rule", "label rulez"] == unknown(
+            'sum by (rulez) (rate(betrace_violation_total{rule="a"}[5m]))', series)
+        assert ["metric betrace_rules_loaded_total"] == unknown("betrace_rules_loaded_total", series)
+        assert ["label route"] == unknown('betrace_evaluations_total{route="x"}', series)
+
+    def test_every_alert_says_what_is_wrong_and_what_to_do(self) -> None:
+        readme = (ROOT / "README.md").read_text()
+        for rule in self.rules:
+            assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+            assert {"summary", "description"} <= rule["annotations"].keys(), rule["alert"]
+            assert f"`{rule['alert']}`" in readme, rule["alert"]
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT) for p in GENERATED))
+def test_generated_manifests_match_their_sources(path: Path, update_golden: bool) -> None:
+    expected = GENERATED[ROOT / path]()
+    if update_golden:
+        (ROOT / path).write_text(expected)
+    assert (ROOT / path).read_text() == expected, "rewrite it: pytest tests/test_deploy.py --update-golden"
 
 
 def test_systemd_unit_runs_the_daemon_as_a_service_user() -> None:
