@@ -1,4 +1,4 @@
-"""The README documents every command and option, and every option has help text."""
+"""The README documents every command, option and metric, and every option has help text."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from checker.cli import build_parser
+from checker.daemon.metrics import Metrics
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -40,3 +41,10 @@ def test_every_command_and_option_has_help_and_is_in_the_readme() -> None:
             for choice in subcommands[0]._choices_actions:
                 assert choice.help, f"{name} {choice.dest}: no help text"
     assert [] == missing
+
+
+def test_every_metric_is_in_the_readme() -> None:
+    names = {family.name + ("_total" if family.type == "counter" else "")
+             for family in Metrics(dict).registry.collect()}
+    assert len(names) > 15
+    assert [] == sorted(name for name in names if f"`{name}`" not in README)

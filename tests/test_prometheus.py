@@ -7,8 +7,11 @@ the tests that run it skip without it.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
+from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
@@ -26,10 +29,16 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from checker.daemon.metrics import Metrics
+    from checker.engine.violation import Violation
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="no promtool (Debian's prometheus package); .ci/run installs it")
+
+
+# What Prometheus 2 sends when it scrapes.
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+                     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 
 
 def promtool(*args: str, stdin: str | None = None) -> str:
@@ -61,28 +70,56 @@ async def scrape(metrics: Metrics, accept: str = "*/*") -> httpx.Response:
         await server.stop()
 
 
-async def daemon_metrics(tmp_path: Path, tempo_url: str) -> Metrics:
-    """The metrics of a daemon that judged the recorded traces once and notified on a log route."""
-    config = settings(tmp_path, tempo_url=tempo_url, store=f"sqlite:///{tmp_path / 'p.db'}",
+@dataclass
+class Judged:
+    """A daemon's metrics after it judged the recorded traces once, and the violations it recorded."""
+
+    metrics: Metrics
+    violations: list[Violation]
+
+
+async def judge_once(directory: Path, tempo_url: str) -> Judged:
+    config = settings(directory, tempo_url=tempo_url, store=f"sqlite:///{directory / 'p.db'}",
                       notifiers={"console": {"type": "log"}}, default_notifiers=["console"])
     daemon = await open_daemon(config, clock=Clock.at(LAST_TRACE + 150))
     try:
         await daemon.run_once()
+        return Judged(daemon.metrics, [v.violation for v in daemon.store.violations()])
     finally:
         await daemon.close()
-    return daemon.metrics
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory: pytest.TempPathFactory) -> Judged:
+    with TempoDouble() as tempo:
+        tempo.push(dataset())
+        found = asyncio.run(judge_once(tmp_path_factory.mktemp("judged"), tempo.url))
+    found.metrics.amendments.labels("sre-retries-bounded", "late")  # final passes come later, after settle
+    return found
 
 
 @needs_recordings
 @needs_promtool
-def test_metrics_pass_promtool_check_with_every_family_present(tmp_path: Path) -> None:
-    with TempoDouble() as tempo:
-        tempo.push(dataset())
-        metrics = asyncio.run(daemon_metrics(tmp_path, tempo.url))
-    metrics.amendments.labels("sre-retries-bounded", "late")  # final passes come later, after settle
-    response = asyncio.run(scrape(metrics))
+def test_metrics_pass_promtool_check_with_every_family_present(judged: Judged) -> None:
+    response = asyncio.run(scrape(judged.metrics))
     assert response.headers["Content-Type"].startswith("text/plain;")
     text = response.text
     promtool("check", "metrics", stdin=text)  # a lint finding is printed, with a non-zero exit
     families = {name for name in exported() if not name.endswith("_created")}
     assert [] == sorted(name for name in families if f"\n{name}" not in text)
+
+
+@needs_recordings
+def test_violations_are_counted_by_control_with_the_trace_as_exemplar(judged: Judged) -> None:
+    controls = Counter(control for v in judged.violations for control in v.controls)
+    assert len(controls) > 1
+    for control, count in controls.items():
+        assert count == judged.metrics.registry.get_sample_value(
+            "betrace_control_violations_total", {"control": control})
+    # Prometheus asks for OpenMetrics; the latest violating trace of each series is its exemplar.
+    response = asyncio.run(scrape(judged.metrics, PROMETHEUS_ACCEPT))
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text;")
+    exemplars = re.findall(r'^betrace_(?:control_)?violations_total\{.*\} \S+ # \{trace_id="(\w+)"\}',
+                           response.text, re.MULTILINE)
+    assert len(exemplars) >= len(controls)
+    assert set(exemplars) <= {v.trace_id for v in judged.violations}
