@@ -11,7 +11,9 @@ from pathlib import Path
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 RULES = DEPLOY / "prometheus" / "betrace-rules.yaml"
+DASHBOARD = DEPLOY / "grafana" / "betrace.json"
 PROMETHEUS_RULE = DEPLOY / "kubernetes" / "prometheus-rules.yaml"
+DASHBOARD_CONFIGMAP = DEPLOY / "kubernetes" / "grafana-dashboard.yaml"
 
 
 def _generated_from(source: Path) -> str:
@@ -52,4 +54,18 @@ def prometheus_rule() -> str:
             + textwrap.indent(_without_comment_header(RULES.read_text()), "  "))
 
 
-GENERATED = {PROMETHEUS_RULE: prometheus_rule}
+def dashboard_configmap() -> str:
+    """The dashboard as a ConfigMap that Grafana's dashboard sidecar (kube-prometheus-stack) loads."""
+    return (_generated_from(DASHBOARD)
+            + "# Grafana's sidecar loads ConfigMaps labelled grafana_dashboard; or import the JSON.\n"
+              "apiVersion: v1\n"
+              "kind: ConfigMap\n"
+              "metadata:\n"
+              "  name: betrace-dashboard\n"
+              '  labels: { app.kubernetes.io/name: betrace, grafana_dashboard: "1" }\n'
+              "data:\n"
+              "  betrace.json: |\n"
+            + textwrap.indent(DASHBOARD.read_text(), "    "))
+
+
+GENERATED = {PROMETHEUS_RULE: prometheus_rule, DASHBOARD_CONFIGMAP: dashboard_configmap}

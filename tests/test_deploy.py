@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from manifests import GENERATED, RULES
+from manifests import DASHBOARD, GENERATED, RULES
 from promql import exported, unknown
 
 from checker.cli import build_parser
@@ -134,6 +134,36 @@ class TestCompose:
         assert grafana["datasources"][0]["url"] == self.betrace.tempo.url
         assert "%22uid%22:%22tempo%22" in (self.betrace.trace_url_template or "")
         assert grafana["datasources"][0]["uid"] == "tempo"
+
+    def mounted(self, service: str, target: str) -> Path:
+        """The file on this side of a bind mount of ``service`` at ``target``."""
+        sources = [v.split(":")[0] for v in self.services[service]["volumes"] if v.split(":")[1] == target]
+        assert len(sources) == 1, (service, target)
+        return (COMPOSE / sources[0]).resolve()
+
+    def test_prometheus_scrapes_the_checker_and_loads_the_alert_rules(self) -> None:
+        prometheus = self.services["prometheus"]
+        flags = dict(a.split("=", 1) for a in prometheus["command"] if "=" in a)
+        config = yaml.safe_load(self.mounted("prometheus", flags["--config.file"]).read_text())
+        [job] = config["scrape_configs"]
+        assert job["job_name"] == "betrace"  # as the alerts' BetraceDown expects
+        assert job.get("metrics_path", "/metrics") in ENDPOINTS
+        assert job["static_configs"][0]["targets"] == [f"betrace:{self.betrace.http.port}"]
+        assert self.betrace.http.host == "0.0.0.0"  # noqa: S104  (reachable from the Prometheus container)
+        assert [self.mounted("prometheus", path) for path in config["rule_files"]] == [RULES]
+        assert "--enable-feature=exemplar-storage" in prometheus["command"]
+
+    def test_grafana_has_prometheus_with_trace_links_and_the_dashboard(self) -> None:
+        provisioning = "/etc/grafana/provisioning"
+        datasources = self.mounted("grafana", f"{provisioning}/datasources/datasources.yaml")
+        sources = {s["type"]: s for s in yaml.safe_load(datasources.read_text())["datasources"]}
+        port = self.services["prometheus"]["ports"][0].rsplit(":", 1)[1]
+        assert sources["prometheus"]["url"] == f"http://prometheus:{port}"
+        [link] = sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+        assert link == {"name": "trace_id", "datasourceUid": sources["tempo"]["uid"]}
+        providers = self.mounted("grafana", f"{provisioning}/dashboards/dashboards.yaml")
+        [provider] = yaml.safe_load(providers.read_text())["providers"]
+        assert self.mounted("grafana", f"{provider['options']['path']}/{DASHBOARD.name}") == DASHBOARD
 
     def test_mounts_match_the_settings(self) -> None:
         mounts = {v.split(":")[1] for v in self.services["betrace"]["volumes"]}

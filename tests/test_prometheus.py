@@ -1,4 +1,4 @@
-"""The checker as Prometheus sees it: the alert rules and ``/metrics`` pass promtool.
+"""The checker as Prometheus sees it: alerts, compose config, dashboard queries, ``/metrics`` pass promtool.
 
 promtool is Prometheus's own linter and rule tester (Debian's ``prometheus`` package ships it);
 the tests that run it skip without it.
@@ -7,17 +7,20 @@ the tests that run it skip without it.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+import yaml
 from daemon_kit import LAST_TRACE, Clock, dataset, settings
-from manifests import RULES
+from manifests import DASHBOARD, DEPLOY, RULES
 from promql import exported
 from recordings import needs_recordings
 from tempo_double import TempoDouble
@@ -57,6 +60,34 @@ def test_the_rules_pass_promtool_check() -> None:
 @needs_promtool
 def test_the_alerts_unit_tests_pass() -> None:
     assert "SUCCESS" in promtool("test", "rules", "betrace-rules.test.yaml")
+
+
+@needs_promtool
+def test_the_compose_prometheus_config_passes_promtool_check(tmp_path: Path) -> None:
+    """With the rule file where compose mounts it from: promtool checks the rules it names too."""
+    config = yaml.safe_load((DEPLOY / "compose" / "prometheus.yaml").read_text())
+    assert [RULES.name] == [PurePosixPath(path).name for path in config["rule_files"]]
+    config["rule_files"] = [str(RULES)]
+    (tmp_path / "prometheus.yaml").write_text(yaml.safe_dump(config))
+    assert "SUCCESS" in promtool("check", "config", str(tmp_path / "prometheus.yaml"))
+
+
+# Grafana's variables as Prometheus would get them after Grafana replaced them.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "6h", "$rule": ".*"}
+
+
+@needs_promtool
+def test_the_dashboard_queries_are_promql(tmp_path: Path) -> None:
+    """Each panel query, as a recording rule: promtool check rules parses it."""
+    exprs = [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"]
+             for target in panel.get("targets", [])]
+    for variable, value in GRAFANA_VARIABLES.items():
+        exprs = [expr.replace(variable, value) for expr in exprs]
+    assert not [expr for expr in exprs if "$" in expr]
+    rules = [{"record": f"dashboard:query{i}", "expr": expr} for i, expr in enumerate(exprs)]
+    path = tmp_path / "queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert f"SUCCESS: {len(rules)} rules found" in promtool("check", "rules", str(path))
 
 
 async def scrape(metrics: Metrics, accept: str = "*/*") -> httpx.Response:
