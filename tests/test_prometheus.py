@@ -27,12 +27,12 @@ from tempo_double import TempoDouble
 
 from checker.daemon.factory import open_daemon
 from checker.daemon.http import HttpServer, application
+from checker.daemon.metrics import Metrics
+from checker.engine.violation import Violation
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from checker.daemon.metrics import Metrics
-    from checker.engine.violation import Violation
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -99,6 +99,21 @@ async def scrape(metrics: Metrics, accept: str = "*/*") -> httpx.Response:
             return await http.get(f"http://127.0.0.1:{server.port}/metrics", headers={"Accept": accept})
     finally:
         await server.stop()
+
+
+def test_a_violation_counts_once_per_rule_and_once_per_control_of_its_rule() -> None:
+    metrics = Metrics(dict)
+    for n, controls in enumerate([("SOC2:CC6.1", "GDPR:Art.32"), ("SOC2:CC6.1",), ()]):
+        metrics.violation(Violation(rule_id="r", rule_name="R", severity="high", trace_id=f"{n:032x}",
+                                    reason="", frameworks=(), controls=controls, trigger_spans=(),
+                                    missing=(), forbidden=()))
+    value = metrics.registry.get_sample_value
+    assert 3 == value("betrace_violations_total", {"rule": "r", "severity": "high"})
+    assert 2 == value("betrace_control_violations_total", {"control": "SOC2:CC6.1"})
+    assert 1 == value("betrace_control_violations_total", {"control": "GDPR:Art.32"})
+    text = asyncio.run(scrape(metrics, PROMETHEUS_ACCEPT)).text
+    assert f'betrace_violations_total{{rule="r",severity="high"}} 3.0 # {{trace_id="{2:032x}"}} 1.0' in text
+    assert f'betrace_control_violations_total{{control="GDPR:Art.32"}} 1.0 # {{trace_id="{0:032x}"}}' in text
 
 
 @dataclass
