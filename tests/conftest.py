@@ -7,7 +7,8 @@ import pytest
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true",
-                     help="rewrite tests/golden expectations from the current output")
+                     help="rewrite tests/golden expectations from the current output, and the "
+                          "Kubernetes manifests that embed a file from deploy/ (tests/manifests.py)")
 
 
 @pytest.fixture

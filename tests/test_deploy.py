@@ -2,7 +2,8 @@
 
 Every image pinned, every referenced file present, ports and paths agreeing with the
 settings, probes hitting real endpoints, environment names that are real settings, alert
-expressions naming real metrics, and every command line one `betrace` accepts.
+expressions naming real metrics and labels, manifests equal to the files they embed, and every
+command line one `betrace` accepts.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 import pytest
 import yaml
 from docs_text import everything
+from manifests import DASHBOARD, GENERATED, RULES
+from promql import exported, unknown
 
 from checker.cli import build_parser
 from checker.config import Settings
-from checker.daemon.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -134,6 +136,36 @@ class TestCompose:
         assert "%22uid%22:%22tempo%22" in (self.betrace.trace_url_template or "")
         assert grafana["datasources"][0]["uid"] == "tempo"
 
+    def mounted(self, service: str, target: str) -> Path:
+        """The file on this side of a bind mount of ``service`` at ``target``."""
+        sources = [v.split(":")[0] for v in self.services[service]["volumes"] if v.split(":")[1] == target]
+        assert len(sources) == 1, (service, target)
+        return (COMPOSE / sources[0]).resolve()
+
+    def test_prometheus_scrapes_the_checker_and_loads_the_alert_rules(self) -> None:
+        prometheus = self.services["prometheus"]
+        flags = dict(a.split("=", 1) for a in prometheus["command"] if "=" in a)
+        config = yaml.safe_load(self.mounted("prometheus", flags["--config.file"]).read_text())
+        [job] = config["scrape_configs"]
+        assert job["job_name"] == "betrace"  # as the alerts' BetraceDown expects
+        assert job.get("metrics_path", "/metrics") in ENDPOINTS
+        assert job["static_configs"][0]["targets"] == [f"betrace:{self.betrace.http.port}"]
+        assert self.betrace.http.host == "0.0.0.0"  # noqa: S104  (reachable from the Prometheus container)
+        assert [self.mounted("prometheus", path) for path in config["rule_files"]] == [RULES]
+        assert "--enable-feature=exemplar-storage" in prometheus["command"]
+
+    def test_grafana_has_prometheus_with_trace_links_and_the_dashboard(self) -> None:
+        provisioning = "/etc/grafana/provisioning"
+        datasources = self.mounted("grafana", f"{provisioning}/datasources/datasources.yaml")
+        sources = {s["type"]: s for s in yaml.safe_load(datasources.read_text())["datasources"]}
+        port = self.services["prometheus"]["ports"][0].rsplit(":", 1)[1]
+        assert sources["prometheus"]["url"] == f"http://prometheus:{port}"
+        [link] = sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+        assert link == {"name": "trace_id", "datasourceUid": sources["tempo"]["uid"]}
+        providers = self.mounted("grafana", f"{provisioning}/dashboards/dashboards.yaml")
+        [provider] = yaml.safe_load(providers.read_text())["providers"]
+        assert self.mounted("grafana", f"{provider['options']['path']}/{DASHBOARD.name}") == DASHBOARD
+
     def test_mounts_match_the_settings(self) -> None:
         mounts = {v.split(":")[1] for v in self.services["betrace"]["volumes"]}
         assert str(self.betrace.rules_dir) in mounts
@@ -190,14 +222,43 @@ class TestKubernetes:
                 if "persistentVolumeClaim" in volume:
                     assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in defined
 
-    def test_alerts_name_real_metrics(self) -> None:
-        rules = next(d for _, d in k8s_documents() if d["kind"] == "PrometheusRule")
-        registry = Metrics(dict).registry
-        exported = {family.name + ("_total" if family.type == "counter" else "")
-                    for family in registry.collect()}
-        for rule in rules["spec"]["groups"][0]["rules"]:
-            for metric in re.findall(r"\bbetrace_[a-z_]+", rule["expr"]):
-                assert metric in exported, (rule["alert"], metric)
+    def test_the_prometheus_rule_embeds_the_rules_file(self) -> None:
+        rule = next(d for _, d in k8s_documents() if d["kind"] == "PrometheusRule")
+        assert rule["spec"] == yaml.safe_load(RULES.read_text())
+        monitor = next(d for _, d in k8s_documents() if d["kind"] == "ServiceMonitor")
+        service = next(d for _, d in k8s_documents() if d["kind"] == "Service")
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+class TestAlerts:
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+
+    def test_alerts_name_real_metrics_and_labels(self) -> None:
+        series = exported()
+        for rule in self.rules:
+            assert [] == unknown(rule["expr"], series), rule["alert"]
+        assert any("betrace_" in rule["expr"] for rule in self.rules)
+        # The check itself sees a misspelt metric, a suffix prometheus-client does not add, a wrong label.
+        assert ["metric betrace_violation_total", "label rule", "label rulez"] == unknown(
+            'sum by (rulez) (rate(betrace_violation_total{rule="a"}[5m]))', series)
+        assert ["metric betrace_rules_loaded_total"] == unknown("betrace_rules_loaded_total", series)
+        assert ["label route"] == unknown('betrace_evaluations_total{route="x"}', series)
+
+    def test_every_alert_says_what_is_wrong_and_what_to_do(self) -> None:
+        readme = everything()
+        for rule in self.rules:
+            assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+            assert {"summary", "description"} <= rule["annotations"].keys(), rule["alert"]
+            assert f"`{rule['alert']}`" in readme, rule["alert"]
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT) for p in GENERATED))
+def test_generated_manifests_match_their_sources(path: Path, update_golden: bool) -> None:
+    expected = GENERATED[ROOT / path]()
+    if update_golden:
+        (ROOT / path).write_text(expected)
+    assert (ROOT / path).read_text() == expected, "rewrite it: pytest tests/test_deploy.py --update-golden"
 
 
 def test_systemd_unit_runs_the_daemon_as_a_service_user() -> None:

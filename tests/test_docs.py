@@ -1,4 +1,4 @@
-"""The documentation (README and docs/) covers every command and option, and the site builds."""
+"""The documentation (README and docs/) covers every command, option and metric, and the site builds."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from docs_text import ROOT, everything
 
 from checker.cli import build_parser
+from checker.daemon.metrics import Metrics
 
 README = everything()
 
@@ -59,3 +60,10 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     assert 0 == result.returncode, result.stderr
     home = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     assert "five-minute tour" in home.lower()  # the README's parts were included
+
+
+def test_every_metric_is_documented() -> None:
+    names = {family.name + ("_total" if family.type == "counter" else "")
+             for family in Metrics(dict).registry.collect()}
+    assert len(names) > 15
+    assert [] == sorted(name for name in names if f"`{name}`" not in README)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from checker.errors import CheckerError, UsageError
 
@@ -57,9 +57,11 @@ def application(registry: CollectorRegistry, checks: list[Check]) -> web.Applica
         return web.json_response({"status": "ready" if ready else "not ready", "checks": results},
                                  status=200 if ready else 503)
 
-    async def metrics(_request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    async def metrics(request: web.Request) -> web.Response:
+        # Prometheus asks for OpenMetrics, the only format with exemplars (violations' trace IDs).
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        response = web.Response(body=encode(registry))
+        response.headers["Content-Type"] = content_type
         return response
 
     app = web.Application()

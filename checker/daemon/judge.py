@@ -217,7 +217,7 @@ class WindowJudge:
         self.metrics.evaluations.labels(rule.id, record.outcome).inc()
         self.metrics.evaluation_seconds.labels(rule.id).observe(record.duration)
         for violation in committed.new_violations:
-            self.metrics.violations.labels(rule.id, violation.severity).inc()
+            self.metrics.violation(violation)
         # A window's first look counts its scope; a final pass over it would count it again.
         if record.amendment is None and record.scope_size is not None and record.outcome != "failed":
             self.metrics.in_scope.labels(rule.id).inc(record.scope_size)

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
     from prometheus_client.registry import Collector
 
+    from checker.engine.violation import Violation
+
 PREFIX = "betrace"
 
 
@@ -52,6 +54,9 @@ class Metrics:
                                    ["rule", "outcome"], registry=r)
         self.violations = Counter(f"{PREFIX}_violations", "Violations recorded (first time seen) by rule",
                                   ["rule", "severity"], registry=r)
+        self.control_violations = Counter(
+            f"{PREFIX}_control_violations", "Violations recorded (first time seen), once for each "
+            "compliance control their rule names", ["control"], registry=r)
         self.evaluation_seconds = Histogram(
             f"{PREFIX}_evaluation_duration_seconds", "Time to evaluate one window of one rule", ["rule"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r)
@@ -79,6 +84,17 @@ class Metrics:
                                   "late violations and retractions", ["rule", "kind"], registry=r)
         lag: Collector = _CheckpointLag(checkpoints, settled)
         r.register(lag)
+
+    def violation(self, violation: Violation) -> None:
+        """A violation recorded for the first time.
+
+        Its trace ID goes in an exemplar, never a label: one series per rule or control however
+        many traces break it, and Grafana still links the latest one to its trace.
+        """
+        exemplar = {"trace_id": violation.trace_id}
+        self.violations.labels(violation.rule_id, violation.severity).inc(exemplar=exemplar)
+        for control in violation.controls:
+            self.control_violations.labels(control).inc(exemplar=exemplar)
 
     def tempo_request(self, route: str, status: str) -> None:
         """The Tempo client's observer."""
