@@ -157,6 +157,17 @@ rules:
         assert "violation" == rule.examples[0].expect
         assert rule.description.startswith("Ensures all PII access")
 
+    def test_unknown_example_keys_warn(self) -> None:
+        """``expect`` is read in ``examples`` only: example_violation is a violation whatever it says."""
+        text = self.BETRACE.replace("  example_violation:\n", "  example_violation:\n    expect: pass\n") + (
+            "  examples:\n  - {name: a, expect: pass, trace: [], exepct: violation}\n")
+        ruleset = load_text(text, "betrace.yaml")
+        assert [] == ruleset.errors
+        assert ["unknown key 'tags' ignored", "unknown example key 'exepct' ignored",
+                "unknown example key 'expect' ignored"] == [
+            str(w).splitlines()[0].partition(": rule soc2-cc7-2-pii-access-audit-log: ")[2]
+            for w in ruleset.warnings]
+
     def test_version_changes_with_content(self) -> None:
         first = load_text(self.BETRACE, "a.yaml").rules[0].version
         again = load_text(self.BETRACE, "b.yaml").rules[0].version

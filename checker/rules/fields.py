@@ -19,11 +19,14 @@ if TYPE_CHECKING:
 
     from checker.rules.source import SourceText
 
+TOP_LEVEL_KEYS = frozenset({"rules"})
 KNOWN_KEYS = frozenset({
     "id", "name", "description", "severity", "compliance_frameworks", "controls", "condition",
     "every", "cron", "evaluation_delay", "settle", "enabled", "labels", "notify", "examples",
     "example_violation",
 })
+EXAMPLE_KEYS = frozenset({"name", "description", "expect", "trace"})
+LEGACY_EXAMPLE_KEYS = EXAMPLE_KEYS - {"expect"}  # example_violation is a violation whatever it says
 SPAN_KEYS = frozenset({"span", "service", "attributes", "status", "kind", "start", "duration", "children",
                        "events"})
 EVENT_KEYS = frozenset({"name", "attributes"})
@@ -84,14 +87,19 @@ class FieldReader:
             return {}
         return {str(k.value): v for k, v in node.value}
 
+    def unknown_keys(self, fields: dict[str, yaml.Node], known: frozenset[str], what: str,
+                     rule_id: str | None) -> None:
+        """Warn of each key not in ``known``: BeTrace's files load with extra keys, but a typo is seen."""
+        for key, node in fields.items():
+            if key not in known:
+                self.warn(node, f"unknown {what}key {key!r} ignored", rule_id)
+
     # ------------------------------------------------------------------ fields
 
     def rule_nodes(self, root: yaml.Node) -> list[yaml.MappingNode]:
         """The entries of the top-level ``rules:`` list."""
         top = self.mapping(root, "a rule file")
-        for key, node in top.items():
-            if key != "rules":
-                self.warn(node, f"unknown top-level key {key!r} ignored")
+        self.unknown_keys(top, TOP_LEVEL_KEYS, "top-level ", None)
         rules = top.get("rules")
         if rules is None:
             if top:
@@ -168,9 +176,7 @@ class FieldReader:
 
     def metadata(self, fields: dict[str, yaml.Node], rule_id: str | None) -> dict[str, Any]:
         """Every optional field of a rule, checked, as ``Rule`` keyword arguments."""
-        for key, node in fields.items():
-            if key not in KNOWN_KEYS:
-                self.warn(node, f"unknown key {key!r} ignored", rule_id)
+        self.unknown_keys(fields, KNOWN_KEYS, "", rule_id)
         severity = (self.string(fields, "severity", rule_id=rule_id) or "medium").lower()
         if severity not in SEVERITIES:
             self.error(fields["severity"], f"unknown severity {severity!r}", rule_id,
@@ -225,6 +231,8 @@ class FieldReader:
     def _example(self, node: yaml.Node, rule_id: str | None, default_name: str,
                  expect: Literal["violation", "pass"] | None) -> Example | None:
         fields = self.mapping(node, "an example", rule_id)
+        known = EXAMPLE_KEYS if expect is None else LEGACY_EXAMPLE_KEYS
+        self.unknown_keys(fields, known, "example ", rule_id)
         name = self.string(fields, "name", rule_id=rule_id) or self.string(
             fields, "description", rule_id=rule_id) or default_name
         if expect is None:
@@ -246,9 +254,7 @@ class FieldReader:
 
     def _span(self, node: yaml.Node, rule_id: str | None) -> ExampleSpan | None:
         fields = self.mapping(node, "an example span", rule_id)
-        for key, value in fields.items():
-            if key not in SPAN_KEYS:
-                self.warn(value, f"unknown span key {key!r} ignored", rule_id)
+        self.unknown_keys(fields, SPAN_KEYS, "span ", rule_id)
         name = self.string(fields, "span", rule_id=rule_id)
         if name is None:
             self.error(node, "an example span needs 'span: <name>'", rule_id)
@@ -294,9 +300,7 @@ class FieldReader:
         events: list[ExampleEvent] = []
         for item in node.value:
             fields = self.mapping(item, "an example event", rule_id)
-            for key, value in fields.items():
-                if key not in EVENT_KEYS:
-                    self.warn(value, f"unknown event key {key!r} ignored", rule_id)
+            self.unknown_keys(fields, EVENT_KEYS, "event ", rule_id)
             name = self.string(fields, "name", rule_id=rule_id)
             attributes = self.construct(fields["attributes"]) if "attributes" in fields else {}
             if name is None or not isinstance(attributes, dict):
