@@ -21,6 +21,7 @@ from pydantic import ByteSize, ValidationError
 
 from checker import __version__
 from checker.config import load_settings
+from checker.config_types import setting_text
 from checker.daemon import factory
 from checker.daemon.backfill import whole_seconds
 from checker.demo.traffic import Sent, demo_file, endpoint, send
@@ -54,6 +55,7 @@ from checker.rules import RuleSet, load_paths
 from checker.rules.durations import duration_text
 from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violation_summary
+from checker.schema import MODELS, schema_text
 from checker.store import Store, StoreError, ledger
 from checker.tempo.errors import TempoError
 from checker.tempo.run import scan_window
@@ -267,11 +269,7 @@ def _default(name: str) -> Any:
 def _default_text(name: str) -> str:
     """A default as the help text quotes it: ``30s``, ``64MiB``, ``1000``."""
     value = _default(name)
-    if isinstance(value, timedelta):
-        return duration_text(value)
-    if isinstance(value, ByteSize):
-        return value.human_readable(separator="").replace(".0", "")
-    return str(value)
+    return setting_text(value) if isinstance(value, timedelta | ByteSize) else str(value)
 
 
 def _scan_tempo(args: argparse.Namespace, rules: list[Rule], judged: Judged) -> None:
@@ -445,6 +443,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Editors check rule files and configs against it as they are typed; ``schemas/`` holds this output."""
+    sys.stdout.write(schema_text(args.document))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and options, each with help text (docs/cli.md documents them)."""
     parser = argparse.ArgumentParser(
@@ -525,6 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the rules that decide which demo traces break them (default: rules.d)")
     demo.add_argument("--seed", type=int, metavar="N", help="repeat the same choice of traces")
     demo.set_defaults(func=cmd_demo)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of rule files or the config, for editors")
+    schema.add_argument("document", choices=tuple(MODELS), metavar="rules|config",
+                        help="rules: the rule-file format; config: the daemon's config file")
+    schema.set_defaults(func=cmd_schema)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Building blocks of the settings: durations as users write them, strict nested blocks."""
+"""Building blocks of the settings: durations and sizes as users write them, strict nested blocks."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import math
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ByteSize, ConfigDict, WithJsonSchema
 
-from checker.rules.durations import DURATION_HINT, MAX_DURATION_NS, MAX_DURATION_TEXT, parse_timedelta
+from checker.rules.durations import (
+    DURATION_HINT,
+    DURATION_PATTERN,
+    MAX_DURATION_NS,
+    MAX_DURATION_TEXT,
+    duration_text,
+    parse_timedelta,
+)
 
 MAX_SECONDS = MAX_DURATION_NS / 1e9
 
@@ -39,7 +46,26 @@ def _not_negative(value: timedelta) -> timedelta:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_negative)]
+# The editor schema (``checker.schema``) says what ``_duration`` reads, not pydantic's ISO 8601.
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_negative), WithJsonSchema({
+    "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"type": "number", "minimum": 0}],
+    "description": "a duration such as 30s, 1m or 1h30m (units ns us µs ms s m h d), or a number of seconds",
+})]
+
+# ByteSize's units (b, kb, kib, kbit, kibit, ..., in any case), for editors: pydantic's own pattern
+# matches any word after the number.
+SIZE_PATTERN = r"^\s*\d*\.?\d+\s*(?:[KkMmGgTtPpEe](?:[Ii]?[Bb](?:[Ii][Tt])?)?|[Bb](?:[Ii][Tt])?)?$"
+Size = Annotated[ByteSize, WithJsonSchema({
+    "anyOf": [{"type": "string", "pattern": SIZE_PATTERN}, {"type": "integer", "minimum": 0}],
+    "description": "a size such as 64MiB or 50MB, or a number of bytes",
+})]
+
+
+def setting_text(value: timedelta | ByteSize) -> str:
+    """A duration or size as the config and the command line take it (``30s``, ``64MiB``), for help texts."""
+    if isinstance(value, timedelta):
+        return duration_text(value)
+    return value.human_readable(separator="").replace(".0", "")
 
 
 class Section(BaseModel):

@@ -21,6 +21,9 @@ UNITS_NS: dict[str, int] = {
 # Longest first, so that "5ms" is five milliseconds and never five minutes and an "s".
 UNIT_PATTERN = "|".join(sorted(UNITS_NS, key=len, reverse=True))
 _PART = re.compile(rf"(\d+(?:\.\d+)?)({UNIT_PATTERN})")
+# What ``parse_ns`` accepts, as a whole-string pattern in the dialect JSON Schema uses (ECMA 262),
+# so that editors flag a bad duration as it is typed (``checker.schema``).
+DURATION_PATTERN = rf"^(?:\d+(?:\.\d+)?(?:{UNIT_PATTERN}))+$"
 
 # Longer durations only come from typos, and overflow datetime arithmetic (now - lookback).
 MAX_DURATION_NS = 3650 * UNITS_NS["d"]

@@ -11,7 +11,7 @@ from pathlib import Path  # noqa: TC003  (pydantic reads the annotations at run 
 import httpx
 from pydantic import ByteSize, Field, SecretStr, field_validator
 
-from checker.config_types import Duration, Section
+from checker.config_types import Duration, Section, Size
 from checker.redact import basic_auth_token, header_secrets, url_secrets
 
 MAX_SEARCH_LIMIT = 262_144  # Tempo's default max_result_limit
@@ -25,14 +25,14 @@ class TempoSettings(Section):
     tenant: str | None = None
     search_limit: int = Field(1000, gt=0, le=MAX_SEARCH_LIMIT)
     timeout: Duration = timedelta(seconds=30)
-    max_search_bytes: ByteSize = Field(ByteSize(64 * MIB), gt=0)
-    max_trace_bytes: ByteSize = Field(ByteSize(50 * MIB), gt=0)
+    max_search_bytes: Size = Field(ByteSize(64 * MIB), gt=0)
+    max_trace_bytes: Size = Field(ByteSize(50 * MIB), gt=0)
     retries: int = Field(5, ge=0)
     concurrency: int = Field(8, gt=0)
     query_end_cutoff: Duration = timedelta(seconds=30)
     trace_margin: Duration = timedelta(minutes=10)
     # The daemon's kept answers of margin searches (``SearchCache``); 0 asks Tempo every time.
-    search_cache: ByteSize = Field(ByteSize(64 * MIB), ge=0)
+    search_cache: Size = Field(ByteSize(64 * MIB), ge=0)
     username: str | None = None
     password: SecretStr | None = None
     bearer_token: SecretStr | None = None
