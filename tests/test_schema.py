@@ -26,6 +26,10 @@ from checker.schema import MODELS, json_schema, schema_text
 ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted([*(ROOT / "rules.d").glob("*.yaml"), *(ROOT / "bench" / "rules-100").glob("*.yaml")])
 CONFIG_FILES = [ROOT / "deploy" / "compose" / "betrace.yaml", ROOT / "deploy" / "docker" / "betrace.yaml"]
+# Files people open from a clone: each names its schema in its first line.
+MODELINES = {**dict.fromkeys((ROOT / "rules.d").glob("*.yaml"), "rules"),
+             **dict.fromkeys(CONFIG_FILES, "config")}
+
 
 def validator(name: str) -> Draft7Validator:
     return Draft7Validator(json_schema(MODELS[name]))
@@ -57,6 +61,14 @@ def test_is_a_valid_draft_07_schema(name: str) -> None:
 def test_committed_schema_is_the_generated_one(name: str) -> None:
     committed = (ROOT / "schemas" / f"{name}.schema.json").read_text(encoding="utf-8")
     assert schema_text(name) == committed, f"run: betrace schema {name} > schemas/{name}.schema.json"
+
+
+@pytest.mark.parametrize(("path", "name"), MODELINES.items(), ids=lambda p: getattr(p, "name", p))
+def test_shipped_files_point_editors_at_the_schema(path: Path, name: str) -> None:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    found = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first)
+    assert found, f"{path}: no modeline"
+    assert (path.parent / found.group(1)).resolve() == ROOT / "schemas" / f"{name}.schema.json"
 
 
 # ------------------------------------------------------------------ rule files
