@@ -46,17 +46,21 @@ def _not_negative(value: timedelta) -> timedelta:
     return value
 
 
-# The editor schema (``checker.schema``) says what ``_duration`` reads, not pydantic's ISO 8601.
+# The editor schema (``checker.schema``) says what ``_duration`` reads, not pydantic's ISO 8601, and
+# the yaml-language-server shows a pattern's patternErrorMessage instead of the bare pattern.
 Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_negative), WithJsonSchema({
-    "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"type": "number", "minimum": 0}],
+    "anyOf": [{"type": "string", "pattern": DURATION_PATTERN, "patternErrorMessage": DURATION_HINT},
+              {"type": "number", "minimum": 0}],
     "description": "a duration such as 30s, 1m or 1h30m (units ns us µs ms s m h d), or a number of seconds",
 })]
 
 # ByteSize's units (b, kb, kib, kbit, kibit, ..., in any case), for editors: pydantic's own pattern
 # matches any word after the number.
+SIZE_HINT = "write a size such as 64MiB, 50MB or 1GiB"
 SIZE_PATTERN = r"^\s*\d*\.?\d+\s*(?:[KkMmGgTtPpEe](?:[Ii]?[Bb](?:[Ii][Tt])?)?|[Bb](?:[Ii][Tt])?)?$"
 Size = Annotated[ByteSize, WithJsonSchema({
-    "anyOf": [{"type": "string", "pattern": SIZE_PATTERN}, {"type": "integer", "minimum": 0}],
+    "anyOf": [{"type": "string", "pattern": SIZE_PATTERN, "patternErrorMessage": SIZE_HINT},
+              {"type": "integer", "minimum": 0}],
     "description": "a size such as 64MiB or 50MB, or a number of bytes",
 })]
 

@@ -63,6 +63,22 @@ def test_committed_schema_is_the_generated_one(name: str) -> None:
     assert schema_text(name) == committed, f"run: betrace schema {name} > schemas/{name}.schema.json"
 
 
+def patterns(schema: Any) -> list[dict[str, Any]]:
+    if isinstance(schema, list):
+        return [found for item in schema for found in patterns(item)]
+    if not isinstance(schema, dict):
+        return []
+    own = [schema] if isinstance(schema.get("pattern"), str) else []
+    return own + [found for value in schema.values() for found in patterns(value)]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_pattern_says_what_to_write_instead_of_itself(name: str) -> None:
+    found = patterns(json_schema(MODELS[name]))
+    assert found
+    assert [] == [p["pattern"] for p in found if not p.get("patternErrorMessage")]
+
+
 @pytest.mark.parametrize(("path", "name"), MODELINES.items(), ids=lambda p: getattr(p, "name", p))
 def test_shipped_files_point_editors_at_the_schema(path: Path, name: str) -> None:
     first = path.read_text(encoding="utf-8").splitlines()[0]

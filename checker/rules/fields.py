@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from checker.rules.source import SourceText
 
+CRON_HINT = 'five fields, minute hour day month weekday, in UTC, e.g. "*/5 * * * *"'
 TOP_LEVEL_KEYS = frozenset({"rules"})
 KNOWN_KEYS = frozenset({
     "id", "name", "description", "severity", "compliance_frameworks", "controls", "condition",
@@ -183,8 +184,7 @@ class FieldReader:
                        "severity is one of " + ", ".join(SEVERITIES))
         cron = self.string(fields, "cron", rule_id=rule_id)
         if cron is not None and (problem := cron_problem(cron)):
-            self.error(fields["cron"], f"invalid 'cron' {cron!r}: {problem}", rule_id,
-                       'five fields, minute hour day month weekday, in UTC, e.g. "*/5 * * * *"')
+            self.error(fields["cron"], f"invalid 'cron' {cron!r}: {problem}", rule_id, CRON_HINT)
         if cron is not None and "every" in fields:
             self.error(fields["cron"], "a rule has 'every' or 'cron', not both", rule_id)
         enabled = self.scalar(fields, "enabled", bool, rule_id)

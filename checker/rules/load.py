@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+RULE_ID_HINT = "ids use letters, digits, '.', '_' and '-', starting with a letter or digit"
 SUFFIXES = (".yaml", ".yml")
 # 256 KiB holds a hundred rules with examples, and loads in seconds whatever it holds.
 MAX_FILE_BYTES = 2**18
@@ -180,8 +181,7 @@ def _load_rule(node: yaml.MappingNode, reader: FieldReader, text: str) -> Rule |
     rule_id = reader.string(fields, "id", required=True, owner=node)
     errors_before = len(reader.errors)
     if rule_id is not None and not RULE_ID.fullmatch(rule_id):
-        reader.error(fields["id"], f"invalid rule id {rule_id!r}", rule_id,
-                     "ids use letters, digits, '.', '_' and '-', starting with a letter or digit")
+        reader.error(fields["id"], f"invalid rule id {rule_id!r}", rule_id, RULE_ID_HINT)
     condition_node = fields.get("condition")
     invariant, legacy = None, False
     condition = reader.string(fields, "condition", required=True, rule_id=rule_id, owner=node)

@@ -15,14 +15,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from checker.rules.durations import DURATION_PATTERN
-from checker.rules.load import RULE_ID
+from checker.rules.durations import DURATION_HINT, DURATION_PATTERN
+from checker.rules.fields import CRON_HINT
+from checker.rules.load import RULE_ID, RULE_ID_HINT
 from checker.rules.rule import Severity  # noqa: TC001  (pydantic reads the annotations at run time)
 from checker.rules.vocabulary import SPAN_KINDS, SPAN_STATUSES
 
 # The loader reads ``key: null`` as an absent key; the schema offers the documented types only.
 Absent = SkipJsonSchema[None]
-DurationText = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["30s", "1m", "1h30m"])]
+# patternErrorMessage: the yaml-language-server says the loader's hint instead of the bare pattern.
+DurationText = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["30s", "1m", "1h30m"],
+                                    json_schema_extra={"patternErrorMessage": DURATION_HINT})]
 Strings = str | list[str]
 
 
@@ -89,7 +92,7 @@ class Rule(_Keys):
 
     model_config = ConfigDict(json_schema_extra={"not": {"required": ["every", "cron"]}})
 
-    id: str = Field(pattern=f"^{RULE_ID.pattern}$")
+    id: str = Field(pattern=f"^{RULE_ID.pattern}$", json_schema_extra={"patternErrorMessage": RULE_ID_HINT})
     """Unique across all rule files; letters, digits, `.`, `_` and `-`, starting with a letter or digit."""
     name: str | Absent = None
     """A title for people, in messages and reports (default: the id)."""
@@ -107,7 +110,8 @@ class Rule(_Keys):
     every: DurationText | Absent = None
     """How often the daemon runs the rule, e.g. `5m` (default: the config's `schedule.every`); not with
     `cron`."""
-    cron: Annotated[str, Field(pattern=r"^\s*\S+(\s+\S+){4}\s*$")] | Absent = None
+    cron: Annotated[str, Field(pattern=r"^\s*\S+(\s+\S+){4}\s*$",
+                               json_schema_extra={"patternErrorMessage": CRON_HINT})] | Absent = None
     """When the daemon runs the rule: five fields, minute hour day month weekday, in UTC, e.g.
     `"*/5 * * * *"`; not with `every`."""
     evaluation_delay: DurationText | Absent = None
