@@ -139,7 +139,7 @@ RULE = {"id": "r", "condition": "never { x }"}
     ({"cron": "* *"}, "rules.0.cron"),
     ({"serverity": "high"}, "rules.0"),
     ({"id": "bad id!"}, "rules.0.id"),
-    ({"every": "1m", "cron": "*/5 * * * *"}, "rules.0"),
+    ({"every": "1m", "cron": "*/5 * * * *"}, "rules.0.cron"),
     ({"labels": ["team"]}, "rules.0.labels"),
     ({"examples": [{"expect": "maybe", "trace": []}]}, "rules.0.examples.0.expect"),
     ({"examples": [{"expect": "pass", "trace": [{"name": "a"}]}]}, "rules.0.examples.0.trace.0"),

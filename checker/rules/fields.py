@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from checker.rules.source import SourceText
 
+EVERY_OR_CRON = "a rule has 'every' or 'cron', not both"
 CRON_HINT = 'five fields, minute hour day month weekday, in UTC, e.g. "*/5 * * * *"'
 TOP_LEVEL_KEYS = frozenset({"rules"})
 KNOWN_KEYS = frozenset({
@@ -186,7 +187,7 @@ class FieldReader:
         if cron is not None and (problem := cron_problem(cron)):
             self.error(fields["cron"], f"invalid 'cron' {cron!r}: {problem}", rule_id, CRON_HINT)
         if cron is not None and "every" in fields:
-            self.error(fields["cron"], "a rule has 'every' or 'cron', not both", rule_id)
+            self.error(fields["cron"], EVERY_OR_CRON, rule_id)
         enabled = self.scalar(fields, "enabled", bool, rule_id)
         labels = self.construct(fields["labels"]) if "labels" in fields else {}
         if not isinstance(labels, dict):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from checker.rules.durations import DURATION_HINT, DURATION_PATTERN
-from checker.rules.fields import CRON_HINT
+from checker.rules.fields import CRON_HINT, EVERY_OR_CRON
 from checker.rules.load import RULE_ID, RULE_ID_HINT
 from checker.rules.rule import Severity  # noqa: TC001  (pydantic reads the annotations at run time)
 from checker.rules.vocabulary import SPAN_KINDS, SPAN_STATUSES
@@ -90,7 +90,12 @@ class Example(LegacyExample):
 class Rule(_Keys):
     """One rule: an id, a condition, and what tells people about it."""
 
-    model_config = ConfigDict(json_schema_extra={"not": {"required": ["every", "cron"]}})
+    # Not "not: {required: [every, cron]}", which editors report as "Matches a schema that is not
+    # allowed": a cron that must be null (absent) next to every gets the loader's message, at cron.
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"required": ["every"]},
+        "then": {"properties": {"cron": {"type": "null", "errorMessage": EVERY_OR_CRON}}},
+    })
 
     id: str = Field(pattern=f"^{RULE_ID.pattern}$", json_schema_extra={"patternErrorMessage": RULE_ID_HINT})
     """Unique across all rule files; letters, digits, `.`, `_` and `-`, starting with a letter or digit."""
