@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ByteSize, ValidationError
 
-from checker import __version__
+from checker import __version__, signing
 from checker.config import load_settings
 from checker.config_types import setting_text
 from checker.daemon import factory
@@ -37,7 +37,7 @@ from checker.errors import (
     UsageError,
     visible,
 )
-from checker.evidence import WRITERS, Filters
+from checker.evidence import WRITERS, Filters, attest
 from checker.evidence import build as build_report
 from checker.log import configure
 from checker.notify import sender_for
@@ -57,6 +57,7 @@ from checker.rules.printer import invariant as print_invariant
 from checker.rules.printer import violation_summary
 from checker.schema import MODELS, schema_text
 from checker.store import Store, StoreError, ledger
+from checker.store.ledger_checkpoints import stored
 from checker.tempo.errors import TempoError
 from checker.tempo.run import scan_window
 from checker.tempo.settings import TempoSettings
@@ -378,15 +379,66 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
-    """Recompute the ledger; 1 when a record was altered, deleted or reordered."""
+    """Recompute the ledger and check its signed checkpoints; 1 when anything was altered."""
+    key = signing.load_public(args.public_key) if args.public_key is not None else None
+    extra = [checkpoint for path in args.witness for checkpoint in attest.witnessed(path)]
+    if args.witness and key is None:
+        raise UsageError("--witness needs --public-key: a witnessed checkpoint is checked by its signature")
     with Store.open(load_settings(args.config).store) as store:
-        verdict = ledger.verify(store.engine)
+        if key is None:
+            verdict, checkpoints = ledger.verify(store.engine), len(stored(store.engine))
+        else:
+            found = attest.attest(store.engine, key, extra)
+            verdict = found.chain
     if not verdict.ok:
         print(f"ledger BROKEN at record {verdict.broken_at}: {verdict.problem}")
         print(f"{verdict.records - 1} records before it are intact; their head hash is {verdict.head}")
-        return EXIT_FOUND
-    print(f"ledger intact: {verdict.records} records; head hash {verdict.head}")
+    else:
+        print(f"ledger intact: {verdict.records} records; head hash {verdict.head}")
+    if key is None:
+        if checkpoints:
+            print(f"{checkpoints} signed checkpoints stored, not checked: pass --public-key to check them")
+        return EXIT_OK if verdict.ok else EXIT_FOUND
+    for problem in found.problems:
+        print(f"checkpoint BROKEN: {problem}")
+    print(f"signed checkpoints: {found.good} of {found.checkpoints} hold (key {signing.key_id(key)})")
+    if found.last_good is not None:
+        print(f"the last holds up to record {found.last_good.last_record}, signed "
+              f"{found.last_good.signed_at.isoformat()}; {found.unsigned_records} records chained since "
+              "are vouched for by the chain alone (a rewrite of those could not be told)")
+    else:
+        print(f"no checkpoint holds: {found.unsigned_records} records are vouched for by the chain alone")
+    return EXIT_OK if found.ok else EXIT_FOUND
+
+
+def cmd_evidence_keygen(args: argparse.Namespace) -> int:
+    """A new Ed25519 key pair for evidence.signing_key; never overwrites one."""
+    public = signing.generate(args.out)
+    print(f"private key: {args.out} (evidence.signing_key; keep it where the database's writers cannot "
+          "read it)")
+    print(f"public key:  {public} (betrace evidence verify --public-key; give it to your auditor); "
+          f"key id {signing.key_id(signing.load_public(public))}")
     return EXIT_OK
+
+
+def cmd_evidence_checkpoint(args: argparse.Namespace) -> int:
+    """Sign the ledger head now and hand it to the witnesses; 3 when a witness failed."""
+    settings = load_settings(args.config)
+    with Store.open(settings.store) as store:
+        notary = factory.notary(settings, store)
+        if notary is None:
+            raise UsageError("no evidence.signing_key in the config",
+                             hint="make one with betrace evidence keygen --out FILE, then set "
+                             "evidence.signing_key (or BETRACE_EVIDENCE__SIGNING_KEY)")
+        sealed = notary.seal("manual")
+        if sealed is None:
+            print("nothing to sign: the ledger is empty, or its head is already signed by this key")
+            return EXIT_OK
+        problems = asyncio.run(notary.witness(sealed))
+    print(f"signed the head at record {sealed.last_record} ({sealed.head}) with key {notary.key_id}")
+    for problem in problems:
+        print(f"witness failed: {problem}", file=sys.stderr)
+    return EXIT_SOURCE if problems else EXIT_OK
 
 
 def cmd_evidence_report(args: argparse.Namespace) -> int:
@@ -589,7 +641,19 @@ def _evidence_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     evidence_sub = evidence.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
     verify = evidence_sub.add_parser("verify", help="recompute the ledger's hash chain; print its head hash")
     verify.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
+    verify.add_argument("--public-key", type=Path, metavar="FILE",
+                        help="check every signed checkpoint with this Ed25519 public key (PEM)")
+    verify.add_argument("--witness", type=Path, metavar="FILE", action="append", default=[],
+                        help="a witness file (evidence.witness_file's JSON lines) whose checkpoints must "
+                        "hold too; repeatable")
     verify.set_defaults(func=cmd_evidence_verify)
+    keygen = evidence_sub.add_parser("keygen", help="make an Ed25519 key pair for evidence.signing_key")
+    keygen.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help="the private key file; the public key goes to FILE.pub")
+    keygen.set_defaults(func=cmd_evidence_keygen)
+    checkpoint = evidence_sub.add_parser("checkpoint", help="sign the ledger head now (evidence.signing_key)")
+    checkpoint.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
+    checkpoint.set_defaults(func=cmd_evidence_checkpoint)
     report = evidence_sub.add_parser("report", help="coverage, gaps, violations and compliance per control")
     report.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     report.add_argument("--from", dest="start", required=True, metavar="T",

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -90,6 +90,42 @@ class HttpSettings(Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class EvidenceSettings(Section):
+    """Signed ledger checkpoints and their witnesses (docs/evidence.md)."""
+
+    signing_key: Path | None = None  # an Ed25519 private key (PEM): betrace evidence keygen
+    checkpoint_every: Duration = timedelta(hours=1)
+    witness_file: Path | None = None  # each checkpoint appended as a JSON line
+    witness_url: SecretStr | None = None  # each checkpoint POSTed as JSON
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
+
+    @field_validator("witness_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            url = urlsplit(value.get_secret_value())
+            if url.scheme not in {"http", "https"} or not url.hostname:
+                raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _witnesses_need_a_key(self) -> EvidenceSettings:
+        if self.signing_key is None and (self.witness_file is not None or self.witness_url is not None):
+            raise ValueError("witness_file and witness_url hold signed checkpoints: set signing_key too")
+        return self
+
+    def secrets(self) -> list[str]:
+        """The witness URL, whole: a webhook URL is a credential."""
+        url = self.witness_url.get_secret_value() if self.witness_url is not None else None
+        return [url, *url_secrets(url)] if url else []
+
+
 class Settings(BaseSettings):
     """Everything ``betrace run`` needs; see the configuration reference in docs/daemon.md."""
 
@@ -107,6 +143,7 @@ class Settings(BaseSettings):
     default_notifiers: list[str] = Field(default_factory=list)
     trace_url_template: str | None = None
     delivery: DeliverySettings = DeliverySettings()
+    evidence: EvidenceSettings = EvidenceSettings()
 
     @field_validator("store")
     @classmethod
@@ -136,7 +173,8 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret of the config: the log and the store never show them (checker.redact.KNOWN)."""
         return [*url_secrets(self.store), *self.tempo.secrets(), *url_secrets(self.trace_url_template),
-                *(secret for route in self.notifiers.values() for secret in route.secrets())]
+                *(secret for route in self.notifiers.values() for secret in route.secrets()),
+                *self.evidence.secrets()]
 
     @field_validator("default_notifiers")
     @classmethod

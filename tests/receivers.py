@@ -197,6 +197,9 @@ class Receiver:
             if not signature or not verify_signature(self.secret, signature, body):
                 return 401, "bad signature", {}
             return 200, "accepted", {}
+        if path == "/witness":  # evidence.witness_url: any JSON is kept
+            json.loads(body)
+            return 200, "kept", {}
         return 404, "not found", {}
 
     def _api(self, path: str, message: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from checker.daemon.metrics import Metrics
     from checker.daemon.ruleset import LiveRules
     from checker.daemon.runner import RuleRunner
+    from checker.evidence.notary import Notary
     from checker.notify.dispatcher import Dispatcher
     from checker.notify.policy import NotifyPolicy
     from checker.store import Store
@@ -29,6 +30,7 @@ class Components:
     dispatcher: Dispatcher
     judge: WindowJudge
     runner: RuleRunner
+    notary: Notary | None = None  # signs ledger checkpoints (evidence.signing_key)
 
     async def close(self) -> None:
         """Release Tempo connections and the store."""

@@ -22,10 +22,12 @@ from checker.daemon.service import Daemon, install_signals
 from checker.daemon.vacuous import VacuousRules
 from checker.daemon.windows import utcnow
 from checker.errors import EXIT_FOUND, EXIT_INVALID, EXIT_OK, EXIT_SOURCE, UsageError
+from checker.evidence.notary import Notary
 from checker.log import configure
 from checker.notify.dispatcher import Dispatcher
 from checker.notify.policy import NotifyPolicy
 from checker.notify.senders import sender_for
+from checker.signing import load_private
 from checker.store import Store
 from checker.tempo.client import TempoClient
 
@@ -51,11 +53,26 @@ def build_dispatcher(settings: Settings, store: Store, metrics: Metrics, *,
     return Dispatcher(store, senders, settings.delivery, metrics, clock=clock)
 
 
+def notary(settings: Settings, store: Store, *, clock: Callable[[], datetime] = utcnow) -> Notary | None:
+    """The signer of ledger checkpoints, when ``evidence.signing_key`` is set.
+
+    :raises UsageError: naming the key file, when it cannot be read or is not an Ed25519 key.
+    """
+    evidence = settings.evidence
+    if evidence.signing_key is None:
+        return None
+    url = evidence.witness_url.get_secret_value() if evidence.witness_url is not None else None
+    return Notary(store, load_private(evidence.signing_key), witness_file=evidence.witness_file,
+                  witness_url=url, clock=clock)
+
+
 async def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Components:
     """Open the store (migrating it) and wire every part; a missing rules_dir is an error."""
     if not settings.rules_dir.is_dir():
         raise UsageError(f"rules_dir {settings.rules_dir} is not a directory",
                          hint="set rules_dir in the config or BETRACE_RULES_DIR")
+    if settings.evidence.signing_key is not None:
+        load_private(settings.evidence.signing_key)  # a bad key stops the start, before the store opens
     store = await asyncio.to_thread(Store.open, settings.store)
     checkpoints: dict[str, datetime] = {}
     settled: dict[str, datetime] = {}
@@ -70,7 +87,8 @@ async def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -
                         vacuous=VacuousRules(settings.schedule.vacuous_after))
     runner = RuleRunner(judge, store, settings.schedule, query_end_cutoff=settings.tempo.query_end_cutoff,
                         checkpoints=checkpoints, settled=settled, clock=clock)
-    return Components(store, tempo, metrics, LiveRules(settings.rules_dir), policy, dispatcher, judge, runner)
+    return Components(store, tempo, metrics, LiveRules(settings.rules_dir), policy, dispatcher, judge, runner,
+                      notary(settings, store, clock=clock))
 
 
 @asynccontextmanager
@@ -87,7 +105,7 @@ async def components(settings: Settings, *,
 async def open_daemon(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Daemon:
     """A daemon with its rules loaded; ``await daemon.close()`` releases it."""
     daemon = Daemon(await build(settings, clock=clock), settings.schedule, settings.http,
-                    tempo_url=settings.tempo.url)
+                    tempo_url=settings.tempo.url, checkpoint_every=settings.evidence.checkpoint_every)
     await daemon.reload()
     return daemon
 

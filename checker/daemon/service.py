@@ -6,12 +6,13 @@ import asyncio
 import random
 import signal
 import time
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 import watchfiles
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from checker.daemon.http import Check, HttpServer, application
 from checker.daemon.windows import RuleSchedule, schedule_of
@@ -28,13 +29,14 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 # How long a due rule waits for the others firing at the same moment, to be evaluated with them.
 GATHER_SECONDS = 0.2
+CHECKPOINT_JOB = "#ledger-checkpoint"  # a rule id cannot start with '#': no rule's job has this id
 
 
 class Daemon:
     """Built by ``factory.open_daemon``; then ``run_once()`` or ``serve(stop)``, and ``close()``."""
 
     def __init__(self, parts: Components, schedule: ScheduleSettings, http: HttpSettings, *,
-                 tempo_url: str) -> None:
+                 tempo_url: str, checkpoint_every: timedelta = timedelta(hours=1)) -> None:
         self.parts = parts
         self.store = parts.store
         self.live = parts.live
@@ -45,6 +47,7 @@ class Daemon:
         self.schedule = schedule
         self.http_settings = http
         self.tempo_url = tempo_url
+        self.checkpoint_every = checkpoint_every
         self.schedules: dict[str, RuleSchedule] = {}
         self.scheduler: AsyncIOScheduler | None = None
         self.http: HttpServer | None = None
@@ -185,6 +188,7 @@ class Daemon:
         """
         summaries = await self.run_rules(list(self.live.rules.values()), tail=True)
         await self.dispatcher.drain()
+        await self.sign_checkpoint("once")
         return summaries
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -197,6 +201,11 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         for rule_id, schedule in self.schedules.items():
             self._schedule(rule_id, schedule)
+        if self.parts.notary is not None:
+            every = IntervalTrigger(seconds=self.checkpoint_every.total_seconds())
+            self.scheduler.add_job(self.sign_checkpoint, every, args=["periodic"], id=CHECKPOINT_JOB,
+                                   name=CHECKPOINT_JOB, coalesce=True, max_instances=1,
+                                   misfire_grace_time=None)
         self.scheduler.start()
         watcher = asyncio.create_task(self._watch(stop))
         dispatching = asyncio.create_task(self.dispatcher.run(stop))
@@ -204,6 +213,15 @@ class Daemon:
             await stop.wait()
         finally:
             await self._shutdown(watcher, dispatching)
+
+    async def sign_checkpoint(self, kind: str) -> None:
+        """Sign the ledger head (``evidence.signing_key``); a failure is logged, never fatal."""
+        if self.parts.notary is None:
+            return
+        try:
+            await self.parts.notary.checkpoint(kind)
+        except Exception:  # the store may be down; the next checkpoint covers these records too
+            log.exception("evidence.checkpoint_failed", kind=kind)
 
     async def _watch(self, stop: asyncio.Event) -> None:
         async for changes in watchfiles.awatch(self.live.directory, stop_event=stop,
@@ -236,6 +254,7 @@ class Daemon:
             task.cancel()
         # Let the cancelled deliveries unwind (release their locks) before the store closes.
         await asyncio.gather(*unfinished, return_exceptions=True)
+        await self.sign_checkpoint("shutdown")
         if self.http is not None:
             await self.http.stop()
         log.info("daemon.stopped")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from checker.store.schema import evaluations, violations
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Collection, Iterator, Mapping
 
     from sqlalchemy import Connection, Engine
 
@@ -104,6 +104,7 @@ class Verdict:
     head: str
     broken_at: int | None = None
     problem: str | None = None
+    marked: Mapping[int, str] = field(default_factory=dict)  # record -> its recomputed hash, as asked
 
     @property
     def ok(self) -> bool:
@@ -111,9 +112,14 @@ class Verdict:
         return self.broken_at is None
 
 
-def verify(engine: Engine) -> Verdict:
-    """Recompute the whole chain, oldest first; then check each violation's status against it."""
+def verify(engine: Engine, marks: Collection[int] = ()) -> Verdict:
+    """Recompute the whole chain, oldest first; then check each violation's status against it.
+
+    ``marks`` names records whose recomputed hash the verdict keeps (``Verdict.marked``): a
+    signed checkpoint is checked against the chain as it is now, not as the table says.
+    """
     prev, count = GENESIS, 0
+    marked: dict[int, str] = {}
     settled: dict[int, tuple[int, Mapping[str, Any]]] = {}  # provisional id -> (final pass, amendments)
     recorded: list[tuple[int, str, list[_Found]]] = []  # (record, verdict, its violations)
     unsettled: dict[int, str] = {}  # provisional record -> its rule, until a final pass settles it
@@ -122,30 +128,41 @@ def verify(engine: Engine) -> Verdict:
         if row["prev_hash"] != prev:
             return Verdict(count, prev, row["id"],
                            f"record {row['id']} does not follow the record before it: a record was "
-                           "deleted, inserted or reordered just before it")
+                           "deleted, inserted or reordered just before it", marked)
         digest = link(prev, canonical(row, [f.trace_id for f in found]))
         if row["hash"] != digest:
             return Verdict(count, prev, row["id"],
-                           f"record {row['id']} was altered (its content no longer matches its hash)")
+                           f"record {row['id']} was altered (its content no longer matches its hash)", marked)
         prev = digest
-        amendments = row.get("amendments")
+        if row["id"] in marks:
+            marked[row["id"]] = digest
         if row.get("verdict") == "provisional":
             unsettled[row["id"]] = row["rule_id"]
-        if isinstance(amendments, dict):
-            for provisional in amendments.get("provisional", []):
-                if unsettled.pop(provisional, None) != row["rule_id"]:
-                    return Verdict(count, prev, row["id"],
-                                   f"record {row['id']} amends record {provisional}, which is not an earlier "
-                                   "provisional record of its rule still unsettled")
-                settled[provisional] = (row["id"], amendments)
+        problem = _settle(row, unsettled, settled)
+        if problem is not None:
+            return Verdict(count, prev, row["id"], problem, marked)
         if found:
             recorded.append((row["id"], row.get("verdict", "final"), found))
     problems = [found_problem for record_id, verdict, found in recorded for v in found
                 if (found_problem := _status_problem(record_id, verdict, v, settled.get(record_id)))]
     if problems:
         broken_at, problem = min(problems)
-        return Verdict(count, prev, broken_at, problem)
-    return Verdict(count, prev)
+        return Verdict(count, prev, broken_at, problem, marked)
+    return Verdict(count, prev, marked=marked)
+
+
+def _settle(row: Mapping[str, Any], unsettled: dict[int, str],
+            settled: dict[int, tuple[int, Mapping[str, Any]]]) -> str | None:
+    """Note which provisional records a final pass's amendments settle; what is wrong, or None."""
+    amendments = row.get("amendments")
+    if not isinstance(amendments, dict):
+        return None
+    for provisional in amendments.get("provisional", []):
+        if unsettled.pop(provisional, None) != row["rule_id"]:
+            return (f"record {row['id']} amends record {provisional}, which is not an earlier "
+                    "provisional record of its rule still unsettled")
+        settled[provisional] = (row["id"], amendments)
+    return None
 
 
 @dataclass(frozen=True)

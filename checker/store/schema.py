@@ -254,3 +254,22 @@ slack_posts = Table(
     Column("posted_at", UTCDateTime, nullable=False),
     Index("ix_slack_posts_rule_route", "rule_id", "route", "posted_at"),
 )
+
+# The ledger head signed with ``evidence.signing_key`` (checker/store/ledger_checkpoints.py): who
+# vouches for the chain up to ``last_record``. ``payload`` is the exact JSON that was signed; the
+# other columns repeat it for queries. ``summary``: what a retention checkpoint pruned.
+ledger_checkpoints = Table(
+    "ledger_checkpoints", metadata,
+    id_column(),
+    Column("signed_at", UTCDateTime, nullable=False),
+    Column("kind", StorableString(16), nullable=False),
+    Column("last_record", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("records", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("head", StorableString(64), nullable=False),
+    Column("key_id", StorableString(16), nullable=False),
+    Column("payload", StorableText, nullable=False),
+    Column("signature", StorableString(128), nullable=False),
+    Column("summary", StorableJSON),
+    Index("ix_ledger_checkpoints_signed_at", "signed_at"),
+)
+

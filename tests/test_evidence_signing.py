@@ -1,0 +1,279 @@
+"""Signed ledger checkpoints: keys, the notary, witnesses, and verify telling a rewrite from a chain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+from daemon_kit import dataset, write_settings
+from receivers import Receiver
+from sqlalchemy import select, text, update
+from stores import STORE_KINDS, store_url
+from tempo_double import TempoDouble
+from test_evidence import HOUR, T0, fill, rules
+
+from checker import signing
+from checker.cli import main
+from checker.config import load_settings
+from checker.daemon.factory import open_daemon
+from checker.evidence import attest
+from checker.evidence.notary import Notary
+from checker.store import Store, WindowRecord, ledger
+from checker.store.ledger_checkpoints import SignedCheckpoint, stored
+from checker.store.schema import evaluations
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    """(private, public) key files."""
+    private = tmp_path / "signing.key"
+    return private, signing.generate(private)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with store_url(request.param, tmp_path) as url:
+        opened = Store.open(url)
+        for rule in rules().values():
+            opened.record_rule(rule)
+        fill(opened)
+        yield opened
+        opened.close()
+
+
+def notary(store: Store, private: Path, **witnesses: object) -> Notary:
+    return Notary(store, signing.load_private(private), **witnesses)  # type: ignore[arg-type]
+
+
+def one_more_record(store: Store) -> None:
+    audit = rules()["audit"]
+    start = store.checkpoint("audit") or T0
+    store.commit(WindowRecord(audit, start, start + HOUR, start, 0.5, "ok", scope_size=3, candidates=0,
+                              plan="S1 scope { }"))
+
+
+def rewrite_whole_chain(store: Store, record: int) -> None:
+    """What someone who can write the database does: alter a record and recompute every hash after it."""
+    with store.engine.begin() as connection:
+        connection.execute(update(evaluations).where(evaluations.c.id == record).values(scope_size=0))
+        ids = list(connection.scalars(select(evaluations.c.id).where(evaluations.c.id >= record)
+                                      .order_by(evaluations.c.id)))
+        for row_id in ids:
+            ledger._link_row(connection, row_id)  # the forger has the code too
+
+
+class TestKeys:
+    def test_keygen_writes_an_owner_only_pair_and_never_overwrites(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        private = tmp_path / "k"
+        assert 0 == main(["evidence", "keygen", "--out", str(private)])
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+        key_id = signing.key_id(signing.load_public(tmp_path / "k.pub"))
+        assert key_id in capsys.readouterr().out
+        assert key_id == signing.key_id(signing.load_public(private))  # the private file gives its half
+        assert 2 == main(["evidence", "keygen", "--out", str(private)])
+        assert "exists" in capsys.readouterr().err
+
+    def test_a_bad_key_file_is_named(self, tmp_path: Path) -> None:
+        bad = tmp_path / "bad.pem"
+        bad.write_text("not a key")
+        with pytest.raises(Exception, match=r"bad\.pem is not a PEM"):
+            signing.load_private(bad)
+        with pytest.raises(Exception, match="cannot read key file"):
+            signing.load_public(tmp_path / "missing.pem")
+
+
+class TestNotary:
+    def test_signs_the_head_once_until_it_moves(self, store: Store, keys: tuple[Path, Path]) -> None:
+        signer = notary(store, keys[0])
+        first = signer.seal("manual")
+        assert first is not None
+        assert first.fields["records"] == ledger.verify(store.engine).records
+        assert first.head == ledger.verify(store.engine).head
+        assert signer.seal("periodic") is None  # nothing new
+        one_more_record(store)
+        second = signer.seal("periodic")
+        assert second is not None
+        assert second.last_record > first.last_record
+        assert [first, second] == stored(store.engine)
+
+    def test_an_empty_ledger_has_nothing_to_sign(self, tmp_path: Path, keys: tuple[Path, Path]) -> None:
+        with Store.open(f"sqlite:///{tmp_path / 'empty.db'}") as empty:
+            assert notary(empty, keys[0]).seal("manual") is None
+
+    def test_witnesses_get_every_checkpoint_and_a_failing_one_loses_nothing(
+            self, store: Store, keys: tuple[Path, Path], tmp_path: Path) -> None:
+        witness_file = tmp_path / "witness.jsonl"
+        with Receiver() as receiver:
+            signer = notary(store, keys[0], witness_file=witness_file, witness_url=receiver.url + "/witness")
+            sealed = asyncio.run(signer.checkpoint("manual"))
+            receiver.fail_with(500)
+            one_more_record(store)
+            problems = asyncio.run(signer.witness(signer.seal("periodic")))  # type: ignore[arg-type]
+        assert sealed is not None
+        assert [sealed.to_json()] == [r.json for r in receiver.accepted()]
+        assert ["witness_url (host 127.0.0.1): HTTP 500"] == problems
+        assert 2 == len(stored(store.engine))  # stored whatever the witness said
+        assert [sealed, *stored(store.engine)[1:]] == attest.witnessed(witness_file)
+
+
+class TestAttest:
+    def test_an_intact_ledger_and_its_unsigned_tail(self, store: Store, keys: tuple[Path, Path]) -> None:
+        notary(store, keys[0]).seal("manual")
+        one_more_record(store)
+        one_more_record(store)
+        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        assert found.ok
+        assert (1, 1) == (found.checkpoints, found.good)
+        assert 2 == found.unsigned_records
+
+    def test_a_chain_rewritten_whole_verifies_as_a_chain_but_not_against_its_checkpoint(
+            self, store: Store, keys: tuple[Path, Path]) -> None:
+        notary(store, keys[0]).seal("manual")
+        rewrite_whole_chain(store, 5)
+        assert ledger.verify(store.engine).ok  # the hash chain alone cannot tell
+        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        assert not found.ok
+        assert "rewritten at or before record" in found.problems[0]
+
+    def test_a_forged_checkpoint_is_caught(self, store: Store, keys: tuple[Path, Path],
+                                           tmp_path: Path) -> None:
+        signing.generate(tmp_path / "forger.key")
+        rewrite_whole_chain(store, 5)
+        notary(store, tmp_path / "forger.key").seal("manual")  # the forger signs the rewritten head
+        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        assert not found.ok
+        assert "has no valid signature by key" in found.problems[0]
+        assert 0 == found.good
+
+    def test_a_checkpoint_deleted_from_the_store_is_caught_by_its_witness(
+            self, store: Store, keys: tuple[Path, Path], tmp_path: Path) -> None:
+        witness_file = tmp_path / "witness.jsonl"
+        asyncio.run(notary(store, keys[0], witness_file=witness_file).checkpoint("manual"))
+        with store.engine.begin() as connection:
+            connection.execute(text("delete from ledger_checkpoints"))
+        rewrite_whole_chain(store, 5)
+        found = attest.attest(store.engine, signing.load_public(keys[1]), attest.witnessed(witness_file))
+        assert not found.ok
+        assert any("not in the store" in p for p in found.problems)
+        assert any("rewritten" in p for p in found.problems)
+
+    def test_records_deleted_after_a_checkpoint(self, store: Store, keys: tuple[Path, Path]) -> None:
+        sealed = notary(store, keys[0]).seal("manual")
+        assert sealed is not None
+        with store.engine.begin() as connection:
+            gone = {"id": sealed.last_record}
+            connection.execute(text("delete from violations where evaluation_id >= :id"), gone)
+            connection.execute(text("delete from evaluations where id >= :id"), gone)
+        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        assert ["records were deleted"] == [p.rpartition(": ")[2] for p in found.problems]
+
+    def test_a_witness_file_line_that_is_not_a_checkpoint_is_named(self, tmp_path: Path) -> None:
+        path = tmp_path / "w.jsonl"
+        path.write_text('{"payload": "{}", "signature": "x"}\n')
+        with pytest.raises(Exception, match=r"w.jsonl:1: not a signed checkpoint payload"):
+            attest.witnessed(path)
+
+
+class TestCli:
+    def config(self, tmp_path: Path, store: Store, **evidence: str) -> Path:
+        return write_settings(tmp_path, tempo_url="http://127.0.0.1:9", store=store.url, evidence=evidence)
+
+    def test_checkpoint_then_verify(self, store: Store, keys: tuple[Path, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+        path = self.config(tmp_path, store, signing_key=str(keys[0]), witness_file=str(tmp_path / "w.jsonl"))
+        assert 0 == main(["evidence", "checkpoint", "--config", str(path)])
+        assert "signed the head at record" in capsys.readouterr().out
+        assert 0 == main(["evidence", "verify", "--config", str(path)])
+        assert "1 signed checkpoints stored, not checked" in capsys.readouterr().out
+        assert 0 == main(["evidence", "verify", "--config", str(path), "--public-key", str(keys[1]),
+                          "--witness", str(tmp_path / "w.jsonl")])
+        out = capsys.readouterr().out
+        assert "signed checkpoints: 1 of 1 hold" in out
+        assert "0 records chained since" in out
+        rewrite_whole_chain(store, 7)
+        assert 1 == main(["evidence", "verify", "--config", str(path), "--public-key", str(keys[1])])
+        assert "checkpoint BROKEN: the ledger was rewritten" in capsys.readouterr().out
+
+    def test_checkpoint_needs_a_key_and_a_witness_needs_a_public_key(
+            self, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        path = self.config(tmp_path, store)
+        assert 2 == main(["evidence", "checkpoint", "--config", str(path)])
+        assert "no evidence.signing_key" in capsys.readouterr().err
+        (tmp_path / "w.jsonl").write_text("")
+        witness = ["--witness", str(tmp_path / "w.jsonl")]
+        assert 2 == main(["evidence", "verify", "--config", str(path), *witness])
+
+    def test_a_witness_without_a_key_is_a_config_error(self, store: Store, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+        path = self.config(tmp_path, store, witness_file=str(tmp_path / "w.jsonl"))
+        assert 2 == main(["evidence", "verify", "--config", str(path)])
+        assert "set signing_key too" in capsys.readouterr().err
+
+    def test_a_failing_witness_is_exit_3(self, store: Store, keys: tuple[Path, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+        with Receiver() as receiver:
+            receiver.fail_with(503)
+            path = self.config(tmp_path, store, signing_key=str(keys[0]),
+                               witness_url=receiver.url + "/witness")
+            assert 3 == main(["evidence", "checkpoint", "--config", str(path)])
+        assert "witness failed: witness_url (host 127.0.0.1): HTTP 503" in capsys.readouterr().err
+        assert 1 == len(stored(store.engine))
+
+
+def test_run_once_signs_the_head_it_leaves(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    moved = dataset(int(time.time()) // 300 * 300 - 1795729050 - 120)
+    with TempoDouble() as tempo:
+        tempo.push(moved)
+        path = write_settings(tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'once.db'}",
+                              schedule__initial_lookback="10m", evidence={"signing_key": str(keys[0])})
+        assert main(["run", "--once", "--config", str(path)]) in {0, 1}
+    with Store.open(f"sqlite:///{tmp_path / 'once.db'}") as opened:
+        [checkpoint] = stored(opened.engine)
+        assert "once" == checkpoint.fields["kind"]
+        assert attest.attest(opened.engine, signing.load_public(keys[1])).ok
+
+
+def test_a_checkpoint_round_trips_through_json() -> None:
+    fields = {"last_record": 3, "head": "ab", "signed_at": T0.isoformat()}
+    checkpoint = SignedCheckpoint(json.dumps(fields), "c2ln")
+    assert checkpoint == SignedCheckpoint.from_json(json.loads(json.dumps(checkpoint.to_json())))
+
+
+def test_the_daemon_signs_periodically_and_leaves_its_head_signed(tmp_path: Path,
+                                                                  keys: tuple[Path, Path]) -> None:
+    with TempoDouble() as tempo:
+        config = load_settings(write_settings(
+            tmp_path, tempo_url=tempo.url, store=f"sqlite:///{tmp_path / 'live.db'}",
+            schedule__every="1s", schedule__initial_lookback="1m",
+            evidence={"signing_key": str(keys[0]), "checkpoint_every": "1s"}))
+
+        async def scenario() -> None:
+            daemon = await open_daemon(config)
+            stop = asyncio.Event()
+            serving = asyncio.create_task(daemon.serve(stop))
+            try:
+                deadline = time.monotonic() + 20
+                while len(await asyncio.to_thread(stored, daemon.store.engine)) < 2:
+                    assert time.monotonic() < deadline, "no periodic checkpoints"
+                    await asyncio.sleep(0.1)
+            finally:
+                stop.set()
+                await serving
+                await daemon.close()
+
+        asyncio.run(scenario())
+    with Store.open(config.store) as opened:
+        checkpoints = stored(opened.engine)
+        found = attest.attest(opened.engine, signing.load_public(keys[1]))
+    assert {"periodic"} <= {c.fields["kind"] for c in checkpoints}
+    assert found.ok
+    assert 0 == found.unsigned_records  # the shutdown signed whatever the last period left
