@@ -411,6 +411,30 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if found.ok else EXIT_FOUND
 
 
+def cmd_evidence_prune(args: argparse.Namespace) -> int:
+    """Prune the records older than evidence.retention now, after a signed summary of them."""
+    settings = load_settings(args.config)
+    retention = settings.evidence.retention
+    if retention is None:
+        raise UsageError("no evidence.retention in the config",
+                         hint="set it, e.g. 400d, together with evidence.signing_key")
+    with Store.open(settings.store) as store:
+        notary = factory.notary(settings, store)
+        assert notary is not None  # noqa: S101  (retention needs signing_key: the config checked it)
+        pruned = notary.prune(datetime.now(UTC) - retention)
+        if pruned is None:
+            print(f"nothing to prune: no record started more than {duration_text(retention)} ago "
+                  "(the newest record is always kept)")
+            return EXIT_OK
+        problems = asyncio.run(notary.witness(pruned))
+    summary = pruned.fields["summary"]
+    print(f"pruned {summary['records']} records through record {pruned.last_record}; the signed "
+          f"retention checkpoint keeps their counts per rule and day and the head {pruned.head}")
+    for problem in problems:
+        print(f"witness failed: {problem}", file=sys.stderr)
+    return EXIT_SOURCE if problems else EXIT_OK
+
+
 def cmd_evidence_keygen(args: argparse.Namespace) -> int:
     """A new Ed25519 key pair for evidence.signing_key; never overwrites one."""
     public = signing.generate(args.out)
@@ -654,6 +678,10 @@ def _evidence_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     checkpoint = evidence_sub.add_parser("checkpoint", help="sign the ledger head now (evidence.signing_key)")
     checkpoint.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     checkpoint.set_defaults(func=cmd_evidence_checkpoint)
+    prune = evidence_sub.add_parser("prune", help="prune records older than evidence.retention, after a "
+                                    "signed summary of them")
+    prune.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
+    prune.set_defaults(func=cmd_evidence_prune)
     report = evidence_sub.add_parser("report", help="coverage, gaps, violations and compliance per control")
     report.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     report.add_argument("--from", dest="start", required=True, metavar="T",

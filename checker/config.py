@@ -97,6 +97,7 @@ class EvidenceSettings(Section):
     checkpoint_every: Duration = timedelta(hours=1)
     witness_file: Path | None = None  # each checkpoint appended as a JSON line
     witness_url: SecretStr | None = None  # each checkpoint POSTed as JSON
+    retention: Duration | None = None  # records started longer ago are pruned, summarised first
 
     @field_validator("checkpoint_every")
     @classmethod
@@ -114,10 +115,20 @@ class EvidenceSettings(Section):
                 raise ValueError("must be an http:// or https:// URL")
         return value
 
+    @field_validator("retention")
+    @classmethod
+    def _at_least_a_day(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(days=1):
+            raise ValueError("must be at least 1d: evidence is kept for audits, not hours")
+        return value
+
     @model_validator(mode="after")
-    def _witnesses_need_a_key(self) -> EvidenceSettings:
+    def _needs_a_key(self) -> EvidenceSettings:
         if self.signing_key is None and (self.witness_file is not None or self.witness_url is not None):
             raise ValueError("witness_file and witness_url hold signed checkpoints: set signing_key too")
+        if self.signing_key is None and self.retention is not None:
+            raise ValueError("retention prunes only after a signed checkpoint summarises the records: "
+                             "set signing_key too")
         return self
 
     def secrets(self) -> list[str]:

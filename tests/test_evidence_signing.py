@@ -14,7 +14,7 @@ from receivers import Receiver
 from sqlalchemy import select, text, update
 from stores import STORE_KINDS, store_url
 from tempo_double import TempoDouble
-from test_evidence import HOUR, T0, fill, rules
+from test_evidence import HOUR, T0, fill, rules, settle_scenario, settling_record
 
 from checker import signing
 from checker.cli import main
@@ -277,3 +277,79 @@ def test_the_daemon_signs_periodically_and_leaves_its_head_signed(tmp_path: Path
     assert {"periodic"} <= {c.fields["kind"] for c in checkpoints}
     assert found.ok
     assert 0 == found.unsigned_records  # the shutdown signed whatever the last period left
+
+
+class TestRetention:
+    """Old records pruned after a signed summary; verify still proves every record kept."""
+
+    CUTOFF = T0 + 20 * HOUR  # fill() starts one record an hour from T0
+
+    def test_prune_then_verify(self, store: Store, keys: tuple[Path, Path]) -> None:
+        before = ledger.verify(store.engine)
+        signer = notary(store, keys[0])
+        pruned = signer.prune(self.CUTOFF)
+        assert pruned is not None
+        summary = pruned.fields["summary"]
+        assert 20 == summary["records"] == pruned.last_record
+        assert [("audit", "2026-11-01", 20, 2)] == [(d["rule"], d["day"], d["windows"], d["violations"])
+                                                   for d in summary["days"]]
+        assert ["SOC2:CC6.7"] == summary["days"][0]["controls"]
+        after = ledger.verify(store.engine)
+        assert after.ok
+        assert (before.records, before.head) == (after.records, after.head)  # the same chain, shorter
+        assert 20 == after.pruned_through
+        assert 21 == len(store.evaluations())
+        one_more_record(store)  # the chain goes on
+        signer.seal("periodic")
+        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        assert found.ok, found.problems
+        assert 0 == found.unsigned_records
+        assert signer.prune(self.CUTOFF) is None  # nothing older is left
+
+    def test_the_newest_record_is_always_kept(self, store: Store, keys: tuple[Path, Path]) -> None:
+        notary(store, keys[0]).prune(T0 + 1000 * HOUR)
+        assert 1 == len(store.evaluations())
+        assert ledger.verify(store.engine).ok
+
+    def test_a_prefix_deleted_under_a_forged_retention_checkpoint_is_caught(
+            self, store: Store, keys: tuple[Path, Path], tmp_path: Path) -> None:
+        signing.generate(tmp_path / "forger.key")
+        notary(store, tmp_path / "forger.key").prune(self.CUTOFF)
+        assert ledger.verify(store.engine).ok  # the chain alone trusts the stored start
+        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        assert not found.ok
+        assert "no valid signature" in found.problems[0]
+
+    def test_a_prefix_deleted_without_a_retention_checkpoint_breaks_the_chain(self, store: Store) -> None:
+        with store.engine.begin() as connection:
+            connection.execute(text("delete from violations where evaluation_id <= 5"))
+            connection.execute(text("delete from evaluations where id <= 5"))
+        assert 6 == ledger.verify(store.engine).broken_at
+
+    def test_a_final_pass_may_settle_pruned_provisional_records(self, keys: tuple[Path, Path],
+                                                                tmp_path: Path) -> None:
+        settled = Store.open(settle_scenario(tmp_path, f"sqlite:///{tmp_path / 'settled.db'}"))
+        final = settling_record(settled)
+        started = {e["id"]: e["started_at"] for e in settled.evaluations()}
+        pruned = notary(settled, keys[0]).prune(started[final])  # the first run goes, the second stays
+        assert pruned is not None
+        assert pruned.last_record < final
+        verdict = ledger.verify(settled.engine)
+        assert verdict.ok, verdict.problem
+        assert attest.attest(settled.engine, signing.load_public(keys[1])).ok
+        settled.close()
+
+    def test_prune_command(self, store: Store, keys: tuple[Path, Path], tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+        path = write_settings(tmp_path, tempo_url="http://127.0.0.1:9", store=store.url,
+                              evidence={"signing_key": str(keys[0]), "retention": "1d"})
+        assert 0 == main(["evidence", "prune", "--config", str(path)])  # all of 2026-11 is older
+        assert "pruned 40 records through record 40" in capsys.readouterr().out
+        assert 0 == main(["evidence", "verify", "--config", str(path), "--public-key", str(keys[1])])
+
+    def test_retention_needs_a_key(self, store: Store, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+        path = write_settings(tmp_path, tempo_url="http://127.0.0.1:9", store=store.url,
+                              evidence={"retention": "400d"})
+        assert 2 == main(["evidence", "prune", "--config", str(path)])
+        assert "set signing_key too" in capsys.readouterr().err

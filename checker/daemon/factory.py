@@ -63,7 +63,7 @@ def notary(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         return None
     url = evidence.witness_url.get_secret_value() if evidence.witness_url is not None else None
     return Notary(store, load_private(evidence.signing_key), witness_file=evidence.witness_file,
-                  witness_url=url, clock=clock)
+                  witness_url=url, retention=evidence.retention, clock=clock)
 
 
 async def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Components:

@@ -92,6 +92,8 @@ def _problem(checkpoint: SignedCheckpoint, key: Ed25519PublicKey, chain: ledger.
     name = f"checkpoint signed {checkpoint.signed_at.isoformat()} at record {checkpoint.last_record}"
     if not signing.verifies(key, checkpoint.payload.encode(), checkpoint.signature):
         return f"{name} has no valid signature by key {signing.key_id(key)}: forged or altered"
+    if chain.pruned_through is not None and checkpoint.last_record <= chain.pruned_through:
+        return None  # its records were pruned; the retention checkpoint's signature vouches for them
     if checkpoint.last_record not in chain.marked:
         if not chain.ok and (chain.broken_at or 0) <= checkpoint.last_record:
             return f"{name} lies after the break in the chain: not checked"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,8 +19,17 @@ import httpx
 import structlog
 
 from checker import signing
-from checker.store import ledger
-from checker.store.ledger_checkpoints import SignedCheckpoint, add, current_head, latest, payload
+from checker.store import ledger, retention
+from checker.store.ledger_checkpoints import (
+    RETENTION,
+    Head,
+    SignedCheckpoint,
+    add,
+    current_head,
+    latest,
+    payload,
+    retention_start,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,13 +47,14 @@ class Notary:
     """Signs checkpoints for one store with one key; ``seal`` then ``witness``."""
 
     def __init__(self, store: Store, key: Ed25519PrivateKey, *, witness_file: Path | None = None,
-                 witness_url: str | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-                 ) -> None:
+                 witness_url: str | None = None, retention: timedelta | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.key = key
         self.key_id = signing.key_id(key.public_key())
         self.witness_file = witness_file
         self.witness_url = witness_url
+        self.retention = retention
         self.clock = clock
 
     def seal(self, kind: str, *, summary: dict[str, Any] | None = None) -> SignedCheckpoint | None:
@@ -67,6 +77,28 @@ class Notary:
                  records=head.records, head=head.head, key_id=self.key_id)
         return checkpoint
 
+    def prune(self, cutoff: datetime) -> SignedCheckpoint | None:
+        """Sign a summary of the records started before ``cutoff``, then remove them; one transaction.
+
+        None when no record may go. The chain goes on from the last removed record's hash, which
+        the retention checkpoint signs, so verify still proves every record kept.
+        """
+        with self.store.engine.begin() as connection:
+            ledger.lock(connection)
+            found = retention.boundary(connection, cutoff)
+            if found is None:
+                return None
+            start = retention_start(connection)
+            head = Head(found.through, found.head, found.records + (start.records if start else 0))
+            text = payload(head, signed_at=self.clock(), kind=RETENTION, key_id=self.key_id,
+                           summary=retention.summary(connection, found))
+            checkpoint = SignedCheckpoint(text, signing.sign(self.key, text.encode()))
+            add(connection, checkpoint)
+            retention.remove(connection, found)
+        log.info("evidence.pruned", through_record=found.through, records=found.records,
+                 cutoff=cutoff.isoformat(), head=found.head, key_id=self.key_id)
+        return checkpoint
+
     async def witness(self, checkpoint: SignedCheckpoint) -> list[str]:
         """Hand the checkpoint to every witness; what failed, as messages (also logged)."""
         problems = []
@@ -85,10 +117,14 @@ class Notary:
         return problems
 
     async def checkpoint(self, kind: str) -> SignedCheckpoint | None:
-        """``seal`` (off the event loop), then ``witness``."""
+        """``seal`` (off the event loop), then ``witness``; then prune past ``retention``, if set."""
         sealed = await asyncio.to_thread(self.seal, kind)
         if sealed is not None:
             await self.witness(sealed)
+        if self.retention is not None:
+            pruned = await asyncio.to_thread(self.prune, self.clock() - self.retention)
+            if pruned is not None:
+                await self.witness(pruned)
         return sealed
 
 

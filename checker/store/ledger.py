@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
+from checker.store.ledger_checkpoints import retention_start
 from checker.store.schema import evaluations, violations
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class Verdict:
     broken_at: int | None = None
     problem: str | None = None
     marked: Mapping[int, str] = field(default_factory=dict)  # record -> its recomputed hash, as asked
+    pruned_through: int | None = None  # the chain starts after a retention checkpoint at this record
 
     @property
     def ok(self) -> bool:
@@ -118,7 +120,10 @@ def verify(engine: Engine, marks: Collection[int] = ()) -> Verdict:
     ``marks`` names records whose recomputed hash the verdict keeps (``Verdict.marked``): a
     signed checkpoint is checked against the chain as it is now, not as the table says.
     """
-    prev, count = GENESIS, 0
+    with engine.connect() as connection:
+        start = retention_start(connection)
+    prev, count = (start.head, start.records) if start is not None else (GENESIS, 0)
+    pruned = start.last_record if start is not None else None
     marked: dict[int, str] = {}
     settled: dict[int, tuple[int, Mapping[str, Any]]] = {}  # provisional id -> (final pass, amendments)
     recorded: list[tuple[int, str, list[_Found]]] = []  # (record, verdict, its violations)
@@ -128,36 +133,42 @@ def verify(engine: Engine, marks: Collection[int] = ()) -> Verdict:
         if row["prev_hash"] != prev:
             return Verdict(count, prev, row["id"],
                            f"record {row['id']} does not follow the record before it: a record was "
-                           "deleted, inserted or reordered just before it", marked)
+                           "deleted, inserted or reordered just before it", marked, pruned)
         digest = link(prev, canonical(row, [f.trace_id for f in found]))
         if row["hash"] != digest:
             return Verdict(count, prev, row["id"],
-                           f"record {row['id']} was altered (its content no longer matches its hash)", marked)
+                           f"record {row['id']} was altered (its content no longer matches its hash)", marked,
+                           pruned)
         prev = digest
         if row["id"] in marks:
             marked[row["id"]] = digest
         if row.get("verdict") == "provisional":
             unsettled[row["id"]] = row["rule_id"]
-        problem = _settle(row, unsettled, settled)
+        problem = _settle(row, unsettled, settled, pruned or 0)
         if problem is not None:
-            return Verdict(count, prev, row["id"], problem, marked)
+            return Verdict(count, prev, row["id"], problem, marked, pruned)
         if found:
             recorded.append((row["id"], row.get("verdict", "final"), found))
     problems = [found_problem for record_id, verdict, found in recorded for v in found
                 if (found_problem := _status_problem(record_id, verdict, v, settled.get(record_id)))]
     if problems:
         broken_at, problem = min(problems)
-        return Verdict(count, prev, broken_at, problem, marked)
-    return Verdict(count, prev, marked=marked)
+        return Verdict(count, prev, broken_at, problem, marked, pruned)
+    return Verdict(count, prev, marked=marked, pruned_through=pruned)
 
 
 def _settle(row: Mapping[str, Any], unsettled: dict[int, str],
-            settled: dict[int, tuple[int, Mapping[str, Any]]]) -> str | None:
-    """Note which provisional records a final pass's amendments settle; what is wrong, or None."""
+            settled: dict[int, tuple[int, Mapping[str, Any]]], pruned: int) -> str | None:
+    """Note which provisional records a final pass's amendments settle; what is wrong, or None.
+
+    A provisional record at or before ``pruned`` was removed by retention with its violations.
+    """
     amendments = row.get("amendments")
     if not isinstance(amendments, dict):
         return None
     for provisional in amendments.get("provisional", []):
+        if provisional <= pruned:
+            continue
         if unsettled.pop(provisional, None) != row["rule_id"]:
             return (f"record {row['id']} amends record {provisional}, which is not an earlier "
                     "provisional record of its rule still unsettled")

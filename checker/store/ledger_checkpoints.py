@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
 PAYLOAD_FORMAT = "betrace-ledger-checkpoint/1"
+RETENTION = "retention"  # the kind of a checkpoint that summarises the records it let prune
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,28 @@ def current_head(connection: Connection) -> Head | None:
     if last is None:
         return None
     records = connection.scalar(select(func.count()).select_from(evaluations).where(chained)) or 0
-    return Head(last.id, last.hash, records)
+    start = retention_start(connection)
+    return Head(last.id, last.hash, records + (start.records if start is not None else 0))
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where the chain starts after retention pruned its beginning."""
+
+    last_record: int  # the last pruned record
+    head: str  # its chain hash: the first kept record's prev_hash
+    records: int  # how many records the chain held through it
+
+
+def retention_start(connection: Connection) -> Start | None:
+    """The newest retention checkpoint's start, read from its payload (``attest`` checks its signature)."""
+    row = connection.execute(select(ledger_checkpoints.c.payload)
+                             .where(ledger_checkpoints.c.kind == RETENTION)
+                             .order_by(ledger_checkpoints.c.last_record.desc()).limit(1)).first()
+    if row is None:
+        return None
+    fields = json.loads(row.payload)
+    return Start(int(fields["last_record"]), str(fields["head"]), int(fields["records"]))
 
 
 def latest(connection: Connection, key_id: str) -> SignedCheckpoint | None:
