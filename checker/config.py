@@ -23,8 +23,9 @@ from sqlalchemy.exc import ArgumentError
 from checker.config_types import Duration, Section
 from checker.errors import ConfigError, SourceLocation, UsageError
 from checker.notify.settings import ROUTE_TYPES, AnyRoute, DeliverySettings
-from checker.redact import KNOWN, mask_url, url_secrets
+from checker.redact import KNOWN, header_secrets, mask_url, url_secrets
 from checker.rules.durations import duration_text
+from checker.selftrace import traces_url
 from checker.tempo.settings import TempoSettings
 
 DEFAULT_CONFIG = Path("betrace.yaml")
@@ -137,6 +138,29 @@ class EvidenceSettings(Section):
         return [url, *url_secrets(url)] if url else []
 
 
+class TracingSettings(Section):
+    """The checker's own traces, exported over OTLP/HTTP (docs/daemon.md)."""
+
+    otlp_endpoint: SecretStr | None = None  # e.g. http://tempo:4318 (/v1/traces is added)
+    headers: dict[str, str] = Field(default_factory=dict)
+    service_name: str = "betrace-checker"
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _traces_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = traces_url(value.get_secret_value())
+        if url is None:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://tempo:4318")
+        return SecretStr(url)
+
+    def secrets(self) -> list[str]:
+        """The endpoint (it may carry a token) and auth headers."""
+        url = self.otlp_endpoint.get_secret_value() if self.otlp_endpoint is not None else None
+        return [*url_secrets(url), *header_secrets(self.headers)]
+
+
 class Settings(BaseSettings):
     """Everything ``betrace run`` needs; see the configuration reference in docs/daemon.md."""
 
@@ -155,6 +179,7 @@ class Settings(BaseSettings):
     trace_url_template: str | None = None
     delivery: DeliverySettings = DeliverySettings()
     evidence: EvidenceSettings = EvidenceSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @field_validator("store")
     @classmethod
@@ -185,7 +210,7 @@ class Settings(BaseSettings):
         """Every secret of the config: the log and the store never show them (checker.redact.KNOWN)."""
         return [*url_secrets(self.store), *self.tempo.secrets(), *url_secrets(self.trace_url_template),
                 *(secret for route in self.notifiers.values() for secret in route.secrets()),
-                *self.evidence.secrets()]
+                *self.evidence.secrets(), *self.tracing.secrets()]
 
     @field_validator("default_notifiers")
     @classmethod

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from checker.daemon.judge import WindowJudge
     from checker.daemon.metrics import Metrics
     from checker.daemon.ruleset import LiveRules
@@ -31,8 +33,10 @@ class Components:
     judge: WindowJudge
     runner: RuleRunner
     notary: Notary | None = None  # signs ledger checkpoints (evidence.signing_key)
+    flush_spans: Callable[[], None] = lambda: None  # exports the checker's own spans left (tracing.*)
 
     async def close(self) -> None:
-        """Release Tempo connections and the store."""
+        """Release Tempo connections and the store; send the spans still batched."""
         await self.tempo.aclose()
         await asyncio.to_thread(self.store.close)
+        await asyncio.to_thread(self.flush_spans)

@@ -27,6 +27,7 @@ from checker.log import configure
 from checker.notify.dispatcher import Dispatcher
 from checker.notify.policy import NotifyPolicy
 from checker.notify.senders import sender_for
+from checker.selftrace import tracer_for
 from checker.signing import load_private
 from checker.store import Store
 from checker.tempo.client import TempoClient
@@ -77,18 +78,21 @@ async def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -
     checkpoints: dict[str, datetime] = {}
     settled: dict[str, datetime] = {}
     metrics = Metrics(checkpoints.copy, settled.copy)
-    tempo = TempoClient(settings.tempo, observer=metrics.tempo_request)
+    tracer, flush_spans = tracer_for(
+        settings.tracing.otlp_endpoint.get_secret_value() if settings.tracing.otlp_endpoint else None,
+        service=settings.tracing.service_name, headers=settings.tracing.headers)
+    tempo = TempoClient(settings.tempo, observer=metrics.tempo_request, tracer=tracer)
     policy = notify_policy(settings)
     dispatcher = build_dispatcher(settings, store, metrics, clock=clock)
     judge = WindowJudge(store, tempo, policy, metrics, tempo_settings=settings.tempo,
                         timeout=settings.schedule.evaluation_timeout,
                         trace_idle=settings.schedule.trace_idle, clock=clock,
                         on_notify=dispatcher.wake.set,
-                        vacuous=VacuousRules(settings.schedule.vacuous_after))
+                        vacuous=VacuousRules(settings.schedule.vacuous_after), tracer=tracer)
     runner = RuleRunner(judge, store, settings.schedule, query_end_cutoff=settings.tempo.query_end_cutoff,
                         checkpoints=checkpoints, settled=settled, clock=clock)
     return Components(store, tempo, metrics, LiveRules(settings.rules_dir), policy, dispatcher, judge, runner,
-                      notary(settings, store, clock=clock))
+                      notary(settings, store, clock=clock), flush_spans)
 
 
 @asynccontextmanager

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from checker.errors import TraceSourceError
+from checker.selftrace import NO_TRACER
 from checker.store import Amendment, WindowRecord
 from checker.tempo.run import Provisional, WindowResult, evaluate_window
 from checker.tempo.search_cache import SearchCache
@@ -34,6 +35,8 @@ from checker.traceql import compile_rule
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from datetime import datetime, timedelta
+
+    from opentelemetry import trace
 
     from checker.daemon.metrics import Metrics
     from checker.daemon.vacuous import VacuousRules
@@ -90,8 +93,9 @@ class WindowJudge:
     def __init__(self, store: Store, tempo: TempoClient, policy: NotifyPolicy, metrics: Metrics, *,
                  tempo_settings: TempoSettings, timeout: timedelta, trace_idle: timedelta,
                  clock: Callable[[], datetime], on_notify: Callable[[], None],
-                 vacuous: VacuousRules) -> None:
+                 vacuous: VacuousRules, tracer: trace.Tracer = NO_TRACER) -> None:
         self.store = store
+        self.tracer = tracer  # a span per window evaluation, Tempo's requests below it
         self.tempo = tempo
         self.policy = policy
         self.metrics = metrics
@@ -258,8 +262,15 @@ class WindowJudge:
         start, end = window
         names = {"rule": rules[0].id} if len(rules) == 1 else {"rules": [r.id for r in rules]}
         with structlog.contextvars.bound_contextvars(**names, window_start=start.isoformat(),
-                                                     window_end=end.isoformat()):
-            return await self._evaluate_bound(rules, start, end, provisional, before)
+                                                     window_end=end.isoformat()), \
+                self.tracer.start_as_current_span("betrace.window", attributes={
+                    "betrace.rules": [r.id for r in rules], "betrace.window_start": start.isoformat(),
+                    "betrace.window_end": end.isoformat(), "betrace.provisional": provisional}) as span:
+            records = await self._evaluate_bound(rules, start, end, provisional, before)
+            span.set_attributes({"betrace.candidates": sum(r.candidates for r in records),
+                                 "betrace.violations": sum(len(r.violations) for r in records),
+                                 "betrace.failed": sum(r.outcome == "failed" for r in records)})
+            return records
 
     async def _evaluate_bound(self, rules: list[Rule], start: datetime, end: datetime, provisional: bool,
                               before: Mapping[str, Provisional] | None) -> list[WindowRecord]:

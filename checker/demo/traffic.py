@@ -24,6 +24,7 @@ import structlog
 from checker.engine import Scanner
 from checker.errors import TraceSourceError, UsageError
 from checker.rules.load import load_paths
+from checker.selftrace import traces_url
 from checker.traces.otlp import read_traces
 
 if TYPE_CHECKING:
@@ -87,10 +88,10 @@ def instantiate(template: Template, now_ns: int) -> dict[str, Any]:
 
 def endpoint(url: str) -> str:
     """``http://tempo:4318`` → ``http://tempo:4318/v1/traces``; a URL with a path is kept."""
-    parsed = httpx.URL(url)
-    if parsed.scheme not in {"http", "https"}:
+    found = traces_url(url)
+    if found is None:
         raise UsageError(f"--otlp {url!r} is not an http(s) URL", hint="e.g. --otlp http://localhost:4318")
-    return url if parsed.path not in {"", "/"} else str(parsed.copy_with(path="/v1/traces"))
+    return found
 
 
 @dataclass

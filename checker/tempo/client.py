@@ -27,6 +27,7 @@ import structlog
 
 from checker import __version__
 from checker.redact import Redactor, mask_url
+from checker.selftrace import NO_TRACER
 from checker.tempo.answers import search_page, tag_names, tag_values, trace_v1, trace_v2
 from checker.tempo.density import BYTES_PER_TRACE, LIMIT_CEILING, Density
 from checker.tempo.errors import AnswerTooLargeError, TempoError, UnprovenAnswerError
@@ -40,6 +41,8 @@ from checker.traces.otlp import decode_request, group_traces
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from opentelemetry import trace
 
     from checker.traces.model import Trace
 
@@ -102,8 +105,10 @@ class TempoClient:
 
     def __init__(self, settings: TempoSettings, *, backoff: float = 0.5, max_backoff: float = 10.0,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 observer: Callable[[str, str], None] | None = None) -> None:
+                 observer: Callable[[str, str], None] | None = None,
+                 tracer: trace.Tracer = NO_TRACER) -> None:
         self.settings = settings
+        self._tracer = tracer  # a span per search page and per fetch (the checker's own traces)
         # Seconds before retry n: up to backoff * 2**n, never above max_backoff (tests use 0).
         self._backoff_base, self._backoff_max = backoff, max_backoff
         self._timeout = settings.timeout.total_seconds()
@@ -331,6 +336,13 @@ class TempoClient:
         job fails the whole request): it is retried with backoff, then an error, and never
         split, which once turned one unfinished answer into thousands of searches.
         """
+        with self._tracer.start_as_current_span("tempo.search", attributes={
+                "tempo.query": query, "tempo.start": start, "tempo.end": end, "tempo.limit": limit}) as span:
+            found = await self._search_page(query, start, end, limit)
+            span.set_attribute("tempo.traces", len(found))
+            return found
+
+    async def _search_page(self, query: str, start: int, end: int, limit: int) -> frozenset[str]:
         self.stats.searches += 1
         params = {"q": query, "start": start, "end": end, "limit": limit, "spss": 1}
 
@@ -480,14 +492,19 @@ class TempoClient:
     async def fetch(self, trace_id: str) -> FetchedTrace:
         """A whole trace by ID (v2 API, falling back to v1 for older Tempo)."""
         async with self._fetch_slots:
-            self.stats.fetches += 1
-            if not self._v2_missing:
-                fetched = await self._fetch(trace_id, 2)
-                if fetched is not None:
-                    return fetched
-                self._v2_missing = True
-                log.info("tempo.v1_fallback", reason="v2 trace API answered 404")
-            return await self._fetch(trace_id, 1) or FetchedTrace(trace_id, None)
+            with self._tracer.start_as_current_span("tempo.fetch", attributes={"tempo.trace_id": trace_id}):
+                return await self._fetch_any(trace_id)
+
+    async def _fetch_any(self, trace_id: str) -> FetchedTrace:
+        """The v2 API, then v1 once v2 answered 404."""
+        self.stats.fetches += 1
+        if not self._v2_missing:
+            fetched = await self._fetch(trace_id, 2)
+            if fetched is not None:
+                return fetched
+            self._v2_missing = True
+            log.info("tempo.v1_fallback", reason="v2 trace API answered 404")
+        return await self._fetch(trace_id, 1) or FetchedTrace(trace_id, None)
 
     async def _fetch(self, trace_id: str, version: int) -> FetchedTrace | None:
         """None on 404: for v2 the API is missing (v2 answers 200 for a missing trace), for v1 the trace."""

@@ -10,6 +10,7 @@ shows; ``tempopb.Trace`` is OTLP's ``TracesData`` on the wire.
 
 from __future__ import annotations
 
+import base64
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -116,3 +117,20 @@ def _encode(name: str, payload: dict[str, Any]) -> bytes:
     encoded = message(name)()
     json_format.ParseDict(payload, encoded)
     return encoded.SerializeToString()
+
+
+def otlp_request(body: bytes) -> dict[str, Any]:
+    """An OTLP/HTTP protobuf ``ExportTraceServiceRequest`` as the OTLP/JSON the double ingests.
+
+    OTLP/JSON writes IDs in hex where protobuf's JSON mapping writes bytes in base64.
+    """
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: PLC0415
+
+    request = json_format.MessageToDict(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
+    for resource_spans in request.get("resourceSpans", []):
+        for scope in resource_spans.get("scopeSpans", []):
+            for span in scope.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if span.get(key):
+                        span[key] = base64.b64decode(span[key]).hex()
+    return request

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
+from google.protobuf.message import DecodeError
+
 from . import protobuf, tags
 from .traceql import (
     ARRAY,
@@ -677,16 +679,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(self.server.double._answer(self.path, self.headers.get("Accept", "")))
 
     def do_POST(self) -> None:
-        """OTLP/HTTP JSON ingest on /v1/traces (Tempo's distributor, port 4318); queries are GET only."""
+        """OTLP/HTTP ingest on /v1/traces, JSON or protobuf (Tempo's distributor, port 4318).
+
+        Queries are GET only.
+        """
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         if self.path != "/v1/traces":
             self._send(_text(405, "method not allowed"))
             return
+        binary = self.headers.get("Content-Type", "").startswith("application/x-protobuf")
         try:
-            self.server.double.push(json.loads(body))
-        except (ValueError, KeyError, TypeError) as err:
-            self._send(_text(400, f"invalid OTLP/JSON: {err}"))
+            self.server.double.push(protobuf.otlp_request(body) if binary else json.loads(body))
+        except (ValueError, KeyError, TypeError, DecodeError) as err:
+            self._send(_text(400, f"invalid OTLP/{'protobuf' if binary else 'JSON'}: {err}"))
             return
         self._send(_json_response({}))
 
