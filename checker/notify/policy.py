@@ -64,6 +64,7 @@ class WindowNotice:
         status = "provisional" if self.verdict == "provisional" else "confirmed"
         for name, route in self.routes.items():
             hears_final = route.verdicts == "final"
+            listed = None if route.lists_all else self.max_listed
             if hears_final and self.verdict == "provisional":
                 continue
             told = [*self.confirmed, *new] if hears_final else list(new)
@@ -71,7 +72,7 @@ class WindowNotice:
                                                  if route.accepts(v.severity)]
             if withdrawn:
                 payload = Payload.of("retracted", self.rule, self.window, [v for v, _ in withdrawn],
-                                     self.max_listed, backfill=backfill, status="retracted",
+                                     listed, backfill=backfill, status="retracted",
                                      reasons={v.trace_id: why for v, why in withdrawn})
                 rows.append(OutboxEntry(name, payload.to_json()))
             if amending and not hears_final and not told:
@@ -81,7 +82,7 @@ class WindowNotice:
             if not taken and not resolves:
                 continue
             kind: Kind = "violations" if taken else "resolved"
-            payload = Payload.of(kind, self.rule, self.window, taken, self.max_listed, backfill=backfill,
+            payload = Payload.of(kind, self.rule, self.window, taken, listed, backfill=backfill,
                                  status=status)
             rows.append(OutboxEntry(name, payload.to_json()))
             if not backfill:

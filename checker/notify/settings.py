@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal, Self, get_args
+from typing import Annotated, ClassVar, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
@@ -23,6 +23,8 @@ def _positive(value: timedelta) -> timedelta:
 
 
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+# Violations per message on routes that get them all.
+MaxBatch = Annotated[int, Field(ge=1)]
 
 
 class Route(Section):
@@ -33,6 +35,9 @@ class Route(Section):
     # provisional: told at once, and told again when a late span withdraws a violation;
     # final: told only what holds once the window has settled (never a retraction).
     verdicts: Literal["provisional", "final"] = "provisional"
+    # People read the first ``delivery.max_listed`` violations and the total; a machine (a
+    # SIEM, a ticketing system) must get every one, in batches.
+    lists_all: ClassVar[bool] = False
 
     def accepts(self, severity: str) -> bool:
         """Whether a violation of ``severity`` goes to this route."""
@@ -87,6 +92,8 @@ class WebhookRoute(Route):
     secret: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: PositiveDuration = timedelta(seconds=10)  # for the whole request, answer included
+    max_batch: MaxBatch = 100
+    lists_all: ClassVar[bool] = True
 
     @field_validator("url")
     @classmethod
