@@ -92,8 +92,9 @@ class WindowNotice:
 
 def rule_info(rule: Rule) -> dict[str, Any]:
     """The rule as messages show it."""
-    return {"id": rule.id, "name": rule.name, "severity": rule.severity, "description": rule.description,
+    info = {"id": rule.id, "name": rule.name, "severity": rule.severity, "description": rule.description,
             "frameworks": list(rule.frameworks), "controls": list(rule.controls), "version": rule.version}
+    return {**info, "runbook_url": rule.runbook_url} if rule.runbook_url else info
 
 
 @dataclass(frozen=True)
