@@ -39,6 +39,7 @@ class Delivery:
     detail: str
     retryable: bool = False
     retry_after: float | None = None
+    status: int | None = None  # the HTTP status, when the receiver answered
     # Slack bot routes: the message posted for a violations alert, or the originals a
     # retraction struck (their ``withdrawn`` updated); the dispatcher stores them.
     posts: tuple[SlackPost, ...] = ()
@@ -47,10 +48,10 @@ class Delivery:
 def classify(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Delivery:
     """2xx delivered; 429 and 5xx retried (honouring Retry-After); anything else final."""
     if 200 <= status < 300:
-        return Delivery(ok=True, detail=detail)
+        return Delivery(ok=True, detail=detail, status=status)
     value = (headers.get("Retry-After") or headers.get("retry-after")) if headers else None
     return Delivery(ok=False, detail=detail, retryable=status == 429 or status >= 500,
-                    retry_after=retry_after_seconds(value))
+                    retry_after=retry_after_seconds(value), status=status)
 
 
 def tls_context(ca_bundle: Path | None = None, *, insecure: bool = False) -> ssl.SSLContext | bool:

@@ -2,7 +2,7 @@
 
 One message covers one rule on one route: the rows of several windows are merged (a
 catch-up, or the violations held back by ``realert``), listing the first few traces and the
-total for people (Slack, the log), every violation for machines (webhooks: see
+total for people (Slack, the log), every violation for machines (webhooks, Alertmanager: see
 ``Route.lists_all``), which get them in parts of at most their route's ``max_batch``.
 Slack's limits are kept here: at most 50 blocks, 150 characters in a header, 3000 in a
 section, 10 fields of 2000.

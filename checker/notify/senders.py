@@ -1,4 +1,4 @@
-"""Delivery to one route: Slack (incoming webhook or bot token), a signed webhook, or the log.
+"""Delivery to one route: Slack (webhook or bot token), a webhook, Alertmanager, or the log.
 
 Every answer is classified the same way (``http.classify``); what a receiver answered is
 reported with every secret of the route removed. Every request
@@ -21,6 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from checker.notify.alertmanager import AlertmanagerSender
 from checker.notify.http import Delivery, Redacting, classify, send_in_parts, tls_context
 from checker.notify.message import (
     part_key,
@@ -30,7 +31,7 @@ from checker.notify.message import (
     struck_message,
     webhook_body,
 )
-from checker.notify.settings import LogRoute, SlackRoute, WebhookRoute
+from checker.notify.settings import AlertmanagerRoute, LogRoute, SlackRoute, WebhookRoute
 from checker.redact import url_parts
 from checker.store import SlackPost
 
@@ -249,5 +250,7 @@ def sender_for(route: AnyRoute, template: str | None) -> Sender:
         return SlackWebhookSender(route, template) if route.webhook_url else SlackBotSender(route, template)
     if isinstance(route, WebhookRoute):
         return WebhookSender(route, template)
+    if isinstance(route, AlertmanagerRoute):
+        return AlertmanagerSender(route, template)
     assert isinstance(route, LogRoute)  # noqa: S101
     return LogSender()
