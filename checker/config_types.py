@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from pathlib import Path  # noqa: TC003  (pydantic reads the annotations at run time)
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ByteSize, ConfigDict, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    WithJsonSchema,
+)
 
+from checker.redact import basic_auth_token, header_secrets
 from checker.rules.durations import (
     DURATION_HINT,
     DURATION_PATTERN,
@@ -76,3 +87,21 @@ class Section(BaseModel):
     """A nested block of the config: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpAuth(Section):
+    """Credentials and certificate checks of an HTTP client: Tempo and Alertmanager use the same keys."""
+
+    username: str | None = None
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca_bundle: Path | None = None
+    insecure: bool = False
+
+    def auth_secrets(self) -> list[str]:
+        """The password (also in the base64 form a Basic header carries), the token, auth headers."""
+        password = self.password.get_secret_value() if self.password else None
+        token = self.bearer_token.get_secret_value() if self.bearer_token else None
+        basic = basic_auth_token(self.username, password or "") if self.username else None
+        return [secret for secret in (password, token, basic, *header_secrets(self.headers)) if secret]

@@ -4,7 +4,8 @@ The Slack receiver serves an incoming-webhook path and the Web API's ``chat.post
 (with ``thread_ts``: a reply) and ``chat.update`` (slack-sdk is pointed at it with ``base_url``),
 keeps every message posted by channel ID and a fresh ``ts``, and checks every message against
 Slack's Block Kit limits, answering 400 ``invalid_blocks`` as Slack does. The webhook sink verifies
-``X-Betrace-Signature`` exactly as the README tells receivers to.
+``X-Betrace-Signature`` exactly as the README tells receivers to. ``/api/v2/alerts`` stands in for
+Alertmanager's API (a JSON list is accepted) and ``/sink`` for what a real Alertmanager notifies.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Self
 WEBHOOK_PATH = "/services/T0001/B0001/s3cr3tw3bh00kp4th"
 BOT_TOKEN = "xoxb-test-token-0123456789"
 CHANNEL_ID = "C0001"  # what every channel name resolves to
+ALERTS_PATH, SINK_PATH = "/api/v2/alerts", "/sink"
 MAX_BLOCKS, HEADER_LIMIT, TEXT_LIMIT, FIELDS_LIMIT, FIELD_LIMIT = 50, 150, 3000, 10, 2000
 
 
@@ -192,12 +194,14 @@ class Receiver:
                 return 200, {"ok": False, "error": "invalid_blocks"}, {}
             with self._lock:
                 return 200, self._api(path, message), {}
+        if path.endswith(ALERTS_PATH):
+            return (200, "", {}) if isinstance(json.loads(body), list) else (400, "not a list", {})
         if path == "/hook":
             signature = headers.get("x-betrace-signature", "")
             if not signature or not verify_signature(self.secret, signature, body):
                 return 401, "bad signature", {}
             return 200, "accepted", {}
-        if path == "/witness":  # evidence.witness_url: any JSON is kept
+        if path in {"/witness", SINK_PATH}:  # evidence.witness_url, Alertmanager's webhook: any JSON is kept
             json.loads(body)
             return 200, "kept", {}
         return 404, "not found", {}

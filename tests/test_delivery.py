@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from daemon_kit import Clock
 from receivers import Receiver, verify_signature
 
 from checker.daemon.metrics import Metrics
@@ -119,4 +120,37 @@ class TestDispatcher:
         body = received.json
         assert ("violations", 1, [f"{1:032x}"]) == (
             body["kind"], body["total"], [v["trace_id"] for v in body["violations"]])
+        assert [] == store.outbox.undelivered()
+
+    def test_every_violation_reaches_a_webhook_in_parts_under_stable_keys(self, receiver: Receiver,
+                                                                          tmp_path: Path) -> None:
+        route = WebhookRoute(type="webhook", url=receiver.url + "/hook", secret=SECRET)  # max_batch 100
+        policy = NotifyPolicy({"hook": route}, ("hook",), max_listed=5)
+        store = Store.open(f"sqlite:///{tmp_path / 'd.db'}")
+        store.start_checkpoint("r1", T0)
+        store.commit(WindowRecord(rule(), *WINDOW, T0, 0.1, "violations",
+                                  violations=tuple(violation(n) for n in range(250))),
+                     policy.notice(rule(), WINDOW))
+        clock = Clock(WINDOW[1])
+        delivery = DeliverySettings.model_validate({"backoff": "1s", "max_backoff": "2s"})
+        senders = {"hook": WebhookSender(route, None)}
+        dispatcher = Dispatcher(store, senders, delivery, Metrics(dict), clock=clock)
+        receiver.fail_with(200, times=2, text="accepted")
+        receiver.fail_with(503)  # the third part: the whole alert is retried
+        assert 1 == asyncio.run(dispatcher.drain()).retry
+        clock.advance(seconds=5)
+        assert 1 == asyncio.run(dispatcher.drain()).sent
+
+        first, retry = receiver.received[:3], receiver.received[3:]
+        assert ([200, 200, 503], [200, 200, 200]) == ([r.status for r in first], [r.status for r in retry])
+        assert all(verify_signature(SECRET, r.headers["x-betrace-signature"], r.body) for r in retry)
+        bodies = [r.json for r in retry]
+        assert [(1, 3, 100), (2, 3, 100), (3, 3, 50)] == [
+            (b["part"], b["parts"], len(b["violations"])) for b in bodies]
+        traces = [v["trace_id"] for b in bodies for v in b["violations"]]
+        assert sorted(traces) == sorted(violation(n).trace_id for n in range(250))
+        assert {250} == {b["total"] for b in bodies}
+        keys = [r.headers["idempotency-key"] for r in retry]
+        assert 3 == len(set(keys))
+        assert keys == [r.headers["idempotency-key"] for r in first]
         assert [] == store.outbox.undelivered()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from checker.errors import RuleSemanticError, RuleSyntaxError
+from checker.notify.policy import rule_info
 from checker.rules.load import load_paths, load_text
 
 
@@ -105,12 +106,20 @@ class TestSemanticErrors:
         ("examples: [{expect: pass, trace: [{attributes: {}}]}]", "needs 'span: <name>'"),
         ("examples: [{expect: pass, trace: [{span: a, status: broken}]}]", "unknown status 'broken'"),
         ("id: 'bad id!'", "invalid rule id 'bad id!'"),
+        ("runbook_url: wiki/pii", "'runbook_url' must be an http:// or https:// URL, not 'wiki/pii'"),
+        ("runbook_url: [a]", "'runbook_url' must be a str"),
     ])
     def test_field_errors(self, field: str, message: str) -> None:
         rule_id = "" if field.startswith("id:") else "id: r\n    "
         text = f"rules:\n  - {rule_id}condition: never {{ x }}\n    {field}\n"
         errors = [str(e) for e in load_text(text, "r.yaml").errors]
         assert any(message in e and e.startswith("r.yaml:") for e in errors), errors
+
+    def test_runbook_url_reaches_the_rule_and_its_messages(self) -> None:
+        text = "rules:\n  - id: r\n    runbook_url: https://wiki.example.com/pii\n    condition: never { x }"
+        [rule] = load_text(text, "r.yaml").rules
+        assert "https://wiki.example.com/pii" == rule_info(rule)["runbook_url"]
+        assert "runbook_url" not in rule_info(load_text(text.replace("runbook", "x"), "r.yaml").rules[0])
 
     def test_missing_condition(self) -> None:
         assert one_error("rules:\n  - id: r\n").startswith(

@@ -116,7 +116,9 @@ class TestMessages:
 
     def test_webhook_body_is_versioned_and_complete(self) -> None:
         body = json.loads(webhook_body(self.alert(2), "https://g/{trace_id}"))
-        assert {"version", "kind", "rule", "window", "total", "since_last_alert", "violations"} == set(body)
+        assert {"version", "kind", "part", "parts", "rule", "window", "total", "since_last_alert",
+                "violations"} == set(body)
+        assert (1, 1) == (body["part"], body["parts"])
         assert "1" == body["version"]
         assert 20 == body["total"]
         assert f"https://g/{1:032x}" == body["violations"][1]["trace_url"]
@@ -146,7 +148,9 @@ class TestDelivery:
         assert len(hook.headers["idempotency-key"]) == 64
         body = hook.json
         assert 12 == body["total"]
-        assert 5 == len(body["violations"])  # delivery.max_listed
+        assert 12 == len(body["violations"])  # a webhook gets every one; max_listed is for people
+        slack = receiver.accepted(WEBHOOK_PATH)[0].json["blocks"][3]["text"]["text"]
+        assert (5, True) == (slack.count("• "), slack.endswith("…and 7 more"))
         assert [] == store.outbox.undelivered()
 
     def test_receiver_down_then_up_delivers_each_exactly_once(self, receiver: Receiver,

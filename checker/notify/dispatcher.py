@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from checker.notify.http import Delivery
 from checker.notify.message import Alert, Payload
-from checker.notify.senders import Delivery, SlackBotSender
+from checker.notify.senders import SlackBotSender
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -2,8 +2,10 @@
 
 One message covers one rule on one route: the rows of several windows are merged (a
 catch-up, or the violations held back by ``realert``), listing the first few traces and the
-total. Slack's limits are kept here: at most 50 blocks, 150 characters in a header, 3000 in
-a section, 10 fields of 2000.
+total for people (Slack, the log), every violation for machines (webhooks, Alertmanager: see
+``Route.lists_all``), which get them in parts of at most their route's ``max_batch``.
+Slack's limits are kept here: at most 50 blocks, 150 characters in a header, 3000 in a
+section, 10 fields of 2000.
 """
 
 from __future__ import annotations
@@ -43,16 +45,19 @@ class Payload:
     rule: dict[str, Any]
     window_start: datetime
     window_end: datetime
-    violations: list[dict[str, Any]]  # the first ``max_listed``
+    violations: list[dict[str, Any]]  # the first ``max_listed``, or all of them (``listed_all``)
     total: int
     trace_ids: list[str]  # every one, listed or not
     backfill: bool = False  # written by ``betrace backfill --notify``: outside the live alert state
+    listed_all: bool = False  # for a route that gets every violation: merging keeps them all
 
     @classmethod
     def of(cls, kind: Kind, rule: dict[str, Any], window: tuple[datetime, datetime],
-           violations: Sequence[Violation], max_listed: int, *, backfill: bool,
+           violations: Sequence[Violation], max_listed: int | None, *, backfill: bool,
            status: str = "confirmed", reasons: Mapping[str, str] | None = None) -> Payload:
         """The payload for ``violations`` (none for a resolved message) found in ``window``.
+
+        ``max_listed`` None lists every violation: the route is read by a machine.
 
         Each listed violation carries its ``status`` (provisional, confirmed or retracted) and,
         when retracted, its ``retraction_reason``.
@@ -62,21 +67,21 @@ class Payload:
                    **({"retraction_reason": why[v.trace_id]} if v.trace_id in why else {})}
                   for v in violations[:max_listed]]
         return cls(kind, rule, window[0], window[1], listed, len(violations),
-                   [v.trace_id for v in violations], backfill)
+                   [v.trace_id for v in violations], backfill, listed_all=max_listed is None)
 
     def to_json(self) -> dict[str, Any]:
         """What the outbox table stores."""
         return {"kind": self.kind, "rule": self.rule,
                 "window": {"start": self.window_start.isoformat(), "end": self.window_end.isoformat()},
                 "violations": self.violations, "total": self.total, "trace_ids": self.trace_ids,
-                "backfill": self.backfill}
+                "backfill": self.backfill, "listed_all": self.listed_all}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Payload:
         """A stored row's payload."""
         return cls(data["kind"], data["rule"], datetime.fromisoformat(data["window"]["start"]),
                    datetime.fromisoformat(data["window"]["end"]), data["violations"], int(data["total"]),
-                   data.get("trace_ids", []), bool(data.get("backfill")))
+                   data.get("trace_ids", []), bool(data.get("backfill")), bool(data.get("listed_all")))
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,13 @@ class Alert:
     @classmethod
     def merge(cls, payloads: Sequence[Payload], row_ids: list[int], route: str, *,
               max_listed: int, since: datetime | None) -> Alert:
-        """One alert from outbox payloads of one rule, kind and route, oldest first."""
-        listed = [v for p in payloads for v in p.violations][:max_listed]
+        """One alert from outbox payloads of one rule, kind and route, oldest first.
+
+        Rows that list every violation stay whole; the others are cut to ``max_listed``.
+        """
+        listed = [v for p in payloads for v in p.violations]
+        if not all(p.listed_all for p in payloads):
+            listed = listed[:max_listed]
         key = hashlib.sha256(f"{route}:{','.join(map(str, sorted(row_ids)))}".encode()).hexdigest()
         return cls(
             kind=payloads[-1].kind, rule=payloads[-1].rule,
@@ -128,11 +138,27 @@ def trace_url(template: str | None, trace_id: str) -> str | None:
     return template.replace("{trace_id}", quote(trace_id, safe="")) if template else None
 
 
-def webhook_body(alert: Alert, template: str | None) -> bytes:
-    """The versioned JSON a webhook receives (docs/notifications.md documents it)."""
+def parts_of(violations: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    """Consecutive slices of at most ``size``; one empty part when there is nothing to list."""
+    return [violations[start:start + size] for start in range(0, len(violations), size)] or [[]]
+
+
+def part_key(key: str, part: int, parts: int) -> str:
+    """The Idempotency-Key of part ``part`` of ``parts``: the alert's own when there is one part.
+
+    The split is part of the key: a ``max_batch`` changed between two attempts splits the same
+    rows differently, and a receiver must not drop a part that lists other violations.
+    """
+    return key if parts == 1 else hashlib.sha256(f"{key}:{part}/{parts}".encode()).hexdigest()
+
+
+def webhook_body(alert: Alert, template: str | None, part: int = 1, parts: int = 1) -> bytes:
+    """The versioned JSON a webhook receives (docs/notifications.md documents it): one part of the alert."""
     return json.dumps({
         "version": PAYLOAD_VERSION,
         "kind": alert.kind,
+        "part": part,
+        "parts": parts,
         "rule": alert.rule,
         "window": {"start": alert.window_start.isoformat(), "end": alert.window_end.isoformat()},
         "total": alert.total,

@@ -64,6 +64,7 @@ class WindowNotice:
         status = "provisional" if self.verdict == "provisional" else "confirmed"
         for name, route in self.routes.items():
             hears_final = route.verdicts == "final"
+            listed = None if route.lists_all else self.max_listed
             if hears_final and self.verdict == "provisional":
                 continue
             told = [*self.confirmed, *new] if hears_final else list(new)
@@ -71,7 +72,7 @@ class WindowNotice:
                                                  if route.accepts(v.severity)]
             if withdrawn:
                 payload = Payload.of("retracted", self.rule, self.window, [v for v, _ in withdrawn],
-                                     self.max_listed, backfill=backfill, status="retracted",
+                                     listed, backfill=backfill, status="retracted",
                                      reasons={v.trace_id: why for v, why in withdrawn})
                 rows.append(OutboxEntry(name, payload.to_json()))
             if amending and not hears_final and not told:
@@ -81,7 +82,7 @@ class WindowNotice:
             if not taken and not resolves:
                 continue
             kind: Kind = "violations" if taken else "resolved"
-            payload = Payload.of(kind, self.rule, self.window, taken, self.max_listed, backfill=backfill,
+            payload = Payload.of(kind, self.rule, self.window, taken, listed, backfill=backfill,
                                  status=status)
             rows.append(OutboxEntry(name, payload.to_json()))
             if not backfill:
@@ -91,8 +92,9 @@ class WindowNotice:
 
 def rule_info(rule: Rule) -> dict[str, Any]:
     """The rule as messages show it."""
-    return {"id": rule.id, "name": rule.name, "severity": rule.severity, "description": rule.description,
+    info = {"id": rule.id, "name": rule.name, "severity": rule.severity, "description": rule.description,
             "frameworks": list(rule.frameworks), "controls": list(rule.controls), "version": rule.version}
+    return {**info, "runbook_url": rule.runbook_url} if rule.runbook_url else info
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
-"""Delivery to one route: Slack (incoming webhook or bot token), a signed webhook, or the log.
+"""Delivery to one route: Slack (webhook or bot token), a webhook, Alertmanager, or the log.
 
-Every answer is classified the same way: 2xx is delivered; 429, 5xx, timeouts and
-connection errors are worth retrying (a ``Retry-After`` is kept); any other answer is final.
-What a receiver answered is reported with every secret of the route removed. Every request
+Every answer is classified the same way (``http.classify``); what a receiver answered is
+reported with every secret of the route removed. Every request
 has one deadline (the route's ``timeout``) for the whole exchange, answer included, and no
 answer is read past a few kilobytes (a megabyte for Slack's).
 """
@@ -12,28 +11,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ssl
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-import certifi
-import httpx
 import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from checker import __version__
-from checker.notify.message import retraction_reply, slack_message, struck_message, webhook_body
-from checker.notify.settings import LogRoute, SlackRoute, WebhookRoute
-from checker.redact import Redactor, url_parts, url_secrets
+from checker.notify.alertmanager import AlertmanagerSender
+from checker.notify.http import Delivery, Redacting, classify, send_in_parts, tls_context
+from checker.notify.message import (
+    part_key,
+    parts_of,
+    retraction_reply,
+    slack_message,
+    struck_message,
+    webhook_body,
+)
+from checker.notify.settings import AlertmanagerRoute, LogRoute, SlackRoute, WebhookRoute
+from checker.redact import url_parts
 from checker.store import SlackPost
-from checker.timeparse import retry_after_seconds
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
 
     from checker.notify.message import Alert
     from checker.notify.settings import AnyRoute
@@ -42,32 +44,8 @@ log = structlog.get_logger(__name__)
 # Slack Web API errors that a later attempt may not see.
 SLACK_TRANSIENT = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                              "request_timeout"})
-# Bytes of a webhook's answer read (the rest is never downloaded), and characters of it reported.
-ANSWER_LIMIT, DETAIL_LIMIT = 4096, 300
 # chat.postMessage echoes the message it posted (up to 50 blocks): Slack's answers get more room.
 SLACK_ANSWER_LIMIT = 1 << 20
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """The receiver's answer: delivered, worth retrying, or refused for good."""
-
-    ok: bool
-    detail: str
-    retryable: bool = False
-    retry_after: float | None = None
-    # Slack bot routes: the message posted for a violations alert, or the originals a
-    # retraction struck (their ``withdrawn`` updated); the dispatcher stores them.
-    posts: tuple[SlackPost, ...] = ()
-
-
-def classify(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Delivery:
-    """2xx delivered; 429 and 5xx retried (honouring Retry-After); anything else final."""
-    if 200 <= status < 300:
-        return Delivery(ok=True, detail=detail)
-    value = (headers.get("Retry-After") or headers.get("retry-after")) if headers else None
-    return Delivery(ok=False, detail=detail, retryable=status == 429 or status >= 500,
-                    retry_after=retry_after_seconds(value))
 
 
 class Sender(Protocol):
@@ -75,27 +53,6 @@ class Sender(Protocol):
 
     async def send(self, alert: Alert) -> Delivery:
         """Deliver, or say why not."""
-
-
-class _Redacting:
-    """Reports about a route without any of its secrets (a receiver may echo them)."""
-
-    def __init__(self, secrets: list[str], template: str | None) -> None:
-        self._redactor = Redactor([*secrets, *url_secrets(template)])
-
-    def redact(self, text: str, *, cut_off: bool = False) -> str:
-        """The text without any secret, then cut (cutting first could split a secret)."""
-        return self._redactor.redact(text, DETAIL_LIMIT, cut_off=cut_off)
-
-    def answer(self, status: int, body: bytes, *, cut_off: bool) -> str:
-        """``<status> <body>`` as a detail: decoded leniently, secrets removed."""
-        return self.redact(f"{status} {body.decode('utf-8', 'replace')}", cut_off=cut_off)
-
-    def failure(self, err: BaseException) -> Delivery:
-        """A timeout or connection error: retried."""
-        kind = "timeout" if isinstance(err, (TimeoutError, httpx.TimeoutException)) else "connection error"
-        return Delivery(ok=False, retryable=True,
-                        detail=self.redact(f"{kind}: {type(err).__name__}: {err}".rstrip(": ")))
 
 
 class _CappedResponse(aiohttp.ClientResponse):
@@ -120,17 +77,7 @@ def _slack_session(timeout: float) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), response_class=_CappedResponse)
 
 
-async def _read_capped(chunks: AsyncIterator[bytes], limit: int) -> tuple[bytes, bool]:
-    """Up to ``limit`` bytes of a streamed body, and whether more was left unread."""
-    body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > limit:
-            return bytes(body[:limit]), True
-    return bytes(body), False
-
-
-class SlackWebhookSender(_Redacting):
+class SlackWebhookSender(Redacting):
     """An incoming-webhook URL: the URL itself is the secret."""
 
     def __init__(self, route: SlackRoute, template: str | None) -> None:
@@ -153,7 +100,7 @@ class SlackWebhookSender(_Redacting):
                         response.headers and {k: str(v) for k, v in response.headers.items()})
 
 
-class SlackBotSender(_Redacting):
+class SlackBotSender(Redacting):
     """``chat.postMessage`` with a bot token."""
 
     def __init__(self, route: SlackRoute, template: str | None) -> None:
@@ -247,7 +194,7 @@ class SlackBotSender(_Redacting):
                         retry_after=classify(status, detail, headers).retry_after)
 
 
-class WebhookSender(_Redacting):
+class WebhookSender(Redacting):
     """A JSON POST; with a ``secret``, ``X-Betrace-Signature: t=<unix>,v1=<hex>`` over ``<t>.<body>``."""
 
     def __init__(self, route: WebhookRoute, template: str | None) -> None:
@@ -257,31 +204,26 @@ class WebhookSender(_Redacting):
         super().__init__([*route.secrets(), *url_parts(self._url), *route.headers.values()], template)
         self._headers = dict(route.headers)
         self._timeout = route.timeout.total_seconds()
+        self._max_batch = route.max_batch
         self._template = template
-        # Built once: loading the CA bundle takes tens of milliseconds, on the event loop.
-        self._tls = ssl.create_default_context(cafile=certifi.where())
+        self._tls = tls_context()
 
     async def send(self, alert: Alert) -> Delivery:
-        """POST the versioned JSON, signed, with the Idempotency-Key, within the route's timeout.
+        """POST every violation, ``max_batch`` a message, each part signed and under its own key.
 
-        httpx's timeout is per read: a receiver trickling a byte a second would never time
-        out, so the whole request, answer included, runs under one deadline, and at most
-        ``ANSWER_LIMIT`` bytes of the answer are read.
+        A part refused ends the attempt: the retry sends every part again under the same
+        keys, so a receiver that keeps Idempotency-Keys drops the parts it already has.
         """
-        body = webhook_body(alert, self._template)
-        headers = {"Content-Type": "application/json", "User-Agent": f"betrace-checker/{__version__}",
-                   "Idempotency-Key": alert.key, **self._headers}
+        return await send_in_parts(parts_of(alert.violations, self._max_batch),
+                                   lambda listed, part, parts: self._post(replace(alert, violations=listed),
+                                                                          part, parts))
+
+    async def _post(self, alert: Alert, part: int, parts: int) -> Delivery:
+        body = webhook_body(alert, self._template, part, parts)
+        headers = {"Idempotency-Key": part_key(alert.key, part, parts), **self._headers}
         if self._secret is not None:
             headers["X-Betrace-Signature"] = sign(self._secret, body, int(time.time()))
-        try:
-            async with (asyncio.timeout(self._timeout),
-                        httpx.AsyncClient(timeout=self._timeout, verify=self._tls) as client,
-                        client.stream("POST", self._url, content=body, headers=headers) as response):
-                answer, more = await _read_capped(response.aiter_bytes(), ANSWER_LIMIT)
-        except (httpx.TransportError, httpx.DecodingError, TimeoutError) as err:
-            return self.failure(err)
-        return classify(response.status_code, self.answer(response.status_code, answer, cut_off=more),
-                        response.headers)
+        return await self.post(self._url, body, headers, seconds=self._timeout, verify=self._tls)
 
 
 class LogSender:
@@ -308,5 +250,7 @@ def sender_for(route: AnyRoute, template: str | None) -> Sender:
         return SlackWebhookSender(route, template) if route.webhook_url else SlackBotSender(route, template)
     if isinstance(route, WebhookRoute):
         return WebhookSender(route, template)
+    if isinstance(route, AlertmanagerRoute):
+        return AlertmanagerSender(route, template)
     assert isinstance(route, LogRoute)  # noqa: S101
     return LogSender()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal, Self, get_args
+from typing import Annotated, ClassVar, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
-from checker.config_types import Duration, Section
+from checker.config_types import Duration, HttpAuth, Section
 from checker.redact import header_secrets, url_parts, url_secrets
 from checker.rules.rule import SEVERITIES, SEVERITY_RANK, Severity
 
@@ -23,6 +23,8 @@ def _positive(value: timedelta) -> timedelta:
 
 
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+# Violations per message (webhook) or per request (Alertmanager) on routes that get them all.
+MaxBatch = Annotated[int, Field(ge=1)]
 
 
 class Route(Section):
@@ -33,6 +35,9 @@ class Route(Section):
     # provisional: told at once, and told again when a late span withdraws a violation;
     # final: told only what holds once the window has settled (never a retraction).
     verdicts: Literal["provisional", "final"] = "provisional"
+    # People read the first ``delivery.max_listed`` violations and the total; a machine (a
+    # SIEM, a ticketing system, Alertmanager) must get every one, in batches.
+    lists_all: ClassVar[bool] = False
 
     def accepts(self, severity: str) -> bool:
         """Whether a violation of ``severity`` goes to this route."""
@@ -79,22 +84,26 @@ class SlackRoute(Route):
         return self
 
 
+def _http_url(value: SecretStr) -> SecretStr:
+    url = urlsplit(value.get_secret_value())
+    if url.scheme not in {"http", "https"} or not url.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+HttpUrl = Annotated[SecretStr, AfterValidator(_http_url)]
+
+
 class WebhookRoute(Route):
     """A JSON POST signed with HMAC-SHA256 when ``secret`` is set."""
 
     type: Literal["webhook"]
-    url: SecretStr
+    url: HttpUrl
     secret: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: PositiveDuration = timedelta(seconds=10)  # for the whole request, answer included
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: SecretStr) -> SecretStr:
-        url = urlsplit(value.get_secret_value())
-        if url.scheme not in {"http", "https"} or not url.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+    max_batch: MaxBatch = 100
+    lists_all: ClassVar[bool] = True
 
     def secrets(self) -> list[str]:
         """The whole URL, its password or token parameters, the signing secret, auth headers."""
@@ -103,16 +112,46 @@ class WebhookRoute(Route):
                 *header_secrets(self.headers)]
 
 
+class AlertmanagerRoute(Route, HttpAuth):
+    """Alertmanager's ``POST /api/v2/alerts``: one alert per violation, ended after ``alert_ttl``.
+
+    A violation is an event about a finished trace, not a state that a later evaluation
+    could see end: nothing would re-send it as Prometheus re-sends a firing alert. So each
+    alert carries its own end, ``alert_ttl`` after it was posted, and a retraction ends it
+    at once. Auth and TLS keys are Tempo's (``HttpAuth``).
+    """
+
+    type: Literal["alertmanager"]
+    url: HttpUrl  # the base URL, e.g. http://alertmanager:9093 (may carry a path prefix)
+    timeout: PositiveDuration = timedelta(seconds=10)  # for the whole request, answer included
+    alert_ttl: PositiveDuration = timedelta(hours=1)
+    max_batch: MaxBatch = 100
+    lists_all: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _events_not_states(self) -> Self:
+        if self.send_resolved:
+            raise ValueError("send_resolved does not apply to alertmanager routes: each alert ends "
+                             "on its own after alert_ttl, and a retraction ends it at once")
+        if self.bearer_token is not None and self.username is not None:
+            raise ValueError("give username and password, or bearer_token, not both")
+        return self
+
+    def secrets(self) -> list[str]:
+        """The URL's credentials, the password (also as Basic auth sends it), token, auth headers."""
+        return [*self.auth_secrets(), *url_secrets(self.url.get_secret_value())]
+
+
 class LogRoute(Route):
     """Notifications as log lines (``notification.sent``), for development and as a fallback."""
 
     type: Literal["log"]
 
 
-AnyRoute = Annotated[SlackRoute | WebhookRoute | LogRoute, Field(discriminator="type")]
+AnyRoute = Annotated[SlackRoute | WebhookRoute | AlertmanagerRoute | LogRoute, Field(discriminator="type")]
 # The ``type`` values: pydantic puts the one that matched in an error's location.
 ROUTE_TYPES = frozenset(get_args(route.model_fields["type"].annotation)[0]
-                        for route in (SlackRoute, WebhookRoute, LogRoute))
+                        for route in (SlackRoute, WebhookRoute, AlertmanagerRoute, LogRoute))
 
 
 class DeliverySettings(Section):

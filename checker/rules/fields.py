@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import urlsplit
 
 import yaml
 from apscheduler.triggers.cron import CronTrigger
@@ -25,7 +26,7 @@ TOP_LEVEL_KEYS = frozenset({"rules"})
 KNOWN_KEYS = frozenset({
     "id", "name", "description", "severity", "compliance_frameworks", "controls", "condition",
     "every", "cron", "evaluation_delay", "settle", "enabled", "labels", "notify", "examples",
-    "example_violation",
+    "example_violation", "runbook_url",
 })
 EXAMPLE_KEYS = frozenset({"name", "description", "expect", "trace"})
 LEGACY_EXAMPLE_KEYS = EXAMPLE_KEYS - {"expect"}  # example_violation is a violation whatever it says
@@ -176,6 +177,18 @@ class FieldReader:
             return None
         return value
 
+    def url(self, fields: dict[str, yaml.Node], key: str, rule_id: str | None) -> str | None:
+        """An absolute http(s) URL: it becomes a link in a notification, so it must open."""
+        value = self.string(fields, key, rule_id=rule_id)
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            self.error(fields[key], f"'{key}' must be an http:// or https:// URL, not {value!r}", rule_id,
+                       "e.g. https://wiki.example.com/runbooks/pii-access")
+            return None
+        return value.strip()
+
     def metadata(self, fields: dict[str, yaml.Node], rule_id: str | None) -> dict[str, Any]:
         """Every optional field of a rule, checked, as ``Rule`` keyword arguments."""
         self.unknown_keys(fields, KNOWN_KEYS, "", rule_id)
@@ -206,6 +219,7 @@ class FieldReader:
             "settle": self.duration(fields, "settle", rule_id),
             "labels": {str(k): str(v) for k, v in labels.items()},
             "notify": self.strings(fields, "notify", rule_id),
+            "runbook_url": self.url(fields, "runbook_url", rule_id),
             "examples": self.examples(fields, rule_id),
         }
 

@@ -68,5 +68,6 @@ class Rule:
     settle: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     notify: tuple[str, ...] = ()
+    runbook_url: str | None = None  # linked from notifications (Alertmanager's runbook_url annotation)
     examples: tuple[Example, ...] = ()
     legacy: bool = False

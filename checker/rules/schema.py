@@ -131,6 +131,10 @@ class Rule(_Keys):
     notify: Strings = []
     """Notification routes (the config's `notifiers`) for this rule's violations (default: the
     config's `default_notifiers`)."""
+    runbook_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+", json_schema_extra={
+        "patternErrorMessage": "write an http:// or https:// URL"})] | Absent = None
+    """What to do about a violation: a link in notifications (Alertmanager's `runbook_url` annotation,
+    the webhook body's `rule`)."""
     examples: list[Example] = []
     """Hand-made traces with the verdict the rule must give, run by `betrace test`."""
     example_violation: LegacyExample | Absent = None

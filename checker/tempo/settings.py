@@ -6,19 +6,18 @@ Each default lives here once; the client, the config loader and the CLI all read
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path  # noqa: TC003  (pydantic reads the annotations at run time)
 
 import httpx
-from pydantic import ByteSize, Field, SecretStr, field_validator
+from pydantic import ByteSize, Field, field_validator
 
-from checker.config_types import Duration, Section, Size
-from checker.redact import basic_auth_token, header_secrets, url_secrets
+from checker.config_types import Duration, HttpAuth, Size
+from checker.redact import url_secrets
 
 MAX_SEARCH_LIMIT = 262_144  # Tempo's default max_result_limit
 MIB = 1024 * 1024
 
 
-class TempoSettings(Section):
+class TempoSettings(HttpAuth):
     """Where Tempo is and how to talk to it (see ``scan --tempo`` for the meaning of each)."""
 
     url: str = "http://localhost:3200"
@@ -33,12 +32,6 @@ class TempoSettings(Section):
     trace_margin: Duration = timedelta(minutes=10)
     # The daemon's kept answers of margin searches (``SearchCache``); 0 asks Tempo every time.
     search_cache: Size = Field(ByteSize(64 * MIB), ge=0)
-    username: str | None = None
-    password: SecretStr | None = None
-    bearer_token: SecretStr | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    ca_bundle: Path | None = None
-    insecure: bool = False
 
     @field_validator("url")
     @classmethod
@@ -64,11 +57,7 @@ class TempoSettings(Section):
 
     def secrets(self) -> list[str]:
         """Credentials sent to Tempo, also in the base64 form a Basic header carries."""
-        password = self.password.get_secret_value() if self.password else None
-        token = self.bearer_token.get_secret_value() if self.bearer_token else None
-        basic = basic_auth_token(self.username, password or "") if self.username else None
-        found = [password, token, basic, *url_secrets(self.url), *header_secrets(self.headers)]
-        return [secret for secret in found if secret]
+        return [*self.auth_secrets(), *url_secrets(self.url)]
 
     @property
     def verify(self) -> bool | str:
