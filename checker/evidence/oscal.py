@@ -74,7 +74,8 @@ class _Ids:
 
 
 def _prop(name: str, value: object, group: str | None = None) -> common.Property:
-    return common.Property(name=name, value=str(value), ns=NS, group=group)
+    text = str(value).lower() if isinstance(value, bool) else str(value)  # JSON's true and false
+    return common.Property(name=name, value=text, ns=NS, group=group)
 
 
 def write_oscal(report: Report, out: TextIO) -> None:
@@ -130,7 +131,7 @@ def _observation(control: ControlFigures, report: Report, ids: _Ids) -> common.O
                   _prop("coverage", rule.coverage, group),
                   _prop("windows-evaluated", rule.windows_evaluated, group),
                   _prop("gaps", len(rule.gaps), group),
-                  _prop("never-applied", str(rule.never_applied).lower(), group)]
+                  _prop("never-applied", rule.never_applied, group)]
         if rule.traces_in_scope is not None:
             props.append(_prop("traces-in-scope", rule.traces_in_scope, group))
         evidence += _evidence(rule)
@@ -190,7 +191,7 @@ def _ledger(report: Report, ids: _Ids) -> common.Resource:
     """The ledger head: archive it with the report; a later verify must still reach it."""
     verdict = report.ledger
     props = [_prop("ledger-head", verdict.head), _prop("ledger-records", verdict.records),
-             _prop("ledger-intact", str(verdict.ok).lower()), _prop("verify-command", report.verify_command)]
+             _prop("ledger-intact", verdict.ok), _prop("verify-command", report.verify_command)]
     if verdict.broken_at is not None:
         props.append(_prop("ledger-broken-at", verdict.broken_at))
     return common.Resource(uuid=ids.of("ledger"), title="Ledger head", description=ledger_sentence(report),
