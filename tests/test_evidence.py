@@ -102,6 +102,16 @@ def fill(store: Store) -> None:
         window(hour)
 
 
+def never_applied(store: Store, rule_id: str) -> None:
+    """Four windows of the rule evaluated with no trace in scope."""
+    rule = rules()[rule_id]
+    store.start_checkpoint(rule_id, T0)
+    for hour in range(4):
+        start = T0 + hour * HOUR
+        store.commit(WindowRecord(rule, start, start + HOUR, start, 0.1, "ok", scope_size=0,
+                                  plan="S1 scope { }"))
+
+
 @pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     with store_url(request.param, tmp_path) as url:
@@ -265,12 +275,7 @@ class TestReportFigures:
     def test_a_rule_that_never_applied_is_flagged(self, store: Store, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """Evaluated all along with nothing in scope looks like a pass: the report says it is no evidence."""
-        deploy = rules()["deploy"]
-        store.start_checkpoint("deploy", T0)
-        for hour in range(4):
-            start = T0 + hour * HOUR
-            store.commit(WindowRecord(deploy, start, start + HOUR, start, 0.1, "ok", scope_size=0,
-                                      plan="S1 scope { }"))
+        never_applied(store, "deploy")
         report = self.report_json(store, capsys, monkeypatch, tmp_path, "--framework", "SOC2")
         flags = {r["rule_id"]: r["never_applied"] for c in report["controls"] for r in c["rules"]}
         assert {"audit": False, "deploy": True} == flags
@@ -654,12 +659,7 @@ class TestOscal:
     def test_the_report_as_assessment_results(self, store: Store, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """Several controls, one with violations, one whose rule never applied, one never evaluated."""
-        deploy = rules()["deploy"]
-        store.start_checkpoint("deploy", T0)
-        for hour in range(4):
-            start = T0 + hour * HOUR
-            store.commit(WindowRecord(deploy, start, start + HOUR, start, 0.1, "ok", scope_size=0,
-                                      plan="S1 scope { }"))
+        never_applied(store, "deploy")
         figures = TestReportFigures().report_json(store, capsys, monkeypatch, tmp_path)
         document = oscal_report(store, capsys, monkeypatch, tmp_path, *PERIOD)
         assert_references_resolve(document)
