@@ -8,7 +8,7 @@ WORKDIR /src
 RUN python -m venv /opt/betrace
 COPY pyproject.toml README.md ./
 COPY checker ./checker
-# --build-arg EXTRAS='[oscal]' adds what `evidence report --format oscal` needs (about 60 MB).
+# --build-arg EXTRAS='[oscal]' adds what `evidence report --format oscal` needs (about 45 MB).
 ARG EXTRAS=""
 RUN /opt/betrace/bin/pip install ".${EXTRAS}" && /opt/betrace/bin/python -m compileall -q /opt/betrace
 
