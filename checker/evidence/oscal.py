@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 OSCAL_VERSION = "1.1.3"
 NS = "https://betrace.dev/ns/oscal"  # names BeTrace's props; OSCAL requires a URI, never fetched
-_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, NS)
+# Fixed, not derived from NS: documents keep their UUIDs if the props' namespace is ever renamed.
+_NAMESPACE = uuid.UUID("514c1e39-d7ba-5bea-bb97-52008cbbc8f5")
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9._-]")
 # A control's totals named as the CSV names them, so that they read apart from a rule's own props.
 _TOTALS = {"late": "late-violations", "retracted": "retracted-violations", "confirmed": "confirmed-by-final",
