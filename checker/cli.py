@@ -37,7 +37,7 @@ from checker.errors import (
     UsageError,
     visible,
 )
-from checker.evidence import WRITERS, Filters, attest
+from checker.evidence import FORMATS, Filters, attest, writer
 from checker.evidence import build as build_report
 from checker.log import configure
 from checker.notify import sender_for
@@ -470,15 +470,15 @@ def cmd_evidence_report(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     start, end = whole_seconds(parse_time(args.start), parse_time(args.end))
     filters = Filters(start, end, framework=args.framework, control=args.control, rule=args.rule)
+    write = writer(args.format)
     with Store.open(settings.store) as store:
         report = build_report(store, filters, settings.trace_url_template,
                               config=str(args.config) if args.config else None)
-    writer = WRITERS[args.format]
     if args.out is None or str(args.out) == "-":
-        writer(report, sys.stdout)
+        write(report, sys.stdout)
     else:
         with args.out.open("w", encoding="utf-8") as out:
-            writer(report, out)
+            write(report, out)
     rules = {r.rule_id for c in report.controls for r in c.rules}
     print(f"{len(report.controls)} controls, {len(rules)} rules; ledger "
           + ("intact" if report.ledger.ok else f"BROKEN at record {report.ledger.broken_at}")
@@ -690,8 +690,9 @@ def _evidence_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     report.add_argument("--framework", metavar="NAME", help="only rules of this framework, e.g. SOC2")
     report.add_argument("--control", metavar="ID", help="only this control, e.g. CC6.7 or SOC2:CC6.7")
     report.add_argument("--rule", metavar="ID", help="only this rule")
-    report.add_argument("--format", choices=tuple(WRITERS), default="html",
-                        help="html (one self-contained page), md, json or csv (default html)")
+    report.add_argument("--format", choices=FORMATS, default="html",
+                        help="html (one self-contained page; the default), md, json, csv, or oscal "
+                             "(OSCAL 1.1.3 assessment results; needs the oscal extra)")
     report.add_argument("--out", type=Path, metavar="FILE", help="write here (default: standard output)")
     report.set_defaults(func=cmd_evidence_report)
 

@@ -1,4 +1,4 @@
-"""Compliance evidence: the ledger, report figures (exact), gaps, HTML in Chromium, backfill."""
+"""Compliance evidence: the ledger, report figures (exact), gaps, HTML in Chromium, OSCAL, backfill."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from recordings import needs_recordings
 from sqlalchemy import create_engine, text
 from stores import STORE_KINDS, store_url
 from tempo_double import Fault, TempoDouble
+from trestle.oscal.assessment_results import AssessmentResults
 
 from checker.cli import main
 from checker.daemon.factory import open_daemon
@@ -99,6 +100,16 @@ def fill(store: Store) -> None:
                                   error="http://tempo:3200/api/search answered 503: unavailable"))
     for hour in range(36, 44):
         window(hour)
+
+
+def never_applied(store: Store, rule_id: str) -> None:
+    """Four windows of the rule evaluated with no trace in scope."""
+    rule = rules()[rule_id]
+    store.start_checkpoint(rule_id, T0)
+    for hour in range(4):
+        start = T0 + hour * HOUR
+        store.commit(WindowRecord(rule, start, start + HOUR, start, 0.1, "ok", scope_size=0,
+                                  plan="S1 scope { }"))
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -264,12 +275,7 @@ class TestReportFigures:
     def test_a_rule_that_never_applied_is_flagged(self, store: Store, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """Evaluated all along with nothing in scope looks like a pass: the report says it is no evidence."""
-        deploy = rules()["deploy"]
-        store.start_checkpoint("deploy", T0)
-        for hour in range(4):
-            start = T0 + hour * HOUR
-            store.commit(WindowRecord(deploy, start, start + HOUR, start, 0.1, "ok", scope_size=0,
-                                      plan="S1 scope { }"))
+        never_applied(store, "deploy")
         report = self.report_json(store, capsys, monkeypatch, tmp_path, "--framework", "SOC2")
         flags = {r["rule_id"]: r["never_applied"] for c in report["controls"] for r in c["rules"]}
         assert {"audit": False, "deploy": True} == flags
@@ -614,3 +620,143 @@ def test_an_amendment_of_no_provisional_record_is_named(tmp_path: Path) -> None:
         assert "amends record 5, which is not an earlier provisional record" in (verdict.problem or "")
     finally:
         store.close()
+
+
+def oscal_report(store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                 tmp_path: Path, *args: str) -> dict:
+    """``evidence report --format oscal``, its document checked by trestle's OSCAL 1.1.3 models."""
+    monkeypatch.setenv("BETRACE_STORE", store.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("BETRACE_TRACE_URL_TEMPLATE", "https://grafana/t/{trace_id}")
+    monkeypatch.chdir(tmp_path)
+    assert 0 == main(["evidence", "report", *args, "--format", "oscal"])
+    document = json.loads(capsys.readouterr().out)
+    AssessmentResults.parse_obj(document["assessment-results"])  # raises on anything OSCAL refuses
+    return document["assessment-results"]
+
+
+def props(item: dict, group: str | None = None) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for prop in item.get("props", []):
+        if prop.get("group") == group:
+            found.setdefault(prop["name"], []).append(prop["value"])
+    return found
+
+
+def assert_references_resolve(document: dict) -> None:
+    """What OSCAL's schema cannot check: unique UUIDs, and every reference names one of them."""
+    [result] = document["results"]
+    uuids = [document["uuid"], result["uuid"], *(o["uuid"] for o in result.get("observations", [])),
+             *(f["uuid"] for f in result.get("findings", [])),
+             *(r["uuid"] for r in document["back-matter"]["resources"])]
+    assert len(uuids) == len(set(uuids))
+    assert document["import-ap"]["href"].removeprefix("#") in uuids
+    for finding in result.get("findings", []):
+        for related in finding["related-observations"]:
+            assert related["observation-uuid"] in uuids
+
+
+class TestOscal:
+    def test_the_report_as_assessment_results(self, store: Store, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """Several controls, one with violations, one whose rule never applied, one never evaluated."""
+        never_applied(store, "deploy")
+        figures = TestReportFigures().report_json(store, capsys, monkeypatch, tmp_path)
+        document = oscal_report(store, capsys, monkeypatch, tmp_path, *PERIOD)
+        assert_references_resolve(document)
+        assert "1.1.3" == document["metadata"]["oscal-version"]
+        assert figures["ledger"]["head"] == document["metadata"]["version"]
+        [result] = document["results"]
+        assert ("2026-11-01T00:00:00+00:00", "2026-11-03T00:00:00+00:00") == (result["start"], result["end"])
+        controls = ["ISO27001:A.12.1.2", "SOC2:CC6.7", "SOC2:CC8.1"]
+        assert ["ISO27001_A.12.1.2", "SOC2_CC6.7", "SOC2_CC8.1"] == [
+            c["control-id"] for c in result["reviewed-controls"]["control-selections"][0]["include-controls"]]
+        observations = {o["title"]: o for o in result["observations"]}
+        assert controls == list(observations)
+        for control in figures["controls"]:  # the report's own figures, not computed again
+            seen = props(observations[control["control"]])
+            assert [str(control["coverage"])] == seen["coverage"]
+            assert [str(control["totals"]["windows_evaluated"])] == seen["windows-evaluated"]
+            assert [str(control["totals"]["never_applied"])] == seen["rules-never-applied"]
+            for rule in control["rules"]:
+                mine = props(observations[control["control"]], rule["rule_id"])
+                assert [v["version"] for v in rule["versions"]] == mine["rule-version"]
+                assert [str(rule["traces_in_scope"])] == mine["traces-in-scope"]
+                assert [str(len(rule["gaps"]))] == mine["gaps"]
+        audit = observations["SOC2:CC6.7"]
+        assert audit["description"].startswith("Coverage 79.17 %: 38 windows evaluated")
+        assert "skipped: the daemon was down longer than max_catchup" in audit["description"]
+        assert [(f"https://grafana/t/{n:032x}", "confirmed") for n in (1, 2)] == [
+            (e["href"], props(e)["status"][0]) for e in audit["relevant-evidence"]]
+        assert ["true"] == props(observations["SOC2:CC8.1"], "deploy")["never-applied"]
+        assert "No evidence: the rule never applied" in observations["SOC2:CC8.1"]["description"]
+        assert "relevant-evidence" not in observations["SOC2:CC8.1"]
+        [finding] = result["findings"]  # only the control with violations
+        assert ("objective-id", "SOC2_CC6.7", "not-satisfied") == (
+            finding["target"]["type"], finding["target"]["target-id"], finding["target"]["status"]["state"])
+        assert [audit["uuid"]] == [r["observation-uuid"] for r in finding["related-observations"]]
+        [_, head] = document["back-matter"]["resources"]
+        assert {"ledger-head": [figures["ledger"]["head"]], "ledger-records": ["45"],
+                "ledger-intact": ["true"], "verify-command": ["betrace evidence verify"]} == props(head)
+
+    def test_the_same_uuids_when_run_again(self, store: Store, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """Like every format it carries its generation time; everything else is the same, UUIDs included."""
+        first = oscal_report(store, capsys, monkeypatch, tmp_path, *PERIOD)
+        again = oscal_report(store, capsys, monkeypatch, tmp_path, *PERIOD)
+        assert first["metadata"].pop("last-modified") != again["metadata"].pop("last-modified")
+        assert first == again
+        other = oscal_report(store, capsys, monkeypatch, tmp_path, *PERIOD, "--framework", "SOC2")
+        assert first["uuid"] != other["uuid"]
+        assert first["results"][0]["uuid"] != other["results"][0]["uuid"]
+
+    def test_amendments(self, settled: Store, capsys: pytest.CaptureFixture[str],
+                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        document = oscal_report(settled, capsys, monkeypatch, tmp_path, *SETTLED_PERIOD,
+                                "--control", "164.312(b)")
+        assert_references_resolve(document)
+        [observation] = document["results"][0]["observations"]
+        seen = props(observation)
+        assert {"violations": ["3"], "provisional-violations": ["1"], "late-violations": ["1"],
+                "retracted-violations": ["1"], "confirmed-by-final": ["1"], "windows-provisional": ["5"]} == {
+            k: seen[k] for k in ("violations", "provisional-violations", "late-violations",
+                                 "retracted-violations", "confirmed-by-final", "windows-provisional")}
+        evidence = {props(e)["trace-id"][0]: props(e) for e in observation["relevant-evidence"]}
+        assert {trace(3): "confirmed", trace(2): "confirmed", trace(6): "provisional",
+                trace(1): "retracted"} == {t: p["status"][0] for t, p in evidence.items()}
+        assert ["true"] == evidence[trace(2)]["late"]
+        assert "late" not in evidence[trace(3)]
+        assert "amendments: 1 late violations, 1 retracted, 1 confirmed" in observation["description"]
+        [finding] = document["results"][0]["findings"]
+        assert "HIPAA_164.312_b_" == finding["target"]["target-id"]
+
+    def test_out_file_and_the_errors_of_every_format(self, store: Store, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch.setenv("BETRACE_STORE", store.engine.url.render_as_string(hide_password=False))
+        monkeypatch.chdir(tmp_path)
+        out = tmp_path / "ar.json"
+        assert 0 == main(["evidence", "report", *PERIOD, "--format", "oscal", "--out", str(out)])
+        assert f"written to {out}" in capsys.readouterr().err
+        AssessmentResults.parse_obj(json.loads(out.read_text())["assessment-results"])
+        empty = ("--from", "2026-11-01T00:00:00Z", "--to", "2026-11-01T00:00:00Z")
+        missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
+        for args, url, code in ((empty, None, 2), (PERIOD, missing, 3)):
+            if url:
+                monkeypatch.setenv("BETRACE_STORE", url)
+            said = []
+            for fmt in ("json", "oscal"):
+                assert code == main(["evidence", "report", *args, "--format", fmt])
+                said.append(capsys.readouterr())
+            assert said[0] == said[1]
+            assert said[0].err.startswith("error: ")
+
+    def test_without_trestle_the_error_names_the_extra(self, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setitem(sys.modules, "trestle.oscal", None)  # what an install without the extra sees
+        monkeypatch.delitem(sys.modules, "checker.evidence.oscal", raising=False)
+        monkeypatch.setenv("BETRACE_STORE", f"sqlite:///{tmp_path / 'b.db'}")
+        monkeypatch.chdir(tmp_path)
+        out = tmp_path / "ar.json"
+        assert 2 == main(["evidence", "report", *PERIOD, "--format", "oscal", "--out", str(out)])
+        assert "pip install 'betrace-checker[oscal]'" in capsys.readouterr().err
+        assert not out.exists()

@@ -179,6 +179,13 @@ class Report:
     generated_at: datetime
     checker_version: str = __version__
     verify_command: str = "betrace evidence verify"
+    origin: str | None = None  # the hash of the ledger's first record: names the store, as it grows
+
+
+def _origin(store: Store) -> str | None:
+    """The first record's hash: it never changes, so identifiers derived from it stay stable."""
+    with store.engine.connect() as connection:
+        return connection.execute(select(evaluations.c.hash).order_by(evaluations.c.id).limit(1)).scalar()
 
 
 def build(store: Store, filters: Filters, template: str | None, *, config: str | None = None) -> Report:
@@ -192,7 +199,8 @@ def build(store: Store, filters: Filters, template: str | None, *, config: str |
             by_control.setdefault(control, []).append(rule)
     command = "betrace evidence verify" + (f" --config {config}" if config else "")
     return Report(filters, [ControlFigures(c, by_control[c]) for c in sorted(by_control)],
-                  ledger.verify(store.engine), datetime.now(UTC), verify_command=command)
+                  ledger.verify(store.engine), datetime.now(UTC), verify_command=command,
+                  origin=_origin(store))
 
 
 def _matching_controls(controls: list[str], filters: Filters) -> list[str]:

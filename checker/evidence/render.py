@@ -23,11 +23,13 @@ if TYPE_CHECKING:
     from checker.evidence.figures import ControlFigures, Day, Report, RuleFigures
 
 
-def _time(moment: datetime) -> str:
+def stamp(moment: datetime) -> str:
+    """A time as every format writes it: RFC 3339 in UTC, ``Z`` rather than ``+00:00``."""
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _pct(share: float | None) -> str:
+def pct(share: float | None) -> str:
+    """A share as people read it, two decimals so that a short gap never rounds to 100 %."""
     return "n/a" if share is None else f"{share * 100:.2f} %"
 
 
@@ -40,13 +42,13 @@ def _rule(rule: RuleFigures) -> dict[str, Any]:
     return {
         "rule_id": rule.rule_id, "name": rule.name, "severity": rule.severity,
         "frameworks": rule.frameworks, "controls": rule.controls,
-        "versions": [{**v, "first_seen_at": _time(v["first_seen_at"])} for v in rule.versions],
+        "versions": [{**v, "first_seen_at": stamp(v["first_seen_at"])} for v in rule.versions],
         "expected_seconds": rule.expected_seconds, "covered_seconds": rule.covered_seconds,
         "coverage": rule.coverage, "windows_evaluated": rule.windows_evaluated,
         "windows_incomplete": rule.windows_incomplete, "windows_skipped": rule.windows_skipped,
         "failed_attempts": rule.failed_attempts, "backfilled_windows": rule.backfilled_windows,
         "traces_in_scope": rule.traces_in_scope, "never_applied": rule.never_applied,
-        "gaps": [{"start": _time(g.start), "end": _time(g.end), "reason": g.reason} for g in rule.gaps],
+        "gaps": [{"start": stamp(g.start), "end": stamp(g.end), "reason": g.reason} for g in rule.gaps],
         "windows_provisional": rule.windows_provisional,
         "violations": [_violation(v) for v in rule.violations],
         "provisional_violations": rule.provisional_violations,
@@ -58,7 +60,7 @@ def _rule(rule: RuleFigures) -> dict[str, Any]:
 
 
 def _violation(violation: dict[str, Any]) -> dict[str, Any]:
-    return {k: _time(v) if k in {"found_at", "amended_at"} and v is not None else v
+    return {k: stamp(v) if k in {"found_at", "amended_at"} and v is not None else v
             for k, v in violation.items()}
 
 
@@ -66,8 +68,8 @@ def as_json(report: Report) -> dict[str, Any]:
     """Every figure, machine-readable."""
     f = report.filters
     return {
-        "report": {"from": _time(f.start), "to": _time(f.end), "framework": f.framework, "control": f.control,
-                   "rule": f.rule, "generated_at": _time(report.generated_at),
+        "report": {"from": stamp(f.start), "to": stamp(f.end), "framework": f.framework, "control": f.control,
+                   "rule": f.rule, "generated_at": stamp(report.generated_at),
                    "checker_version": report.checker_version},
         "ledger": {"records": report.ledger.records, "head": report.ledger.head, "intact": report.ledger.ok,
                    "broken_at": report.ledger.broken_at, "problem": report.ledger.problem,
@@ -152,31 +154,31 @@ def _fence(code: str) -> str:
 def write_markdown(report: Report, out: TextIO) -> None:
     """For a wiki or a ticket."""
     f = report.filters
-    out.write(f"# Compliance evidence: {_time(f.start)} to {_time(f.end)}\n\n")
-    out.write(f"Generated {_time(report.generated_at)} by BeTrace Checker {_md(report.checker_version)}. "
-              f"{_ledger_sentence(report)}\n")
+    out.write(f"# Compliance evidence: {stamp(f.start)} to {stamp(f.end)}\n\n")
+    out.write(f"Generated {stamp(report.generated_at)} by BeTrace Checker {_md(report.checker_version)}. "
+              f"{ledger_sentence(report)}\n")
     for control in report.controls:
-        out.write(f"\n## {_md(control.control)}\n\n{_md(_totals_sentence(control))}\n")
+        out.write(f"\n## {_md(control.control)}\n\n{_md(totals_sentence(control))}\n")
         for rule in control.rules:
             out.write(f"\n### {_md(rule.name)} ({_md(rule.rule_id)}, {_md(rule.severity)})\n\n")
             out.writelines(_version_md(v) for v in rule.versions)
             out.write(f"\n| coverage | windows evaluated | skipped | failed attempts | traces in scope | "
                       f"violations | compliance |\n|---|---|---|---|---|---|---|\n"
-                      f"| {_pct(rule.coverage)} | {rule.windows_evaluated} | {rule.windows_skipped} | "
+                      f"| {pct(rule.coverage)} | {rule.windows_evaluated} | {rule.windows_skipped} | "
                       f"{rule.failed_attempts} | {_count(rule.traces_in_scope)} | {len(rule.violations)} | "
-                      f"{_pct(_overall_rate(rule))} |\n")
+                      f"{pct(_overall_rate(rule))} |\n")
             if rule.never_applied:
                 out.write(f"\n**{NEVER_APPLIED}**\n")
             if rule.gaps:
                 out.write("\nGaps:\n\n")
-                out.writelines(f"- {_time(g.start)} to {_time(g.end)}: {_md(g.reason)}\n" for g in rule.gaps)
-            out.write(f"\n{_md(_verdict_sentence(rule))}\n")
+                out.writelines(f"- {stamp(g.start)} to {stamp(g.end)}: {_md(g.reason)}\n" for g in rule.gaps)
+            out.write(f"\n{_md(verdict_sentence(rule))}\n")
             for title, listed in (("Violations", rule.violations),
                                   ("Late violations (amendments)", rule.late),
                                   ("Retracted (amendments, not violations)", rule.retracted)):
                 if listed:
                     out.write(f"\n{title}:\n\n")
-                    out.writelines(f"- {_md_trace(v)} {_md(_violation_note(v))}\n" for v in listed)
+                    out.writelines(f"- {_md_trace(v)} {_md(violation_note(v))}\n" for v in listed)
 
 
 def _md_trace(violation: dict[str, Any]) -> str:
@@ -184,7 +186,7 @@ def _md_trace(violation: dict[str, Any]) -> str:
     return f"[{trace}]({_md_url(violation['trace_url'])})" if violation["trace_url"] else trace
 
 
-def _violation_note(violation: dict[str, Any]) -> str:
+def violation_note(violation: dict[str, Any]) -> str:
     """The reason, with the verdict where it is not plainly a confirmed violation."""
     status = violation.get("status", "confirmed")
     if status == "retracted":
@@ -194,7 +196,8 @@ def _violation_note(violation: dict[str, Any]) -> str:
     return str(violation["reason"])
 
 
-def _verdict_sentence(rule: RuleFigures) -> str:
+def verdict_sentence(rule: RuleFigures) -> str:
+    """A rule's verdicts in words: what is not final yet, and what final passes amended."""
     totals = rule.amendment_totals
     return (f"Verdicts: {len(rule.violations)} violations, {rule.provisional_violations} of them provisional "
             f"(not final yet); {rule.windows_provisional} windows not settled yet. Amendments by final "
@@ -207,10 +210,10 @@ NEVER_APPLIED = ("No evidence: the rule never applied. No trace was in its scope
                  "what the instrumentation emits (betrace validate warns about the usual mistakes).")
 
 
-def _totals_sentence(control: ControlFigures) -> str:
+def totals_sentence(control: ControlFigures) -> str:
     """The control's coverage line, amendments included."""
     totals = control.totals
-    return (f"Coverage {_pct(control.coverage)}: {totals['windows_evaluated']} windows evaluated "
+    return (f"Coverage {pct(control.coverage)}: {totals['windows_evaluated']} windows evaluated "
             f"({totals['windows_provisional']} not settled yet); {totals['violations']} violations "
             f"({totals['provisional_violations']} provisional); amendments: {totals['late']} late "
             f"violations, {totals['retracted']} retracted, {totals['confirmed']} confirmed."
@@ -229,7 +232,8 @@ def _count(value: int | None) -> str:
     return "not measured" if value is None else str(value)
 
 
-def _ledger_sentence(report: Report) -> str:
+def ledger_sentence(report: Report) -> str:
+    """The ledger's state, with the command that lets a reader check it."""
     verdict = report.ledger
     if not verdict.ok:
         return f"LEDGER BROKEN: {verdict.problem}."
@@ -277,7 +281,7 @@ def _rule_html(rule: RuleFigures) -> str:
     versions = "".join(f"<li><code>{escape(v['version'][:12])}</code> from {escape(v['source'])}:"
                        f"<pre>{escape(v['condition'].strip())}</pre></li>" for v in rule.versions)
     coverage_class = "ok" if rule.coverage >= 1 else "bad"
-    gaps = "".join(f'<tr class="gap"><td>{_time(g.start)}</td><td>{_time(g.end)}</td>'
+    gaps = "".join(f'<tr class="gap"><td>{stamp(g.start)}</td><td>{stamp(g.end)}</td>'
                    f"<td>{escape(g.reason)}</td></tr>" for g in rule.gaps)
     found = _violations_html(rule.violations)
     return (
@@ -285,14 +289,14 @@ def _rule_html(rule: RuleFigures) -> str:
         f"{escape(rule.severity)})</span></h3><ul>{versions}</ul>"
         "<table><tr><th>Coverage</th><th>Windows evaluated</th><th>Skipped</th><th>Failed attempts</th>"
         "<th>Traces in scope</th><th>Violations</th><th>Compliance</th></tr>"
-        f'<tr><td class="{coverage_class}">{_pct(rule.coverage)}</td><td>{rule.windows_evaluated}</td>'
+        f'<tr><td class="{coverage_class}">{pct(rule.coverage)}</td><td>{rule.windows_evaluated}</td>'
         f"<td>{rule.windows_skipped}</td><td>{rule.failed_attempts}</td><td>{_count(rule.traces_in_scope)}</td>"
-        f"<td>{len(rule.violations)}</td><td>{_pct(_overall_rate(rule))}</td></tr></table>"
+        f"<td>{len(rule.violations)}</td><td>{pct(_overall_rate(rule))}</td></tr></table>"
         + (f'<p class="bad"><strong>{escape(NEVER_APPLIED)}</strong></p>' if rule.never_applied else "")
         + (f"<h4>Gaps</h4><table><tr><th>From</th><th>To</th><th>Why</th></tr>{gaps}</table>" if gaps
            else '<p class="ok">No gaps: every window of the period was evaluated.</p>')
         + (f"<h4>Violations</h4>{found}" if found else "<p>No violations.</p>")
-        + f"<p>{escape(_verdict_sentence(rule))}</p>"
+        + f"<p>{escape(verdict_sentence(rule))}</p>"
         + (f"<h4>Late violations (amendments)</h4>{_violations_html(rule.late)}" if rule.late else "")
         + (f"<h4>Retracted (amendments, not violations)</h4>{_violations_html(rule.retracted)}"
            if rule.retracted else "")
@@ -303,8 +307,8 @@ def _violations_html(listed: list[dict[str, Any]]) -> str:
     if not listed:
         return ""
     rows = "".join(
-        f"<tr><td>{_link(v)}</td><td>{escape(v['severity'])}</td><td>{_time(v['found_at'])}</td>"
-        f"<td>{escape(v.get('status', 'confirmed'))}</td><td>{escape(_violation_note(v))}</td></tr>"
+        f"<tr><td>{_link(v)}</td><td>{escape(v['severity'])}</td><td>{stamp(v['found_at'])}</td>"
+        f"<td>{escape(v.get('status', 'confirmed'))}</td><td>{escape(violation_note(v))}</td></tr>"
         for v in listed)
     return ("<table><tr><th>Trace</th><th>Severity</th><th>Found</th><th>Status</th><th>Reason</th></tr>"
             f"{rows}</table>")
@@ -317,7 +321,7 @@ def _link(violation: dict[str, Any]) -> str:
 
 
 def _control_html(control: ControlFigures) -> str:
-    return (f"<h2>{escape(control.control)}</h2><p>{escape(_totals_sentence(control))}</p>"
+    return (f"<h2>{escape(control.control)}</h2><p>{escape(totals_sentence(control))}</p>"
             '<p class="muted">Compliance rate per day</p>'
             f"{_chart(control.days)}" + "".join(_rule_html(r) for r in control.rules))
 
@@ -330,11 +334,11 @@ def write_html(report: Report, out: TextIO) -> None:
     ledger_class = "ok" if report.ledger.ok else "bad"
     out.write(
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>Compliance evidence {_time(f.start)} to {_time(f.end)}</title>"
+        f"<title>Compliance evidence {stamp(f.start)} to {stamp(f.end)}</title>"
         f"<style>{_style()}</style></head><body>"
-        f"<h1>Compliance evidence</h1><p>{_time(f.start)} to {_time(f.end)} · {scope}</p>"
-        f'<p class="{ledger_class}">{escape(_ledger_sentence(report))}</p>'
-        f'<p class="muted">Generated {_time(report.generated_at)} by BeTrace Checker '
+        f"<h1>Compliance evidence</h1><p>{stamp(f.start)} to {stamp(f.end)} · {scope}</p>"
+        f'<p class="{ledger_class}">{escape(ledger_sentence(report))}</p>'
+        f'<p class="muted">Generated {stamp(report.generated_at)} by BeTrace Checker '
         f"{escape(report.checker_version)}.</p>"
         + ("".join(_control_html(c) for c in report.controls) or "<p>No rule matches these filters.</p>")
         + "</body></html>\n")
