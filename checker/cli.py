@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import math
 import os
 import sys
@@ -39,6 +40,7 @@ from checker.errors import (
 )
 from checker.evidence import FORMATS, Filters, attest, writer
 from checker.evidence import build as build_report
+from checker.evidence.report_signature import check_report, sign_report
 from checker.log import configure
 from checker.notify import sender_for
 from checker.notify.message import sample_alert
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
     from checker.rules import Rule
 
 DEFAULT_RULES = Path("rules.d")
+SIGNED_FORMATS = frozenset({"html", "oscal"})  # the reports that carry their own signature
 
 
 def demo_traces() -> Path:
@@ -471,18 +474,39 @@ def cmd_evidence_report(args: argparse.Namespace) -> int:
     start, end = whole_seconds(parse_time(args.start), parse_time(args.end))
     filters = Filters(start, end, framework=args.framework, control=args.control, rule=args.rule)
     write = writer(args.format)
+    key = settings.evidence.signing_key
+    signer = signing.load_private(key) if key is not None and args.format in SIGNED_FORMATS else None
     with Store.open(settings.store) as store:
         report = build_report(store, filters, settings.trace_url_template,
                               config=str(args.config) if args.config else None)
+    text = io.StringIO()
+    write(report, text)
+    written = text.getvalue()
+    if signer is not None:
+        written = sign_report(written, signer, oscal=args.format == "oscal")
     if args.out is None or str(args.out) == "-":
-        write(report, sys.stdout)
+        sys.stdout.write(written)
     else:
-        with args.out.open("w", encoding="utf-8") as out:
-            write(report, out)
+        args.out.write_text(written, encoding="utf-8")
     rules = {r.rule_id for c in report.controls for r in c.rules}
     print(f"{len(report.controls)} controls, {len(rules)} rules; ledger "
           + ("intact" if report.ledger.ok else f"BROKEN at record {report.ledger.broken_at}")
+          + (f"; signed with key {signing.key_id(signer.public_key())}" if signer is not None else "")
           + (f"; written to {args.out}" if args.out else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_evidence_verify_report(args: argparse.Namespace) -> int:
+    """Check a report's own signature with the public key; 1 when it does not hold."""
+    try:
+        text = args.report.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read report {args.report}: {err}") from None
+    problem = check_report(text, signing.load_public(args.public_key))
+    if problem is not None:
+        print(f"{args.report}: signature BROKEN: {problem}")
+        return EXIT_FOUND
+    print(f"{args.report}: signed by key {signing.key_id(signing.load_public(args.public_key))}, unchanged")
     return EXIT_OK
 
 
@@ -678,6 +702,12 @@ def _evidence_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     checkpoint = evidence_sub.add_parser("checkpoint", help="sign the ledger head now (evidence.signing_key)")
     checkpoint.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     checkpoint.set_defaults(func=cmd_evidence_checkpoint)
+    verify_report = evidence_sub.add_parser("verify-report",
+                                            help="check the signature an HTML or OSCAL report carries")
+    verify_report.add_argument("report", type=Path, metavar="FILE", help="the report (HTML or OSCAL JSON)")
+    verify_report.add_argument("--public-key", type=Path, required=True, metavar="FILE",
+                               help="the Ed25519 public key (PEM) of evidence.signing_key")
+    verify_report.set_defaults(func=cmd_evidence_verify_report)
     prune = evidence_sub.add_parser("prune", help="prune records older than evidence.retention, after a "
                                     "signed summary of them")
     prune.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)

@@ -14,7 +14,7 @@ from receivers import Receiver
 from sqlalchemy import select, text, update
 from stores import STORE_KINDS, store_url
 from tempo_double import TempoDouble
-from test_evidence import HOUR, T0, fill, rules, settle_scenario, settling_record
+from test_evidence import HOUR, PERIOD, T0, fill, rules, settle_scenario, settling_record
 
 from checker import signing
 from checker.cli import main
@@ -22,6 +22,7 @@ from checker.config import load_settings
 from checker.daemon.factory import open_daemon
 from checker.evidence import attest
 from checker.evidence.notary import Notary
+from checker.evidence.report_signature import check_report
 from checker.store import Store, WindowRecord, ledger
 from checker.store.ledger_checkpoints import SignedCheckpoint, stored
 from checker.store.schema import evaluations
@@ -353,3 +354,40 @@ class TestRetention:
                               evidence={"retention": "400d"})
         assert 2 == main(["evidence", "prune", "--config", str(path)])
         assert "set signing_key too" in capsys.readouterr().err
+
+
+class TestSignedReports:
+    """HTML and OSCAL reports carry their own signature; an auditor checks it with the public key alone."""
+
+    def report(self, store: Store, keys: tuple[Path, Path], tmp_path: Path, fmt: str) -> Path:
+        path = write_settings(tmp_path, tempo_url="http://127.0.0.1:9", store=store.url,
+                              evidence={"signing_key": str(keys[0])})
+        out = tmp_path / f"report.{fmt}"
+        assert 0 == main(["evidence", "report", "--config", str(path), *PERIOD, "--format", fmt,
+                          "--out", str(out)])
+        return out
+
+    @pytest.mark.parametrize("fmt", ["html", "oscal"])
+    def test_signed_then_checked(self, store: Store, keys: tuple[Path, Path], tmp_path: Path, fmt: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+        out = self.report(store, keys, tmp_path, fmt)
+        assert "signed with key" in capsys.readouterr().err
+        check = ["evidence", "verify-report", str(out), "--public-key", str(keys[1])]
+        assert 0 == main(check)
+        assert "unchanged" in capsys.readouterr().out
+        out.write_text(out.read_text().replace("SOC2", "S0C2", 1))
+        assert 1 == main(check)
+        assert "was edited after it was signed" in capsys.readouterr().out
+
+    def test_an_oscal_document_may_be_reformatted(self, store: Store, keys: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+        out = self.report(store, keys, tmp_path, "oscal")
+        out.write_text(json.dumps(json.loads(out.read_text()), indent=7, sort_keys=True))
+        assert check_report(out.read_text(), signing.load_public(keys[1])) is None
+
+    def test_another_key_or_no_signature(self, store: Store, keys: tuple[Path, Path], tmp_path: Path) -> None:
+        out = self.report(store, keys, tmp_path, "html")
+        other = signing.load_public(signing.generate(tmp_path / "other.key"))
+        assert "not by" in (check_report(out.read_text(), other) or "")
+        unsigned = self.report(store, keys, tmp_path, "md").read_text()
+        assert "neither a signed HTML report" in (check_report(unsigned, other) or "")
