@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -112,15 +113,22 @@ def never_applied(store: Store, rule_id: str) -> None:
                                   plan="S1 scope { }"))
 
 
-@pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with store_url(request.param, tmp_path) as url:
+@contextmanager
+def filled_store(kind: str, tmp_path: Path) -> Iterator[Store]:
+    """A store of that kind holding the rules and ``fill``'s two days."""
+    with store_url(kind, tmp_path) as url:
         opened = Store.open(url)
         for rule in rules().values():
             opened.record_rule(rule)
         fill(opened)
         yield opened
         opened.close()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with filled_store(request.param, tmp_path) as opened:
+        yield opened
 
 
 class TestLedger:

@@ -12,9 +12,9 @@ import pytest
 from daemon_kit import dataset, write_settings
 from receivers import Receiver
 from sqlalchemy import select, text, update
-from stores import STORE_KINDS, store_url
+from stores import STORE_KINDS
 from tempo_double import TempoDouble
-from test_evidence import HOUR, PERIOD, T0, fill, rules, settle_scenario, settling_record
+from test_evidence import HOUR, PERIOD, T0, filled_store, rules, settle_scenario, settling_record
 
 from checker import signing
 from checker.cli import main
@@ -41,13 +41,8 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with store_url(request.param, tmp_path) as url:
-        opened = Store.open(url)
-        for rule in rules().values():
-            opened.record_rule(rule)
-        fill(opened)
+    with filled_store(request.param, tmp_path) as opened:
         yield opened
-        opened.close()
 
 
 def notary(store: Store, private: Path, **witnesses: object) -> Notary:

@@ -146,30 +146,19 @@ class TestWhatTheVerdictReads:
 class TestExamples:
     """Example spans may say when they start, so that order can be written down."""
 
-    RULE = """
-rules:
-  - id: audit-after-access
-    condition: when { pii.access } always { every pii.access followed by audit.log }
-    examples:
-      - name: audit written after the access
-        expect: pass
-        trace:
-          - span: req
-            children:
-              - {span: pii.access, start: 0ms, duration: 5ms}
-              - {span: audit.log, start: 6ms}
-      - name: audit written during the access
-        expect: violation
-        trace:
-          - span: req
-            children:
-              - {span: pii.access, start: 0ms, duration: 5ms}
-              - {span: audit.log, start: 2ms}
-"""
+    @staticmethod
+    def example(name: str, expect: str, audit_start: str) -> str:
+        return (f"      - name: {name}\n        expect: {expect}\n        trace:\n          - span: req\n"
+                "            children:\n              - {span: pii.access, start: 0ms, duration: 5ms}\n"
+                f"              - {{span: audit.log, start: {audit_start}}}\n")
+
+    RULE = ("rules:\n  - id: audit-after-access\n    condition: when { pii.access } always "
+            "{ every pii.access followed by audit.log }\n    examples:\n")
 
     def test_start_orders_example_spans(self, tmp_path: Path) -> None:
         path = tmp_path / "rules.yaml"
-        path.write_text(self.RULE)
+        path.write_text(self.RULE + self.example("audit written after the access", "pass", "6ms")
+                        + self.example("audit written during the access", "violation", "2ms"))
         assert main(["test", str(path)]) == 0
 
 
