@@ -704,7 +704,8 @@ class TestOscal:
         assert [audit["uuid"]] == [r["observation-uuid"] for r in finding["related-observations"]]
         [_, head] = document["back-matter"]["resources"]
         assert {"ledger-head": [figures["ledger"]["head"]], "ledger-records": ["45"],
-                "ledger-intact": ["true"], "verify-command": ["betrace evidence verify"]} == props(head)
+                "ledger-intact": ["true"], "verify-command": ["betrace evidence verify"],
+                "signed-checkpoints": ["0"]} == props(head)
 
     def test_the_same_uuids_when_run_again(self, store: Store, capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -386,3 +386,16 @@ class TestSignedReports:
         assert "not by" in (check_report(out.read_text(), other) or "")
         unsigned = self.report(store, keys, tmp_path, "md").read_text()
         assert "neither a signed HTML report" in (check_report(unsigned, other) or "")
+
+    def test_the_report_states_the_checkpoints_covering_its_period(
+            self, store: Store, keys: tuple[Path, Path], tmp_path: Path) -> None:
+        unsigned = json.loads(self.report(store, keys, tmp_path, "json").read_text())
+        assert [] == unsigned["ledger"]["checkpoints"]
+        summary = self.report(store, keys, tmp_path, "md").read_text()
+        assert "No signed checkpoint covers the period" in summary
+        sealed = notary(store, keys[0]).seal("manual")  # signed now, after the period: it vouches for it
+        assert sealed is not None
+        listed = json.loads(self.report(store, keys, tmp_path, "json").read_text())["ledger"]["checkpoints"]
+        assert [(sealed.last_record, sealed.head)] == [(c["last_record"], c["head"]) for c in listed]
+        page = self.report(store, keys, tmp_path, "html").read_text()
+        assert f"1 signed checkpoints cover the period, the last at record {sealed.last_record}" in page

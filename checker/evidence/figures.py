@@ -24,12 +24,14 @@ from sqlalchemy import select
 from checker import __version__
 from checker.notify.message import trace_url
 from checker.store import ledger
+from checker.store.ledger_checkpoints import covering
 from checker.store.schema import evaluations, rules, violations
 
 if TYPE_CHECKING:
     from checker.store import Store
 
 EVALUATED = frozenset({"ok", "violations", "incomplete"})
+CHECKPOINT_FIELDS = ("signed_at", "kind", "last_record", "records", "head", "key_id")
 NO_CONTROL = "(no control)"
 
 
@@ -180,6 +182,8 @@ class Report:
     checker_version: str = __version__
     verify_command: str = "betrace evidence verify"
     origin: str | None = None  # the hash of the ledger's first record: names the store, as it grows
+    # The signed checkpoints that vouch for the period's records: signed in it, and the first after.
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _origin(store: Store) -> str | None:
@@ -198,9 +202,11 @@ def build(store: Store, filters: Filters, template: str | None, *, config: str |
         for control in _matching_controls(rule.controls, filters) or [NO_CONTROL]:
             by_control.setdefault(control, []).append(rule)
     command = "betrace evidence verify" + (f" --config {config}" if config else "")
+    signed = [{name: c.fields[name] for name in CHECKPOINT_FIELDS}
+              for c in covering(store.engine, filters.start, filters.end)]
     return Report(filters, [ControlFigures(c, by_control[c]) for c in sorted(by_control)],
                   ledger.verify(store.engine), datetime.now(UTC), verify_command=command,
-                  origin=_origin(store))
+                  origin=_origin(store), checkpoints=signed)
 
 
 def _matching_controls(controls: list[str], filters: Filters) -> list[str]:

@@ -192,7 +192,8 @@ def _ledger(report: Report, ids: _Ids) -> common.Resource:
     """The ledger head: archive it with the report; a later verify must still reach it."""
     verdict = report.ledger
     props = [_prop("ledger-head", verdict.head), _prop("ledger-records", verdict.records),
-             _prop("ledger-intact", verdict.ok), _prop("verify-command", report.verify_command)]
+             _prop("ledger-intact", verdict.ok), _prop("verify-command", report.verify_command),
+             _prop("signed-checkpoints", len(report.checkpoints))]
     if verdict.broken_at is not None:
         props.append(_prop("ledger-broken-at", verdict.broken_at))
     return common.Resource(uuid=ids.of("ledger"), title="Ledger head", description=ledger_sentence(report),

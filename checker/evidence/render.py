@@ -73,7 +73,7 @@ def as_json(report: Report) -> dict[str, Any]:
                    "checker_version": report.checker_version},
         "ledger": {"records": report.ledger.records, "head": report.ledger.head, "intact": report.ledger.ok,
                    "broken_at": report.ledger.broken_at, "problem": report.ledger.problem,
-                   "verify_command": report.verify_command},
+                   "verify_command": report.verify_command, "checkpoints": report.checkpoints},
         "controls": [{"control": c.control, "coverage": c.coverage, "totals": c.totals,
                       "daily": [_day(d) for d in c.days],
                       "rules": [_rule(r) for r in c.rules]} for c in report.controls],
@@ -236,9 +236,21 @@ def ledger_sentence(report: Report) -> str:
     """The ledger's state, with the command that lets a reader check it."""
     verdict = report.ledger
     if not verdict.ok:
-        return f"LEDGER BROKEN: {verdict.problem}."
+        return f"LEDGER BROKEN: {verdict.problem}." + checkpoints_sentence(report)
     return (f"Ledger of {verdict.records} records intact; head hash `{verdict.head}` "
-            f"(check it: `{report.verify_command}`).")
+            f"(check it: `{report.verify_command}`)." + checkpoints_sentence(report))
+
+
+def checkpoints_sentence(report: Report) -> str:
+    """Which signed checkpoints vouch for the period, and how to check them; none is said too."""
+    found = report.checkpoints
+    if not found:
+        return (" No signed checkpoint covers the period: its records are vouched for by the hash chain "
+                "alone (evidence.signing_key).")
+    last = found[-1]
+    return (f" {len(found)} signed checkpoints cover the period, the last at record {last['last_record']} "
+            f"(head `{last['head']}`), signed {last['signed_at']} by key {last['key_id']}; check them: "
+            f"`{report.verify_command} --public-key KEY.pub`.")
 
 
 def _style() -> str:

@@ -150,3 +150,14 @@ def stored(engine: Engine, *, since: datetime | None = None) -> list[SignedCheck
         query = query.where(table.c.signed_at >= since)
     with engine.connect() as connection:
         return [SignedCheckpoint(row.payload, row.signature) for row in connection.execute(query)]
+
+
+def covering(engine: Engine, start: datetime, end: datetime) -> list[SignedCheckpoint]:
+    """The checkpoints that vouch for a period's records: those signed in it, and the first after it."""
+    table = ledger_checkpoints
+    query = select(table.c.payload, table.c.signature).order_by(table.c.signed_at, table.c.id)
+    with engine.connect() as connection:
+        inside = connection.execute(query.where(table.c.signed_at >= start, table.c.signed_at < end)).all()
+        after = connection.execute(query.where(table.c.signed_at >= end).limit(1)).all()
+    return [SignedCheckpoint(row.payload, row.signature) for row in [*inside, *after]]
+
