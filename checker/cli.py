@@ -383,35 +383,42 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
     """Recompute the ledger and check its signed checkpoints; 1 when anything was altered."""
-    key = signing.load_public(args.public_key) if args.public_key is not None else None
+    keys = [signing.load_public(path) for path in args.public_key]
     extra = [checkpoint for path in args.witness for checkpoint in attest.witnessed(path)]
-    if args.witness and key is None:
+    if args.witness and not keys:
         raise UsageError("--witness needs --public-key: a witnessed checkpoint is checked by its signature")
     with Store.open(load_settings(args.config).store) as store:
-        if key is None:
+        if not keys:
             verdict, checkpoints = ledger.verify(store.engine), len(stored(store.engine))
         else:
-            found = attest.attest(store.engine, key, extra)
+            found = attest.attest(store.engine, keys, extra)
             verdict = found.chain
     if not verdict.ok:
         print(f"ledger BROKEN at record {verdict.broken_at}: {verdict.problem}")
         print(f"{verdict.records - 1} records before it are intact; their head hash is {verdict.head}")
     else:
         print(f"ledger intact: {verdict.records} records; head hash {verdict.head}")
-    if key is None:
+    if verdict.pruned_through is not None:
+        print(f"the chain starts after record {verdict.pruned_through}, pruned under evidence.retention; "
+              + ("that retention checkpoint's signature holds" if verdict.start_checked else
+                 "that retention checkpoint is NOT checked without --public-key: the records before it "
+                 "may have been deleted by anyone who can write the database"))
+    if not keys:
         if checkpoints:
             print(f"{checkpoints} signed checkpoints stored, not checked: pass --public-key to check them")
         return EXIT_OK if verdict.ok else EXIT_FOUND
     for problem in found.problems:
         print(f"checkpoint BROKEN: {problem}")
-    print(f"signed checkpoints: {found.good} of {found.checkpoints} hold (key {signing.key_id(key)})")
+    names = ", ".join(signing.key_id(key) for key in keys)
+    print(f"signed checkpoints: {found.good} of {found.checkpoints} hold (key {names})")
     if found.last_good is not None:
         print(f"the last holds up to record {found.last_good.last_record}, signed "
               f"{found.last_good.signed_at.isoformat()}; {found.unsigned_records} records chained since "
               "are vouched for by the chain alone (a rewrite of those could not be told)")
-    else:
-        print(f"no checkpoint holds: {found.unsigned_records} records are vouched for by the chain alone")
-    return EXIT_OK if found.ok else EXIT_FOUND
+        return EXIT_OK if found.ok else EXIT_FOUND
+    print(f"checkpoint BROKEN: no checkpoint holds: all {found.unsigned_records} records are vouched for "
+          "by the chain alone, which whoever can write the database can rewrite")
+    return EXIT_OK if found.ok and not found.unsigned_records else EXIT_FOUND
 
 
 def cmd_evidence_prune(args: argparse.Namespace) -> int:
@@ -476,9 +483,10 @@ def cmd_evidence_report(args: argparse.Namespace) -> int:
     write = writer(args.format)
     key = settings.evidence.signing_key
     signer = signing.load_private(key) if key is not None and args.format in SIGNED_FORMATS else None
+    checking = [signing.load_private(key).public_key()] if key is not None else []
     with Store.open(settings.store) as store:
         report = build_report(store, filters, settings.trace_url_template,
-                              config=str(args.config) if args.config else None)
+                              config=str(args.config) if args.config else None, keys=checking)
     text = io.StringIO()
     write(report, text)
     written = text.getvalue()
@@ -689,8 +697,9 @@ def _evidence_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     evidence_sub = evidence.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
     verify = evidence_sub.add_parser("verify", help="recompute the ledger's hash chain; print its head hash")
     verify.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
-    verify.add_argument("--public-key", type=Path, metavar="FILE",
-                        help="check every signed checkpoint with this Ed25519 public key (PEM)")
+    verify.add_argument("--public-key", type=Path, metavar="FILE", action="append", default=[],
+                        help="check every signed checkpoint with this Ed25519 public key (PEM); "
+                        "repeatable, for keys rotated over the period")
     verify.add_argument("--witness", type=Path, metavar="FILE", action="append", default=[],
                         help="a witness file (evidence.witness_file's JSON lines) whose checkpoints must "
                         "hold too; repeatable")

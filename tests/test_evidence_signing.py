@@ -22,9 +22,11 @@ from checker.config import load_settings
 from checker.daemon.factory import open_daemon
 from checker.evidence import attest
 from checker.evidence.notary import Notary
-from checker.evidence.report_signature import check_report
+from checker.evidence.report_signature import check_report, sign_report
+from checker.evidence.vouching import vouching
 from checker.store import Store, WindowRecord, ledger
-from checker.store.ledger_checkpoints import SignedCheckpoint, stored
+from checker.store.ledger_checkpoints import Head, SignedCheckpoint, add, payload, stored
+from checker.store.retention import first_hash
 from checker.store.schema import evaluations
 
 if TYPE_CHECKING:
@@ -126,7 +128,7 @@ class TestAttest:
         notary(store, keys[0]).seal("manual")
         one_more_record(store)
         one_more_record(store)
-        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        found = attest.attest(store.engine, [signing.load_public(keys[1])])
         assert found.ok
         assert (1, 1) == (found.checkpoints, found.good)
         assert 2 == found.unsigned_records
@@ -136,7 +138,7 @@ class TestAttest:
         notary(store, keys[0]).seal("manual")
         rewrite_whole_chain(store, 5)
         assert ledger.verify(store.engine).ok  # the hash chain alone cannot tell
-        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        found = attest.attest(store.engine, [signing.load_public(keys[1])])
         assert not found.ok
         assert "rewritten at or before record" in found.problems[0]
 
@@ -145,7 +147,7 @@ class TestAttest:
         signing.generate(tmp_path / "forger.key")
         rewrite_whole_chain(store, 5)
         notary(store, tmp_path / "forger.key").seal("manual")  # the forger signs the rewritten head
-        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        found = attest.attest(store.engine, [signing.load_public(keys[1])])
         assert not found.ok
         assert "has no valid signature by key" in found.problems[0]
         assert 0 == found.good
@@ -157,7 +159,7 @@ class TestAttest:
         with store.engine.begin() as connection:
             connection.execute(text("delete from ledger_checkpoints"))
         rewrite_whole_chain(store, 5)
-        found = attest.attest(store.engine, signing.load_public(keys[1]), attest.witnessed(witness_file))
+        found = attest.attest(store.engine, [signing.load_public(keys[1])], attest.witnessed(witness_file))
         assert not found.ok
         assert any("not in the store" in p for p in found.problems)
         assert any("rewritten" in p for p in found.problems)
@@ -169,7 +171,7 @@ class TestAttest:
             gone = {"id": sealed.last_record}
             connection.execute(text("delete from violations where evaluation_id >= :id"), gone)
             connection.execute(text("delete from evaluations where id >= :id"), gone)
-        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        found = attest.attest(store.engine, [signing.load_public(keys[1])])
         assert ["records were deleted"] == [p.rpartition(": ")[2] for p in found.problems]
 
     def test_a_witness_file_line_that_is_not_a_checkpoint_is_named(self, tmp_path: Path) -> None:
@@ -235,7 +237,7 @@ def test_run_once_signs_the_head_it_leaves(tmp_path: Path, keys: tuple[Path, Pat
     with Store.open(f"sqlite:///{tmp_path / 'once.db'}") as opened:
         [checkpoint] = stored(opened.engine)
         assert "once" == checkpoint.fields["kind"]
-        assert attest.attest(opened.engine, signing.load_public(keys[1])).ok
+        assert attest.attest(opened.engine, [signing.load_public(keys[1])]).ok
 
 
 def test_a_checkpoint_round_trips_through_json() -> None:
@@ -269,7 +271,7 @@ def test_the_daemon_signs_periodically_and_leaves_its_head_signed(tmp_path: Path
         asyncio.run(scenario())
     with Store.open(config.store) as opened:
         checkpoints = stored(opened.engine)
-        found = attest.attest(opened.engine, signing.load_public(keys[1]))
+        found = attest.attest(opened.engine, [signing.load_public(keys[1])])
     assert {"periodic"} <= {c.fields["kind"] for c in checkpoints}
     assert found.ok
     assert 0 == found.unsigned_records  # the shutdown signed whatever the last period left
@@ -297,7 +299,7 @@ class TestRetention:
         assert 21 == len(store.evaluations())
         one_more_record(store)  # the chain goes on
         signer.seal("periodic")
-        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        found = attest.attest(store.engine, [signing.load_public(keys[1])])
         assert found.ok, found.problems
         assert 0 == found.unsigned_records
         assert signer.prune(self.CUTOFF) is None  # nothing older is left
@@ -312,7 +314,7 @@ class TestRetention:
         signing.generate(tmp_path / "forger.key")
         notary(store, tmp_path / "forger.key").prune(self.CUTOFF)
         assert ledger.verify(store.engine).ok  # the chain alone trusts the stored start
-        found = attest.attest(store.engine, signing.load_public(keys[1]))
+        found = attest.attest(store.engine, [signing.load_public(keys[1])])
         assert not found.ok
         assert "no valid signature" in found.problems[0]
 
@@ -332,7 +334,7 @@ class TestRetention:
         assert pruned.last_record < final
         verdict = ledger.verify(settled.engine)
         assert verdict.ok, verdict.problem
-        assert attest.attest(settled.engine, signing.load_public(keys[1])).ok
+        assert attest.attest(settled.engine, [signing.load_public(keys[1])]).ok
         settled.close()
 
     def test_prune_command(self, store: Store, keys: tuple[Path, Path], tmp_path: Path,
@@ -399,3 +401,114 @@ class TestSignedReports:
         assert [(sealed.last_record, sealed.head)] == [(c["last_record"], c["head"]) for c in listed]
         page = self.report(store, keys, tmp_path, "html").read_text()
         assert f"1 signed checkpoints cover the period, the last at record {sealed.last_record}" in page
+
+
+class TestReviewedAttacks:
+    """What someone who can write the database, without the key, tried and must not get away with."""
+
+    def test_a_periodic_checkpoint_relabelled_as_retention_does_not_hide_a_deleted_prefix(
+            self, store: Store, keys: tuple[Path, Path], tmp_path: Path) -> None:
+        witness = tmp_path / "w.jsonl"
+        sealed = asyncio.run(notary(store, keys[0], witness_file=witness).checkpoint("manual"))
+        assert sealed is not None
+        with store.engine.begin() as connection:
+            connection.execute(text("update ledger_checkpoints set kind = 'retention'"))
+            gone = {"id": sealed.last_record}
+            connection.execute(text("delete from violations where evaluation_id <= :id"), gone)
+            connection.execute(text("delete from evaluations where id <= :id"), gone)
+        found = attest.attest(store.engine, [signing.load_public(keys[1])], attest.witnessed(witness))
+        assert not found.ok
+        assert ledger.verify(store.engine).ok  # the payload says 'manual': no stored start at all,
+        # and the empty chain is trivially intact, which is why a key must be given:
+        assert found.problems == [(f"checkpoint signed {sealed.signed_at.isoformat()} at record "
+                                   f"{sealed.last_record} vouches for a record the ledger no longer has: "
+                                   "records were deleted")]
+
+    def test_a_record_count_the_chain_does_not_have_is_named(self, store: Store,
+                                                             keys: tuple[Path, Path]) -> None:
+        head = ledger.verify(store.engine)
+        key = signing.load_private(keys[0])
+        text_ = payload(Head(41, head.head, 40), signed_at=T0, kind="periodic",
+                        key_id=signing.key_id(key.public_key()))
+        with store.engine.begin() as connection:
+            add(connection, SignedCheckpoint(text_, signing.sign(key, text_.encode())))
+        found = attest.attest(store.engine, [signing.load_public(keys[1])])
+        assert ["signed 40 records up to it, the chain now counts 41"] == [
+            p.partition(" at record 41 ")[2].partition(": ")[0] for p in found.problems]
+
+    def test_verify_with_a_key_fails_when_no_checkpoint_holds(self, store: Store, keys: tuple[Path, Path],
+                                                               tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+        path = write_settings(tmp_path, tempo_url="http://127.0.0.1:9", store=store.url)
+        assert 1 == main(["evidence", "verify", "--config", str(path), "--public-key", str(keys[1])])
+        assert "no checkpoint holds" in capsys.readouterr().out
+
+    def test_a_rotated_key_still_verifies_the_old_checkpoints(self, store: Store, keys: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+        notary(store, keys[0]).seal("manual")
+        newer = signing.generate(tmp_path / "new.key")
+        one_more_record(store)
+        notary(store, tmp_path / "new.key").seal("periodic")
+        found = attest.attest(store.engine, [signing.load_public(keys[1]), signing.load_public(newer)])
+        assert (found.ok, found.good) == (True, 2)
+        assert not attest.attest(store.engine, [signing.load_public(newer)]).ok
+
+    def test_plain_verify_says_a_retention_start_is_unchecked(self, store: Store, keys: tuple[Path, Path],
+                                                             tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+        notary(store, keys[0]).prune(TestRetention.CUTOFF)
+        path = write_settings(tmp_path, tempo_url="http://127.0.0.1:9", store=store.url)
+        assert 0 == main(["evidence", "verify", "--config", str(path)])
+        assert "is NOT checked without --public-key" in capsys.readouterr().out
+        assert 0 == main(["evidence", "verify", "--config", str(path), "--public-key", str(keys[1])])
+        assert "that retention checkpoint's signature holds" in capsys.readouterr().out
+
+    def test_retention_signs_no_head_twice_and_keeps_the_origin(self, store: Store,
+                                                               keys: tuple[Path, Path]) -> None:
+        signer = notary(store, keys[0])
+        signer.seal("periodic")
+        with store.engine.connect() as connection:
+            origin = first_hash(connection)
+        assert signer.prune(TestRetention.CUTOFF) is not None
+        assert signer.seal("periodic") is None  # the head did not move
+        assert origin == vouching(store, T0, T0 + HOUR, []).origin
+
+    def test_an_unsettled_provisional_record_stops_the_prune(self, keys: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+        settled = Store.open(settle_scenario(tmp_path, f"sqlite:///{tmp_path / 'settled.db'}"))
+        waiting = [e["id"] for e in settled.evaluations() if e["verdict"] == "provisional" and e["judged"]]
+        assert waiting  # trace 6's window is judged provisionally and not settled yet
+        pruned = notary(settled, keys[0]).prune(T0 + 100 * 365 * 24 * HOUR)  # all started before
+        assert pruned is not None
+        assert pruned.last_record < min(waiting)
+        assert attest.attest(settled.engine, [signing.load_public(keys[1])]).ok
+        settled.close()
+
+    def test_a_signed_report_lists_only_checkpoints_that_hold(self, store: Store, keys: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+        signing.generate(tmp_path / "forger.key")
+        notary(store, tmp_path / "forger.key").seal("manual")
+        path = write_settings(tmp_path, tempo_url="http://127.0.0.1:9", store=store.url,
+                              evidence={"signing_key": str(keys[0])})
+        out = tmp_path / "r.json"
+        assert 0 == main(["evidence", "report", "--config", str(path), *PERIOD, "--format", "json",
+                          "--out", str(out)])
+        ledger_part = json.loads(out.read_text())["ledger"]
+        assert [] == ledger_part["checkpoints"]
+        assert ledger_part["checkpoints_checked"]
+        assert "has no valid signature" in ledger_part["checkpoint_problems"][0]
+
+
+class TestReportSignatureAttacks:
+    def test_html_content_smuggled_into_the_trailer_is_refused(self, keys: tuple[Path, Path]) -> None:
+        signed = sign_report("<html>ok</html>\n", signing.load_private(keys[0]), oscal=False)
+        smuggled = signed.replace('"signature"', '"x": "--><div>0 violations</div><!--", "signature"')
+        assert "neither a signed HTML report" in (check_report(smuggled, signing.load_public(keys[1])) or "")
+        unterminated = signed.replace("</html>\n<!--", "</html><!--")
+        assert "does not start a line" in (check_report(unterminated, signing.load_public(keys[1])) or "")
+
+    def test_an_oscal_document_with_a_duplicate_key_is_refused(self, store: Store, keys: tuple[Path, Path],
+                                                               tmp_path: Path) -> None:
+        out = TestSignedReports().report(store, keys, tmp_path, "oscal")
+        doctored = out.read_text().replace('"title":', '"title": "All compliant", "title":', 1)
+        assert "duplicate key 'title'" in (check_report(doctored, signing.load_public(keys[1])) or "")

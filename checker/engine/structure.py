@@ -55,7 +55,7 @@ def _ancestors(trace: Trace, spans: list[Span]) -> set[str]:
     by_id = trace.by_id
     found: set[str] = set()
     for span in spans:
-        parent = span.parent_span_id
+        parent = span.parent_span_id if span.parent_span_id != span.span_id else None
         while parent is not None and parent not in found:
             found.add(parent)
             above = by_id.get(parent)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 from checker import signing
 from checker.errors import UsageError
 from checker.store import ledger
-from checker.store.ledger_checkpoints import SignedCheckpoint, stored
+from checker.store.ledger_checkpoints import SignedCheckpoint, Start, stored
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -32,9 +32,18 @@ class Attestation:
 
     chain: ledger.Verdict
     checkpoints: int  # stored and witnessed, each counted once
-    good: int  # those whose signature and head hold
+    holding: list[SignedCheckpoint] = field(default_factory=list)  # those whose signature and head hold
     problems: list[str] = field(default_factory=list)
-    last_good: SignedCheckpoint | None = None
+
+    @property
+    def good(self) -> int:
+        """How many checkpoints hold."""
+        return len(self.holding)
+
+    @property
+    def last_good(self) -> SignedCheckpoint | None:
+        """The checkpoint that holds furthest along the chain."""
+        return self.holding[-1] if self.holding else None
 
     @property
     def ok(self) -> bool:
@@ -70,29 +79,47 @@ def witnessed(path: Path) -> list[SignedCheckpoint]:
     return found
 
 
-def attest(engine: Engine, key: Ed25519PublicKey, extra: Sequence[SignedCheckpoint] = ()) -> Attestation:
-    """Verify the chain and every checkpoint (stored, and ``extra`` from witnesses) with ``key``."""
+def attest(engine: Engine, keys: Sequence[Ed25519PublicKey],
+           extra: Sequence[SignedCheckpoint] = ()) -> Attestation:
+    """Verify the chain and every checkpoint (stored, and ``extra`` from witnesses) with ``keys``.
+
+    Several keys, so that a rotated key's checkpoints still verify. The chain starts where the
+    newest retention checkpoint whose signature holds says, never where an unchecked row says:
+    a prefix deleted under a forged or relabelled retention row then breaks the chain.
+    """
+    by_id = {signing.key_id(key): key for key in keys}
     from_store = stored(engine)
     kept = {c.payload for c in from_store}
     every = list({c.payload: c for c in [*from_store, *extra]}.values())
-    chain = ledger.verify(engine, marks={c.last_record for c in every})
+    signed = [c for c in every if _signed(c, by_id)]
+    starts = [s for c in signed if (s := Start.of(c)) is not None]
+    start = max(starts, key=lambda s: s.last_record, default=None)
+    chain = ledger.verify(engine, marks={c.last_record for c in every}, start=start)
     problems = [f"checkpoint signed {c.signed_at.isoformat()} (record {c.last_record}) is in a witness "
                 "but not in the store: checkpoints were deleted" for c in extra if c.payload not in kept]
     good: list[SignedCheckpoint] = []
     for checkpoint in sorted(every, key=lambda c: c.last_record):
-        problem = _problem(checkpoint, key, chain)
+        problem = _problem(checkpoint, checkpoint in signed, by_id, chain, start)
         if problem is None:
             good.append(checkpoint)
         else:
             problems.append(problem)
-    return Attestation(chain, len(every), len(good), problems, good[-1] if good else None)
+    return Attestation(chain, len(every), good, problems)
 
 
-def _problem(checkpoint: SignedCheckpoint, key: Ed25519PublicKey, chain: ledger.Verdict) -> str | None:
+def _signed(checkpoint: SignedCheckpoint, keys: Mapping[str, Ed25519PublicKey]) -> bool:
+    key = keys.get(str(checkpoint.fields.get("key_id")))
+    return key is not None and signing.verifies(key, checkpoint.payload.encode(), checkpoint.signature)
+
+
+def _problem(checkpoint: SignedCheckpoint, signed: bool, keys: Mapping[str, Ed25519PublicKey],
+             chain: ledger.Verdict, start: Start | None) -> str | None:
     name = f"checkpoint signed {checkpoint.signed_at.isoformat()} at record {checkpoint.last_record}"
-    if not signing.verifies(key, checkpoint.payload.encode(), checkpoint.signature):
-        return f"{name} has no valid signature by key {signing.key_id(key)}: forged or altered"
-    if chain.pruned_through is not None and checkpoint.last_record <= chain.pruned_through:
+    if not signed:
+        return f"{name} has no valid signature by key {', '.join(keys)}: forged, altered or another key's"
+    if start is not None and checkpoint.last_record <= start.last_record:
+        if checkpoint.last_record == start.last_record and checkpoint.head != start.head:
+            return f"{name} signed head {checkpoint.head}, but the retention start there is {start.head}"
         return None  # its records were pruned; the retention checkpoint's signature vouches for them
     if checkpoint.last_record not in chain.marked:
         if not chain.ok and (chain.broken_at or 0) <= checkpoint.last_record:
@@ -101,4 +128,7 @@ def _problem(checkpoint: SignedCheckpoint, key: Ed25519PublicKey, chain: ledger.
     if chain.marked[checkpoint.last_record] != checkpoint.head:
         return (f"the ledger was rewritten at or before record {checkpoint.last_record}: {name} signed "
                 f"head {checkpoint.head}, the chain now gives {chain.marked[checkpoint.last_record]}")
+    if chain.marked_records.get(checkpoint.last_record) != int(checkpoint.fields["records"]):
+        return (f"{name} signed {checkpoint.fields['records']} records up to it, the chain now counts "
+                f"{chain.marked_records.get(checkpoint.last_record)}: records were deleted or inserted")
     return None

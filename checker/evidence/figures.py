@@ -22,16 +22,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from checker import __version__
+from checker.evidence.vouching import vouching
 from checker.notify.message import trace_url
-from checker.store import ledger
-from checker.store.ledger_checkpoints import covering
 from checker.store.schema import evaluations, rules, violations
 
 if TYPE_CHECKING:
-    from checker.store import Store
+    from collections.abc import Sequence
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from checker.store import Store, ledger
 
 EVALUATED = frozenset({"ok", "violations", "incomplete"})
-CHECKPOINT_FIELDS = ("signed_at", "kind", "last_record", "records", "head", "key_id")
 NO_CONTROL = "(no control)"
 
 
@@ -184,16 +186,13 @@ class Report:
     origin: str | None = None  # the hash of the ledger's first record: names the store, as it grows
     # The signed checkpoints that vouch for the period's records: signed in it, and the first after.
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_problems: list[str] = field(default_factory=list)  # with a key: those that do not hold
+    checkpoints_checked: bool = False  # their signatures were checked with evidence.signing_key's key
 
 
-def _origin(store: Store) -> str | None:
-    """The first record's hash: it never changes, so identifiers derived from it stay stable."""
-    with store.engine.connect() as connection:
-        return connection.execute(select(evaluations.c.hash).order_by(evaluations.c.id).limit(1)).scalar()
-
-
-def build(store: Store, filters: Filters, template: str | None, *, config: str | None = None) -> Report:
-    """Read the store and compute every figure."""
+def build(store: Store, filters: Filters, template: str | None, *, config: str | None = None,
+          keys: Sequence[Ed25519PublicKey] = ()) -> Report:
+    """Read the store and compute every figure; with ``keys``, check the signed checkpoints too."""
     selected = _rules(store, filters)
     figures = [_rule_figures(store, rule_id, versions, filters, template)
                for rule_id, versions in selected.items()]
@@ -202,11 +201,11 @@ def build(store: Store, filters: Filters, template: str | None, *, config: str |
         for control in _matching_controls(rule.controls, filters) or [NO_CONTROL]:
             by_control.setdefault(control, []).append(rule)
     command = "betrace evidence verify" + (f" --config {config}" if config else "")
-    signed = [{name: c.fields[name] for name in CHECKPOINT_FIELDS}
-              for c in covering(store.engine, filters.start, filters.end)]
+    vouched = vouching(store, filters.start, filters.end, keys)
     return Report(filters, [ControlFigures(c, by_control[c]) for c in sorted(by_control)],
-                  ledger.verify(store.engine), datetime.now(UTC), verify_command=command,
-                  origin=_origin(store), checkpoints=signed)
+                  vouched.verdict, datetime.now(UTC), verify_command=command, origin=vouched.origin,
+                  checkpoints=vouched.checkpoints, checkpoint_problems=vouched.problems,
+                  checkpoints_checked=vouched.checked)
 
 
 def _matching_controls(controls: list[str], filters: Filters) -> list[str]:

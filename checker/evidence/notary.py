@@ -28,7 +28,7 @@ from checker.store.ledger_checkpoints import (
     current_head,
     latest,
     payload,
-    retention_start,
+    stored_start,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Notary:
         """
         with self.store.engine.begin() as connection:
             ledger.lock(connection)
-            head = current_head(connection)
+            head = current_head(connection, stored_start(connection))
             if head is None:
                 return None
             last = latest(connection, self.key_id)
@@ -78,25 +78,35 @@ class Notary:
         return checkpoint
 
     def prune(self, cutoff: datetime) -> SignedCheckpoint | None:
-        """Sign a summary of the records started before ``cutoff``, then remove them; one transaction.
+        """Sign a summary of the oldest records started before ``cutoff``, then remove them.
 
-        None when no record may go. The chain goes on from the last removed record's hash, which
-        the retention checkpoint signs, so verify still proves every record kept.
+        None when no record may go. The records a prune takes never change, so they are found
+        and summarised before the ledger's append lock is taken; under it, the prefix is checked
+        unchanged, the retention checkpoint signed and stored and the records deleted, in one
+        transaction. The chain goes on from the last removed record's hash, which the checkpoint
+        signs, so verify still proves every record kept.
         """
-        with self.store.engine.begin() as connection:
-            ledger.lock(connection)
+        with self.store.engine.connect() as connection:
             found = retention.boundary(connection, cutoff)
             if found is None:
                 return None
-            start = retention_start(connection)
+            start = stored_start(connection)
+            origin = start.origin if start is not None else retention.first_hash(connection)
+            summary = retention.summary(connection, found, origin)
+        with self.store.engine.begin() as connection:
+            ledger.lock(connection)
+            if retention.boundary(connection, cutoff) != found or stored_start(connection) != start:
+                return None  # another replica pruned meanwhile; the next period tries again
             head = Head(found.through, found.head, found.records + (start.records if start else 0))
-            text = payload(head, signed_at=self.clock(), kind=RETENTION, key_id=self.key_id,
-                           summary=retention.summary(connection, found))
+            text = payload(head, signed_at=self.clock(), kind=RETENTION, key_id=self.key_id, summary=summary)
             checkpoint = SignedCheckpoint(text, signing.sign(self.key, text.encode()))
             add(connection, checkpoint)
-            retention.remove(connection, found)
+            undelivered = retention.remove(connection, found)
         log.info("evidence.pruned", through_record=found.through, records=found.records,
                  cutoff=cutoff.isoformat(), head=found.head, key_id=self.key_id)
+        if undelivered:
+            log.warning("evidence.pruned_undelivered", notifications=undelivered,
+                        detail="notifications still waiting in the outbox went with their records")
         return checkpoint
 
     async def witness(self, checkpoint: SignedCheckpoint) -> list[str]:
@@ -121,7 +131,7 @@ class Notary:
         sealed = await asyncio.to_thread(self.seal, kind)
         if sealed is not None:
             await self.witness(sealed)
-        if self.retention is not None:
+        if self.retention is not None and kind == "periodic":  # never at shutdown: it may take long
             pruned = await asyncio.to_thread(self.prune, self.clock() - self.retention)
             if pruned is not None:
                 await self.witness(pruned)

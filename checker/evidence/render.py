@@ -73,7 +73,10 @@ def as_json(report: Report) -> dict[str, Any]:
                    "checker_version": report.checker_version},
         "ledger": {"records": report.ledger.records, "head": report.ledger.head, "intact": report.ledger.ok,
                    "broken_at": report.ledger.broken_at, "problem": report.ledger.problem,
-                   "verify_command": report.verify_command, "checkpoints": report.checkpoints},
+                   "verify_command": report.verify_command, "checkpoints": report.checkpoints,
+                   "checkpoints_checked": report.checkpoints_checked,
+                   "checkpoint_problems": report.checkpoint_problems,
+                   "pruned_through": report.ledger.pruned_through},
         "controls": [{"control": c.control, "coverage": c.coverage, "totals": c.totals,
                       "daily": [_day(d) for d in c.days],
                       "rules": [_rule(r) for r in c.rules]} for c in report.controls],
@@ -242,15 +245,21 @@ def ledger_sentence(report: Report) -> str:
 
 
 def checkpoints_sentence(report: Report) -> str:
-    """Which signed checkpoints vouch for the period, and how to check them; none is said too."""
+    """Which signed checkpoints vouch for the period, whether they were checked, and how to check them."""
+    broken = "".join(f" CHECKPOINT BROKEN: {problem}." for problem in report.checkpoint_problems)
+    pruned = report.ledger.pruned_through
+    start = ("" if pruned is None else f" The chain starts after record {pruned}, pruned under "
+             "evidence.retention; the signed retention checkpoint keeps the pruned records' daily counts.")
     found = report.checkpoints
     if not found:
-        return (" No signed checkpoint covers the period: its records are vouched for by the hash chain "
-                "alone (evidence.signing_key).")
+        return (f"{broken}{start} No signed checkpoint covers the period: its records are vouched for by "
+                "the hash chain alone (evidence.signing_key).")
     last = found[-1]
-    return (f" {len(found)} signed checkpoints cover the period, the last at record {last['last_record']} "
-            f"(head `{last['head']}`), signed {last['signed_at']} by key {last['key_id']}; check them: "
-            f"`{report.verify_command} --public-key KEY.pub`.")
+    checked = ("checked with the signing key" if report.checkpoints_checked else
+               f"not checked here: `{report.verify_command} --public-key KEY.pub`")
+    return (f"{broken}{start} {len(found)} signed checkpoints cover the period, the last at record "
+            f"{last['last_record']} (head `{last['head']}`), signed {last['signed_at']} by key "
+            f"{last['key_id']}; {checked}.")
 
 
 def _style() -> str:

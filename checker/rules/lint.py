@@ -261,19 +261,44 @@ def _renamed_attributes(parsed: m.ParsedCondition) -> Iterator[Issue]:
 
 
 def _vacuous_every(parsed: m.ParsedCondition) -> Iterator[Issue]:
-    """``every X has child Y`` holds on any trace without an X: in ``when`` or ``never``, a trap."""
+    """``every X has child Y`` holds on any trace without an X: a trap where it can make a trace violate.
+
+    That is in ``when`` or ``never`` under no (or an even number of) ``not``, and in ``always``
+    under one. A conjunct that requires an X span beside it (``X and every X ...``) disarms it.
+    """
     if isinstance(parsed, m.BareRule):  # a bare check reads as never { check }
         blocks = [(m.ClauseKind.NEVER, parsed.cond)]
     else:
-        blocks = [(c.kind, c.cond) for c in parsed.clauses if c.kind is not m.ClauseKind.ALWAYS]
+        blocks = [(c.kind, c.cond) for c in parsed.clauses]
     for kind, cond in blocks:
-        for check in unnegated_checks(cond):
-            if isinstance(check, m.RelationCheck) and check.every:
-                effect = "is in scope" if kind is m.ClauseKind.WHEN else "violates the rule"
-                left = printer.condition(check.left)
-                yield Issue(IssueLevel.WARNING, f"'every {left} ...' also holds on a trace without any "
-                            f"{left}: in {kind.value}, every such trace {effect}", check.pos,
-                            f"require the span too: {left} and {printer.condition(check)}")
+        for check, positive in _every_checks(cond, positive=True, required=frozenset()):
+            if positive == (kind is m.ClauseKind.ALWAYS):
+                continue
+            effect = {m.ClauseKind.WHEN: "is in scope"}.get(kind, "violates the rule")
+            left = printer.condition(check.left)
+            written = ("" if positive else "not ") + printer.condition(check)
+            yield Issue(IssueLevel.WARNING, f"'every {left} ...' also holds on a trace without any "
+                        f"{left}: in {kind.value}, every such trace {effect}", check.pos,
+                        f"require the span too: {left} and {written}" if positive else
+                        f"say the span is there: {left} and {written}")
+
+
+def _every_checks(cond: m.Condition, *, positive: bool, required: frozenset[m.SpanCheck]
+                  ) -> Iterator[tuple[m.RelationCheck, bool]]:
+    """Each ``every`` check not disarmed by a required span beside it, with its polarity."""
+    match cond:
+        case m.And():
+            beside = required | {item for item in cond.items if isinstance(item, m.SpanCheck)} if positive \
+                else required
+            for item in cond.items:
+                yield from _every_checks(item, positive=positive, required=beside)
+        case m.Or():
+            for item in cond.items:
+                yield from _every_checks(item, positive=positive, required=required)
+        case m.Not():
+            yield from _every_checks(cond.item, positive=not positive, required=frozenset())
+        case m.RelationCheck(every=True) if cond.left not in required:
+            yield cond, positive
 
 
 def unnegated_checks(cond: m.Condition | None) -> Iterator[m.Check]:

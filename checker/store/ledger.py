@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
-from checker.store.ledger_checkpoints import retention_start
+from checker.store.ledger_checkpoints import Start, stored_start
 from checker.store.schema import evaluations, violations
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ class Verdict:
     problem: str | None = None
     marked: Mapping[int, str] = field(default_factory=dict)  # record -> its recomputed hash, as asked
     pruned_through: int | None = None  # the chain starts after a retention checkpoint at this record
+    start_checked: bool = True  # False: that start was read from the store, its signature unchecked
+    marked_records: Mapping[int, int] = field(default_factory=dict)  # record -> the chain's count there
 
     @property
     def ok(self) -> bool:
@@ -114,17 +116,37 @@ class Verdict:
         return self.broken_at is None
 
 
-def verify(engine: Engine, marks: Collection[int] = ()) -> Verdict:
+STORED = "stored"  # verify's default start: the stored retention checkpoint's, unchecked
+
+
+def verify(engine: Engine, marks: Collection[int] = (), start: Start | str | None = STORED) -> Verdict:
     """Recompute the whole chain, oldest first; then check each violation's status against it.
 
-    ``marks`` names records whose recomputed hash the verdict keeps (``Verdict.marked``): a
-    signed checkpoint is checked against the chain as it is now, not as the table says.
+    ``marks`` names records whose recomputed hash (and count) the verdict keeps: a signed
+    checkpoint is checked against the chain as it is now, not as the table says. ``start`` is
+    where the chain begins: None at genesis, a retention checkpoint's start whose signature the
+    caller checked (``attest``), or by default the newest stored one, unchecked
+    (``Verdict.start_checked`` False). A prune that commits between reading the stored start and
+    the records makes the first record seem not to follow it: then both are read again.
     """
-    with engine.connect() as connection:
-        start = retention_start(connection)
+    if start != STORED:
+        return _verify_from(engine, marks, start if isinstance(start, Start) else None)
+    verdict = Verdict(0, GENESIS)
+    for _attempt in range(3):
+        with engine.connect() as connection:
+            stored = stored_start(connection)
+        verdict = replace(_verify_from(engine, marks, stored), start_checked=stored is None)
+        with engine.connect() as connection:
+            if stored_start(connection) == stored:
+                return verdict
+    return verdict
+
+
+def _verify_from(engine: Engine, marks: Collection[int], start: Start | None) -> Verdict:
     prev, count = (start.head, start.records) if start is not None else (GENESIS, 0)
     pruned = start.last_record if start is not None else None
     marked: dict[int, str] = {}
+    counts: dict[int, int] = {}
     settled: dict[int, tuple[int, Mapping[str, Any]]] = {}  # provisional id -> (final pass, amendments)
     recorded: list[tuple[int, str, list[_Found]]] = []  # (record, verdict, its violations)
     unsettled: dict[int, str] = {}  # provisional record -> its rule, until a final pass settles it
@@ -133,28 +155,29 @@ def verify(engine: Engine, marks: Collection[int] = ()) -> Verdict:
         if row["prev_hash"] != prev:
             return Verdict(count, prev, row["id"],
                            f"record {row['id']} does not follow the record before it: a record was "
-                           "deleted, inserted or reordered just before it", marked, pruned)
+                           "deleted, inserted or reordered just before it", marked, pruned,
+                           marked_records=counts)
         digest = link(prev, canonical(row, [f.trace_id for f in found]))
         if row["hash"] != digest:
             return Verdict(count, prev, row["id"],
                            f"record {row['id']} was altered (its content no longer matches its hash)", marked,
-                           pruned)
+                           pruned, marked_records=counts)
         prev = digest
         if row["id"] in marks:
-            marked[row["id"]] = digest
+            marked[row["id"]], counts[row["id"]] = digest, count
         if row.get("verdict") == "provisional":
             unsettled[row["id"]] = row["rule_id"]
         problem = _settle(row, unsettled, settled, pruned or 0)
         if problem is not None:
-            return Verdict(count, prev, row["id"], problem, marked, pruned)
+            return Verdict(count, prev, row["id"], problem, marked, pruned, marked_records=counts)
         if found:
             recorded.append((row["id"], row.get("verdict", "final"), found))
     problems = [found_problem for record_id, verdict, found in recorded for v in found
                 if (found_problem := _status_problem(record_id, verdict, v, settled.get(record_id)))]
     if problems:
         broken_at, problem = min(problems)
-        return Verdict(count, prev, broken_at, problem, marked, pruned)
-    return Verdict(count, prev, marked=marked, pruned_through=pruned)
+        return Verdict(count, prev, broken_at, problem, marked, pruned, marked_records=counts)
+    return Verdict(count, prev, marked=marked, pruned_through=pruned, marked_records=counts)
 
 
 def _settle(row: Mapping[str, Any], unsettled: dict[int, str],

@@ -93,43 +93,55 @@ def payload(head: Head, *, signed_at: datetime, kind: str, key_id: str,
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def current_head(connection: Connection) -> Head | None:
-    """The chain's head now; None before the first record is chained."""
+def current_head(connection: Connection, start: Start | None) -> Head | None:
+    """The chain's head now, counted on from ``start``; None before the first record is chained.
+
+    One statement: the count is of the records up to the head read, whatever is appended meanwhile.
+    """
     chained = evaluations.c.hash.is_not(None)
-    last = connection.execute(select(evaluations.c.id, evaluations.c.hash).where(chained)
-                              .order_by(evaluations.c.id.desc()).limit(1)).first()
+    inner = evaluations.alias("upto")
+    upto = (select(func.count()).select_from(inner)
+            .where(inner.c.hash.is_not(None), inner.c.id <= evaluations.c.id).scalar_subquery())
+    last = connection.execute(select(evaluations.c.id, evaluations.c.hash, upto.label("records"))
+                              .where(chained).order_by(evaluations.c.id.desc()).limit(1)).first()
     if last is None:
         return None
-    records = connection.scalar(select(func.count()).select_from(evaluations).where(chained)) or 0
-    start = retention_start(connection)
-    return Head(last.id, last.hash, records + (start.records if start is not None else 0))
+    return Head(last.id, last.hash, last.records + (start.records if start is not None else 0))
 
 
 @dataclass(frozen=True)
 class Start:
-    """Where the chain starts after retention pruned its beginning."""
+    """Where the chain starts after retention pruned its beginning: a retention checkpoint's payload."""
 
     last_record: int  # the last pruned record
     head: str  # its chain hash: the first kept record's prev_hash
     records: int  # how many records the chain held through it
+    origin: str | None  # the hash of the chain's very first record, which names the store
+
+    @classmethod
+    def of(cls, checkpoint: SignedCheckpoint) -> Start | None:
+        """The start a checkpoint's signed payload describes; None unless it is a retention checkpoint."""
+        fields = checkpoint.fields
+        if fields.get("kind") != RETENTION:
+            return None
+        return cls(checkpoint.last_record, checkpoint.head, int(fields["records"]),
+                   (fields.get("summary") or {}).get("origin"))
 
 
-def retention_start(connection: Connection) -> Start | None:
-    """The newest retention checkpoint's start, read from its payload (``attest`` checks its signature)."""
-    row = connection.execute(select(ledger_checkpoints.c.payload)
-                             .where(ledger_checkpoints.c.kind == RETENTION)
-                             .order_by(ledger_checkpoints.c.last_record.desc()).limit(1)).first()
-    if row is None:
-        return None
-    fields = json.loads(row.payload)
-    return Start(int(fields["last_record"]), str(fields["head"]), int(fields["records"]))
+def stored_start(connection: Connection) -> Start | None:
+    """The newest stored retention checkpoint's start, its signature unchecked (``attest`` checks it)."""
+    rows = connection.execute(select(ledger_checkpoints.c.payload, ledger_checkpoints.c.signature)
+                              .where(ledger_checkpoints.c.kind == RETENTION)
+                              .order_by(ledger_checkpoints.c.last_record.desc()))
+    starts = (Start.of(SignedCheckpoint(row.payload, row.signature)) for row in rows)
+    return next((start for start in starts if start is not None), None)
 
 
 def latest(connection: Connection, key_id: str) -> SignedCheckpoint | None:
-    """The newest checkpoint signed with ``key_id``."""
-    row = connection.execute(select(ledger_checkpoints.c.payload, ledger_checkpoints.c.signature)
-                             .where(ledger_checkpoints.c.key_id == key_id)
-                             .order_by(ledger_checkpoints.c.id.desc()).limit(1)).first()
+    """The checkpoint of ``key_id`` that reaches furthest along the chain (a retention one reaches back)."""
+    table = ledger_checkpoints
+    row = connection.execute(select(table.c.payload, table.c.signature).where(table.c.key_id == key_id)
+                             .order_by(table.c.last_record.desc(), table.c.id.desc()).limit(1)).first()
     return SignedCheckpoint(row.payload, row.signature) if row is not None else None
 
 

@@ -99,7 +99,22 @@ def intersection(parts: list[SetExpr]) -> SetExpr:
             kept.append(part)
     if not kept:
         return EVERY_TRACE
-    return kept[0] if len(kept) == 1 else Intersection(tuple(kept))
+    if len(kept) == 1:
+        return kept[0]
+    # A & (ALL - X) = A - X, and A & ((ALL - X) | Y) = (A - X) | (A & Y): when another part bounds
+    # the set, no search of every trace is needed (``not`` and ``every`` produce such parts).
+    for index, part in enumerate(kept):
+        others = kept[:index] + kept[index + 1:]
+        if _all_but(part):
+            return difference(intersection(others), part.right)  # type: ignore[union-attr]
+        if isinstance(part, Union) and any(map(_all_but, part.parts)):
+            return union([intersection([*others, item]) for item in part.parts])
+    return Intersection(tuple(kept))
+
+
+def _all_but(part: SetExpr) -> bool:
+    """``ALL - X``: every trace but some."""
+    return isinstance(part, Difference) and part.left == EVERY_TRACE
 
 
 def difference(left: SetExpr, right: SetExpr) -> SetExpr:
@@ -108,6 +123,13 @@ def difference(left: SetExpr, right: SetExpr) -> SetExpr:
         return NOTHING
     if right == NOTHING:
         return left
+    # A - (ALL - C) = A & C, and A - (B | (ALL - C)) = (A - B) & C: no search of every trace.
+    if _all_but(right):
+        return intersection([left, right.right])  # type: ignore[union-attr]
+    if isinstance(right, Union) and any(map(_all_but, right.parts)):
+        rest = [part for part in right.parts if not _all_but(part)]
+        kept = [part.right for part in right.parts if isinstance(part, Difference) and _all_but(part)]
+        return intersection([difference(left, union(rest)), *kept])
     return Difference(left, right)
 
 
