@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import func, select, update
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
 GENESIS = "0" * 64
+STREAM_BATCH = 10_000  # rows a server-side cursor fetches at a time
 LEDGER_LOCK = 0x6C6564676572  # "ledger"
 FIELDS = ("id", "rule_id", "rule_version", "window_start", "window_end", "started_at", "outcome",
           "scope_size", "candidates", "violations", "new_violations", "plan", "error", "checker_version",
@@ -45,16 +46,48 @@ def canonical(row: Mapping[str, Any], traces: list[str]) -> bytes:
 
     The settled-verdict fields enter only when they differ from what every record before them
     meant (a single, final pass without amendments), so older records keep their hashes while
-    a changed verdict or amendment still breaks the chain.
+    a changed verdict or amendment still breaks the chain. The bytes are exactly
+    ``json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` of the
+    record's fields (a datetime as its ``isoformat()``), written key by key because verify does
+    this for every record of the store and the generic encoder was most of its time.
     """
-    record = {name: row[name].isoformat() if hasattr(row[name], "isoformat") else row[name]
-              for name in FIELDS}
-    record["traces"] = sorted(traces)
-    if row.get("verdict", "final") != "final":
-        record["verdict"] = row["verdict"]
-    if row.get("amendments") is not None:
-        record["amendments"] = row["amendments"]
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    verdict, amendments = row.get("verdict", "final"), row.get("amendments")
+    parts = []
+    for name in _KEYS:
+        if name == "traces":
+            value = "[" + ",".join(map(_STRING, sorted(traces))) + "]"
+        elif name == "verdict":
+            if verdict == "final":
+                continue
+            value = _json(verdict)
+        elif name == "amendments":
+            if amendments is None:
+                continue
+            value = _json(amendments)
+        else:
+            value = _json(row[name])
+        parts.append(f'"{name}":{value}')
+    return ("{" + ",".join(parts) + "}").encode()
+
+
+_KEYS = tuple(sorted((*FIELDS, "traces", "verdict", "amendments")))  # sort_keys' order
+_STRING = json.encoder.encode_basestring  # json.dumps' own string encoder with ensure_ascii=False
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_LITERALS: dict[Any, str] = {None: "null", True: "true", False: "false"}
+
+
+def _json(value: Any) -> str:
+    """One value as ``json.dumps`` writes it inside the record; the common types without the encoder."""
+    kind = type(value)
+    if kind is str:
+        return _STRING(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None or kind is bool:
+        return _LITERALS[value]
+    if hasattr(value, "isoformat"):
+        return _STRING(value.isoformat())
+    return _ENCODE(value)
 
 
 def link(prev_hash: str, record: bytes) -> str:
@@ -234,23 +267,28 @@ def _status_problem(record_id: int, verdict: str, found: _Found,
 
 
 def _records(engine: Engine) -> Iterator[tuple[Mapping[str, Any], list[_Found]]]:
-    """Each record with its violations, from one statement: one snapshot of both tables."""
-    query = (select(evaluations, violations.c.trace_id.label("found_trace"),
+    """Each record with its violations, from one statement: one snapshot of both tables.
+
+    Streamed (a server-side cursor on PostgreSQL), only the columns the chain and the status
+    check read: memory stays flat however long the ledger is.
+    """
+    chained = [evaluations.c[name] for name in (*FIELDS, "verdict", "amendments", "prev_hash", "hash")]
+    query = (select(*chained, violations.c.trace_id.label("found_trace"),
                     violations.c.status.label("found_status"),
                     violations.c.retraction_reason.label("found_reason"))
              .outerjoin(violations, violations.c.evaluation_id == evaluations.c.id)
-             .order_by(evaluations.c.id, violations.c.id))
-    current: dict[str, Any] | None = None
+             .order_by(evaluations.c.id, violations.c.id)
+             .execution_options(stream_results=True, yield_per=STREAM_BATCH))
+    current: Mapping[str, Any] | None = None
     found: list[_Found] = []
     with engine.connect() as connection:
         for joined in connection.execute(query):
-            row = dict(joined._mapping)  # noqa: SLF001
-            trace, status, reason = row.pop("found_trace"), row.pop("found_status"), row.pop("found_reason")
+            row = cast("Mapping[str, Any]", joined._mapping)  # noqa: SLF001  (read by name, not copied)
             if current is None or current["id"] != row["id"]:
                 if current is not None:
                     yield current, found
                 current, found = row, []
-            if trace is not None:
-                found.append(_Found(trace, status, reason))
+            if row["found_trace"] is not None:
+                found.append(_Found(row["found_trace"], row["found_status"], row["found_reason"]))
     if current is not None:
         yield current, found
