@@ -80,7 +80,7 @@ class TestSchema:
         try:
             assert T0 == again.checkpoint("audit")
             with again.engine.connect() as connection:
-                assert ["0006"] == list(connection.scalars(text("select version_num from alembic_version")))
+                assert ["0007"] == list(connection.scalars(text("select version_num from alembic_version")))
         finally:
             again.close()
 

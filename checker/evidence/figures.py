@@ -15,6 +15,8 @@ not as a violation; one whose window is not settled yet counts, marked provision
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,18 +24,20 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from checker import __version__
+from checker.evidence import queries
 from checker.evidence.vouching import vouching
 from checker.notify.message import trace_url
-from checker.store.schema import evaluations, rules, violations
+from checker.store.schema import rules
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from sqlalchemy import Connection
 
     from checker.store import Store, ledger
 
-EVALUATED = frozenset({"ok", "violations", "incomplete"})
+EVALUATED = frozenset(queries.EVALUATED)
 NO_CONTROL = "(no control)"
 
 
@@ -192,16 +196,21 @@ class Report:
 
 def build(store: Store, filters: Filters, template: str | None, *, config: str | None = None,
           keys: Sequence[Ed25519PublicKey] = ()) -> Report:
-    """Read the store and compute every figure; with ``keys``, check the signed checkpoints too."""
+    """Read the store and compute every figure; with ``keys``, check the signed checkpoints too.
+
+    The chain is verified in a thread meanwhile: the figures mostly wait on the database, so the
+    two overlap instead of adding up.
+    """
     selected = _rules(store, filters)
-    figures = [_rule_figures(store, rule_id, versions, filters, template)
-               for rule_id, versions in selected.items()]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        vouching_now = pool.submit(vouching, store, filters.start, filters.end, keys)
+        figures = _figures(store, selected, filters, template)
+        vouched = vouching_now.result()
     by_control: dict[str, list[RuleFigures]] = {}
     for rule in figures:
         for control in _matching_controls(rule.controls, filters) or [NO_CONTROL]:
             by_control.setdefault(control, []).append(rule)
     command = "betrace evidence verify" + (f" --config {config}" if config else "")
-    vouched = vouching(store, filters.start, filters.end, keys)
     return Report(filters, [ControlFigures(c, by_control[c]) for c in sorted(by_control)],
                   vouched.verdict, datetime.now(UTC), verify_command=command, origin=vouched.origin,
                   checkpoints=vouched.checkpoints, checkpoint_problems=vouched.problems,
@@ -238,117 +247,73 @@ def _rules(store: Store, filters: Filters) -> dict[str, list[dict[str, Any]]]:
     return selected
 
 
-def _rule_figures(store: Store, rule_id: str, versions: list[dict[str, Any]], filters: Filters,
-                  template: str | None) -> RuleFigures:
-    latest = versions[-1]
+def _figures(store: Store, selected: dict[str, list[dict[str, Any]]], filters: Filters,
+             template: str | None) -> list[RuleFigures]:
+    """Every selected rule's figures, in the order of ``selected``."""
+    if not selected:
+        return []
     with store.engine.connect() as connection:
-        rows = [dict(r._mapping) for r in connection.execute(  # noqa: SLF001
-            select(evaluations).where(evaluations.c.rule_id == rule_id,
-                                      evaluations.c.window_end > filters.start,
-                                      evaluations.c.window_start < filters.end)
-            .order_by(evaluations.c.id))]
-        ids = [r["id"] for r in rows]
-        query = select(violations).where(violations.c.evaluation_id.in_(ids)).order_by(violations.c.id)
-        found = [dict(r._mapping) for r in connection.execute(query)] if ids else []  # noqa: SLF001
-    used = {r["rule_version"] for r in rows}
+        period = queries.Period(list(selected), filters.start, filters.end, connection.dialect.name)
+        tallies: dict[str, list[Any]] = {rule_id: [] for rule_id in selected}
+        for group in queries.counts(connection, period):
+            tallies[group.rule_id].append(group)
+        figures = {rule_id: _rule_figures(rule_id, versions, tallies[rule_id], filters)
+                   for rule_id, versions in selected.items()}
+        stretches: dict[str, list[tuple[datetime, datetime]]] = {rule_id: [] for rule_id in selected}
+        for stretch in queries.covered(connection, period):
+            stretches[stretch.rule_id].append(_clip(stretch.start, stretch.end, filters))
+        attempts: dict[str, list[dict[str, Any]]] = {rule_id: [] for rule_id in selected}
+        for attempt in queries.attempts(connection, period):
+            attempts[attempt.rule_id].append(dict(attempt._mapping))  # noqa: SLF001
+        for rule_id, rule in figures.items():
+            _coverage(rule, _merge(stretches[rule_id]), attempts[rule_id], filters)
+        _count_days(connection, period, figures, filters)
+        for found in queries.found(connection, period):
+            _violation(figures[found.rule_id], found, template)
+    return list(figures.values())
+
+
+def _rule_figures(rule_id: str, versions: list[dict[str, Any]], tallies: list[Any],
+                  filters: Filters) -> RuleFigures:
+    """The rule's description and its records' counts; coverage, days and violations come after."""
+    latest = versions[-1]
+    used = {t.rule_version for t in tallies}
     figures = RuleFigures(
         rule_id, latest["name"], latest["severity"], list(latest["frameworks"]), list(latest["controls"]),
         versions=[{"version": v["version"], "condition": v["condition"], "source": v["source"],
                    "first_seen_at": v["first_seen_at"]}
                   for v in versions if v["version"] in used or not used],
         expected_seconds=(filters.end - filters.start).total_seconds())
-    settled_by = _settled_by(rows)
-    kept = counted(rows, filters)
-    _coverage(figures, rows, kept, filters, settled_by)
-    by_id = {r["id"]: r for r in rows}
-    for v in found:
-        entry = {"trace_id": v["trace_id"], "found_at": v["found_at"], "severity": v["severity"],
-                 "reason": v["detail"].get("reason", ""), "evaluation_id": v["evaluation_id"],
-                 "trace_url": trace_url(template, v["trace_id"]), "status": v["status"]}
-        recorder = by_id[v["evaluation_id"]]
-        settler = settled_by.get(v["evaluation_id"])
-        if v["status"] == "retracted":
-            figures.retracted.append({**entry, "retraction_reason": v["retraction_reason"] or "",
-                                      "amended_at": v["amended_at"],
-                                      "settled_by": None if settler is None else settler["id"]})
-            continue
-        figures.violations.append(entry)
-        if recorder["amendments"] is not None:
-            figures.late.append({**entry, "settled_by": recorder["id"]})
-        elif settler is not None:
-            figures.confirmed_by_final += 1
-    figures.days = _days(kept, filters, found, settled_by)
+    for tally in tallies:
+        records = tally.records
+        if tally.outcome in EVALUATED:
+            if tally.settles:  # a final pass covers its provisional windows again: not a window itself
+                continue
+            final = tally.settler_outcome if tally.settled else tally.outcome
+            figures.windows_evaluated += records
+            figures.windows_incomplete += records if final == "incomplete" else 0
+            figures.backfilled_windows += records if tally.backfill else 0
+            unsettled = tally.verdict == "provisional" and not tally.settled
+            figures.windows_provisional += records if unsettled else 0
+        elif tally.outcome == "skipped":
+            figures.windows_skipped += records
+        elif tally.outcome == "failed":
+            figures.failed_attempts += records
     return figures
-
-
-def _settled_by(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Provisional evaluation id → the final pass that settled it."""
-    settled: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        for provisional in (row["amendments"] or {}).get("provisional", []):
-            settled[provisional] = row
-    return settled
-
-
-def _settles(row: dict[str, Any]) -> bool:
-    """A final pass over provisional windows: it covers them again, it is not a window of its own."""
-    return row["amendments"] is not None
 
 
 def _clip(start: datetime, end: datetime, filters: Filters) -> tuple[datetime, datetime]:
     return max(start, filters.start), min(end, filters.end)
 
 
-def counted(rows: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
-    """The evaluated windows whose figures (scope, daily rates) count.
-
-    Those starting in the period, live before backfill, final before provisional, each not
-    already covered by one counted before (a backfill over time the daemon evaluated, or a
-    provisional window a final pass judged again, is not counted twice).
-    """
-    kept: list[dict[str, Any]] = []
-    spans: list[tuple[datetime, datetime]] = []
-    order = sorted((r for r in rows if r["outcome"] in EVALUATED),
-                   key=lambda r: (r["backfill"], r["verdict"] == "provisional", r["id"]))
-    for row in order:
-        if not filters.start <= row["window_start"] < filters.end:
-            continue
-        if any(s <= row["window_start"] and row["window_end"] <= e for s, e in spans):
-            continue
-        kept.append(row)
-        spans = _merge([*spans, (row["window_start"], row["window_end"])])
-    return kept
-
-
-def _coverage(figures: RuleFigures, rows: list[dict[str, Any]], kept: list[dict[str, Any]],
-              filters: Filters, settled_by: dict[int, dict[str, Any]]) -> None:
-    covered: list[tuple[datetime, datetime]] = []
-    for row in kept:
-        if figures.traces_in_scope is not None:
-            figures.traces_in_scope = None if row["scope_size"] is None else (
-                figures.traces_in_scope + row["scope_size"])
-    for row in rows:
-        outcome = row["outcome"]
-        if outcome in EVALUATED:
-            covered.append(_clip(row["window_start"], row["window_end"], filters))
-            if _settles(row):
-                continue
-            settler = settled_by.get(row["id"])
-            final = row if settler is None else settler
-            figures.windows_evaluated += 1
-            figures.windows_incomplete += final["outcome"] == "incomplete"
-            figures.backfilled_windows += bool(row["backfill"])
-            figures.windows_provisional += row["verdict"] == "provisional" and settler is None
-        elif outcome == "skipped":
-            figures.windows_skipped += 1
-        elif outcome == "failed":
-            figures.failed_attempts += 1
-    merged = _merge(covered)
+def _coverage(figures: RuleFigures, merged: list[tuple[datetime, datetime]], attempts: list[dict[str, Any]],
+              filters: Filters) -> None:
+    """Covered time and the gaps between the covered stretches, each with what the store says of it."""
     figures.covered_seconds = sum((e - s).total_seconds() for s, e in merged)
     position = filters.start
     for start, end in [*merged, (filters.end, filters.end)]:
         if start > position:
-            figures.gaps.append(Gap(position, start, _why(rows, position, start)))
+            figures.gaps.append(Gap(position, start, _why(attempts, position, start)))
         position = max(position, end)
 
 
@@ -373,35 +338,115 @@ def _why(rows: list[dict[str, Any]], start: datetime, end: datetime) -> str:
     return "not evaluated (no record: the rule was not running, or the period is not over yet)"
 
 
-def _days(kept: list[dict[str, Any]], filters: Filters, found: list[dict[str, Any]],
-          settled_by: dict[int, dict[str, Any]]) -> list[Day]:
-    """Each counted record on the day its window starts; a final pass counts the windows it settles.
+def _count_days(connection: Connection, period: queries.Period, figures: dict[str, RuleFigures],
+                filters: Filters) -> None:
+    """Scope and daily figures of the counted windows.
 
-    Violations are those not retracted, recorded by the record or by a window it settles; a
-    settled window is clean unless one of them was recorded by it; late violations (recorded by
-    the final pass itself) make one of its windows not clean.
+    Per day from SQL; window by window for a rule whose windows overlap in an unusual way
+    (``queries`` says which).
     """
+    days = {rule_id: _empty_days(filters) for rule_id in figures}
+    counted: dict[str, list[Any]] = {rule_id: [] for rule_id in figures}
+    unusual: set[str] = set()
+    for group in queries.counted_days(connection, period):
+        if group.unusual:
+            unusual.add(group.rule_id)
+        if group.kept:
+            counted[group.rule_id].append(group)
+    for rule_id in unusual:
+        one = queries.Period([rule_id], period.start, period.end, period.dialect)
+        counted[rule_id] = list(_one_by_one(queries.candidate_windows(connection, one)))
+    for rule_id, groups in counted.items():
+        for group in groups:
+            day = days[rule_id][group.day]
+            day.windows += int(group.windows)
+            day.violations += int(group.found)
+            day.clean_windows += int(group.clean)
+            known = group.scoped == group.records
+            if day.in_scope is not None:
+                day.in_scope = day.in_scope + int(group.scope or 0) if known else None
+            rule = figures[rule_id]
+            if rule.traces_in_scope is not None:
+                rule.traces_in_scope = rule.traces_in_scope + int(group.scope or 0) if known else None
+        figures[rule_id].days = list(days[rule_id].values())
+
+
+def _empty_days(filters: Filters) -> dict[str, Day]:
+    """Every UTC day the period touches."""
     days: dict[str, Day] = {}
     moment = filters.start.replace(hour=0, minute=0, second=0, microsecond=0)
     while moment < filters.end:
         key = moment.date().isoformat()
         days[key] = Day(key)
         moment += timedelta(days=1)
-    by_record: dict[int, int] = {}
-    for v in found:
-        if v["status"] != "retracted":
-            by_record[v["evaluation_id"]] = by_record.get(v["evaluation_id"], 0) + 1
-    settles: dict[int, list[int]] = {}
-    for provisional, settler in settled_by.items():
-        settles.setdefault(settler["id"], []).append(provisional)
-    for row in kept:
-        settled = settles.get(row["id"], [])
-        windows = len(settled) or 1
-        records = [*settled, row["id"]]
-        day = days[row["window_start"].date().isoformat()]
-        day.windows += windows
-        day.violations += sum(by_record.get(e, 0) for e in records)
-        day.clean_windows += max(0, windows - sum(1 for e in records if by_record.get(e)))
-        if day.in_scope is not None:
-            day.in_scope = None if row["scope_size"] is None else day.in_scope + row["scope_size"]
-    return list(days.values())
+    return days
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """One counted window, shaped like a ``queries.counted_days`` group of one record."""
+
+    day: str
+    windows: int
+    found: int
+    clean: int
+    scope: int | None
+    scoped: int
+    records: int = 1
+
+
+def _one_by_one(candidates: Iterator[Any]) -> Iterator[_Counted]:
+    """The windows that count, decided in order.
+
+    Live before backfill, final before provisional, each not inside what the windows counted
+    before it cover (a backfill over time the daemon evaluated, or a provisional window a final
+    pass judged again, is not counted twice).
+    """
+    spans = _Spans()
+    for window in candidates:
+        if spans.cover(window.window_start, window.window_end):
+            continue
+        spans.add(window.window_start, window.window_end)
+        yield _Counted(window.day, window.windows, window.found, window.clean, window.scope_size,
+                       int(window.scope_size is not None))
+
+
+class _Spans:
+    """Merged stretches of time, sorted, kept apart by gaps: what the counted windows cover."""
+
+    def __init__(self) -> None:
+        self._starts: list[datetime] = []
+        self._ends: list[datetime] = []
+
+    def cover(self, start: datetime, end: datetime) -> bool:
+        """Whether one stretch holds ``[start, end]``."""
+        if end < start:  # not a window: any stretch reaching past its start holds it
+            return any(s <= start and end <= e for s, e in zip(self._starts, self._ends, strict=True))
+        at = bisect_right(self._starts, start) - 1
+        return at >= 0 and end <= self._ends[at]
+
+    def add(self, start: datetime, end: datetime) -> None:
+        """Merge ``[start, end]`` in with every stretch it overlaps or touches; an empty one adds nothing."""
+        if not start < end:
+            return
+        first = bisect_left(self._ends, start)  # the first stretch ending at or after the start
+        last = bisect_right(self._starts, end)  # past the last stretch starting at or before the end
+        if first < last:
+            start, end = min(start, self._starts[first]), max(end, self._ends[last - 1])
+        self._starts[first:last], self._ends[first:last] = [start], [end]
+
+
+def _violation(figures: RuleFigures, found: Any, template: str | None) -> None:
+    """A violation under the verdict that stands: listed, late (found by a final pass) or retracted."""
+    entry = {"trace_id": found.trace_id, "found_at": found.found_at, "severity": found.severity,
+             "reason": found.reason, "evaluation_id": found.evaluation_id,
+             "trace_url": trace_url(template, found.trace_id), "status": found.status}
+    if found.status == "retracted":
+        figures.retracted.append({**entry, "retraction_reason": found.retraction_reason or "",
+                                  "amended_at": found.amended_at, "settled_by": found.settler})
+        return
+    figures.violations.append(entry)
+    if found.recorder_settles:
+        figures.late.append({**entry, "settled_by": found.evaluation_id})
+    elif found.settler is not None:
+        figures.confirmed_by_final += 1

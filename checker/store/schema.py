@@ -28,6 +28,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -143,6 +144,11 @@ def id_column() -> Column[Any]:
 
 metadata = MetaData()
 
+# The partial indexes' conditions, written as the report's queries write them, so that SQLite
+# (which matches a partial index's condition against the query's terms) uses them.
+SETTLING = "amendments IS NOT NULL"
+ATTEMPTS = "outcome IN ('skipped', 'failed')"
+
 rules = Table(
     "rules", metadata,
     Column("rule_id", StorableString(200), primary_key=True),
@@ -185,6 +191,11 @@ evaluations = Table(
     Column("prev_hash", StorableString(64)),  # the ledger (checker/store/ledger.py)
     Column("hash", StorableString(64)),
     Index("ix_evaluations_rule_window", "rule_id", "window_start"),
+    # For evidence reports (checker/evidence/queries.py): final passes, failed and skipped attempts.
+    Index("ix_evaluations_settling", "rule_id", "window_start",
+          postgresql_where=text(SETTLING), sqlite_where=text(SETTLING)),
+    Index("ix_evaluations_attempts", "rule_id", "window_start",
+          postgresql_where=text(ATTEMPTS), sqlite_where=text(ATTEMPTS)),
 )
 
 violations = Table(
