@@ -41,7 +41,7 @@ from sqlalchemy import func, insert, select
 
 from checker import __version__
 from checker.engine import Violation
-from checker.evidence import WRITERS, Filters, build
+from checker.evidence import FORMATS, Filters, build, writer
 from checker.store import Store, ledger
 from checker.store.schema import evaluations, rules, violations
 
@@ -281,7 +281,7 @@ def measure(kind: str, url: str, args: argparse.Namespace) -> None:
         if not args.no_report:
             with Meter() as meter, Path(os.devnull).open("w", encoding="utf-8") as sink:
                 report = build(store, filters, "https://grafana.example/explore?trace={trace_id}")
-                WRITERS[args.format](report, sink)
+                writer(args.format)(report, sink)
             rules_count = sum(len(c.rules) for c in report.controls)
             _print(f"{kind} report ({args.format}, {rules_count} rules, ledger "
                    f"{'intact' if report.ledger.ok else 'BROKEN'})", meter.usage, held)
@@ -308,7 +308,7 @@ def main() -> None:
     parser.add_argument("--store", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--keep", help="keep the store (a PostgreSQL schema of this name, a SQLite file "
                         "NAME.db) and reuse it when it holds records already")
-    parser.add_argument("--format", choices=sorted(WRITERS), default="json")
+    parser.add_argument("--format", choices=FORMATS, default="json")
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--no-verify", action="store_true")
     args = parser.parse_args()
