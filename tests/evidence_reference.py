@@ -1,27 +1,38 @@
 """The evidence figures of one rule as they were computed before SQL aggregation: every record read.
 
 Kept as the reference ``test_evidence_equivalence`` holds the aggregated figures to: the former
-``checker/evidence/figures.py`` functions, unchanged but for sharing its dataclasses and helpers.
+``checker/evidence/figures.py`` functions, unchanged but for sharing its dataclasses and the
+helpers that did not change (a rule's description, gaps from covered stretches, the days).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from checker.evidence.figures import EVALUATED, Day, Filters, Gap, RuleFigures, _clip, _merge, _why
+from checker.evidence.figures import (
+    EVALUATED,
+    Day,
+    Filters,
+    RuleFigures,
+    _clip,
+    _merge,
+    coverage,
+    described,
+    empty_days,
+)
 from checker.notify.message import trace_url
 from checker.store.schema import evaluations, violations
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from checker.store import Store
 
 
 def rule_figures(store: Store, rule_id: str, versions: list[dict[str, Any]], filters: Filters,
                   template: str | None) -> RuleFigures:
-    latest = versions[-1]
     with store.engine.connect() as connection:
         rows = [dict(r._mapping) for r in connection.execute(
             select(evaluations).where(evaluations.c.rule_id == rule_id,
@@ -31,13 +42,7 @@ def rule_figures(store: Store, rule_id: str, versions: list[dict[str, Any]], fil
         ids = [r["id"] for r in rows]
         query = select(violations).where(violations.c.evaluation_id.in_(ids)).order_by(violations.c.id)
         found = [dict(r._mapping) for r in connection.execute(query)] if ids else []
-    used = {r["rule_version"] for r in rows}
-    figures = RuleFigures(
-        rule_id, latest["name"], latest["severity"], list(latest["frameworks"]), list(latest["controls"]),
-        versions=[{"version": v["version"], "condition": v["condition"], "source": v["source"],
-                   "first_seen_at": v["first_seen_at"]}
-                  for v in versions if v["version"] in used or not used],
-        expected_seconds=(filters.end - filters.start).total_seconds())
+    figures = described(rule_id, versions, {r["rule_version"] for r in rows}, filters)
     settled_by = _settled_by(rows)
     kept = counted(rows, filters)
     _coverage(figures, rows, kept, filters, settled_by)
@@ -120,13 +125,7 @@ def _coverage(figures: RuleFigures, rows: list[dict[str, Any]], kept: list[dict[
             figures.windows_skipped += 1
         elif outcome == "failed":
             figures.failed_attempts += 1
-    merged = _merge(covered)
-    figures.covered_seconds = sum((e - s).total_seconds() for s, e in merged)
-    position = filters.start
-    for start, end in [*merged, (filters.end, filters.end)]:
-        if start > position:
-            figures.gaps.append(Gap(position, start, _why(rows, position, start)))
-        position = max(position, end)
+    coverage(figures, _merge(covered), rows, filters)
 
 
 def _days(kept: list[dict[str, Any]], filters: Filters, found: list[dict[str, Any]],
@@ -137,12 +136,7 @@ def _days(kept: list[dict[str, Any]], filters: Filters, found: list[dict[str, An
     settled window is clean unless one of them was recorded by it; late violations (recorded by
     the final pass itself) make one of its windows not clean.
     """
-    days: dict[str, Day] = {}
-    moment = filters.start.replace(hour=0, minute=0, second=0, microsecond=0)
-    while moment < filters.end:
-        key = moment.date().isoformat()
-        days[key] = Day(key)
-        moment += timedelta(days=1)
+    days = empty_days(filters)
     by_record: dict[int, int] = {}
     for v in found:
         if v["status"] != "retracted":

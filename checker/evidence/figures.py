@@ -266,7 +266,7 @@ def _figures(store: Store, selected: dict[str, list[dict[str, Any]]], filters: F
         for attempt in queries.attempts(connection, period):
             attempts[attempt.rule_id].append(dict(attempt._mapping))  # noqa: SLF001
         for rule_id, rule in figures.items():
-            _coverage(rule, _merge(stretches[rule_id]), attempts[rule_id], filters)
+            coverage(rule, _merge(stretches[rule_id]), attempts[rule_id], filters)
         _count_days(connection, period, figures, filters)
         for found in queries.found(connection, period):
             _violation(figures[found.rule_id], found, template)
@@ -276,14 +276,7 @@ def _figures(store: Store, selected: dict[str, list[dict[str, Any]]], filters: F
 def _rule_figures(rule_id: str, versions: list[dict[str, Any]], tallies: list[Any],
                   filters: Filters) -> RuleFigures:
     """The rule's description and its records' counts; coverage, days and violations come after."""
-    latest = versions[-1]
-    used = {t.rule_version for t in tallies}
-    figures = RuleFigures(
-        rule_id, latest["name"], latest["severity"], list(latest["frameworks"]), list(latest["controls"]),
-        versions=[{"version": v["version"], "condition": v["condition"], "source": v["source"],
-                   "first_seen_at": v["first_seen_at"]}
-                  for v in versions if v["version"] in used or not used],
-        expected_seconds=(filters.end - filters.start).total_seconds())
+    figures = described(rule_id, versions, {t.rule_version for t in tallies}, filters)
     for tally in tallies:
         records = tally.records
         if tally.outcome in EVALUATED:
@@ -302,11 +295,26 @@ def _rule_figures(rule_id: str, versions: list[dict[str, Any]], tallies: list[An
     return figures
 
 
+def described(rule_id: str, versions: list[dict[str, Any]], used: set[str], filters: Filters) -> RuleFigures:
+    """A rule's figures before any is counted.
+
+    Its latest version's description, the versions the period's records used (every one when
+    none did), the period's length.
+    """
+    latest = versions[-1]
+    return RuleFigures(
+        rule_id, latest["name"], latest["severity"], list(latest["frameworks"]), list(latest["controls"]),
+        versions=[{"version": v["version"], "condition": v["condition"], "source": v["source"],
+                   "first_seen_at": v["first_seen_at"]}
+                  for v in versions if v["version"] in used or not used],
+        expected_seconds=(filters.end - filters.start).total_seconds())
+
+
 def _clip(start: datetime, end: datetime, filters: Filters) -> tuple[datetime, datetime]:
     return max(start, filters.start), min(end, filters.end)
 
 
-def _coverage(figures: RuleFigures, merged: list[tuple[datetime, datetime]], attempts: list[dict[str, Any]],
+def coverage(figures: RuleFigures, merged: list[tuple[datetime, datetime]], attempts: list[dict[str, Any]],
               filters: Filters) -> None:
     """Covered time and the gaps between the covered stretches, each with what the store says of it."""
     figures.covered_seconds = sum((e - s).total_seconds() for s, e in merged)
@@ -345,7 +353,7 @@ def _count_days(connection: Connection, period: queries.Period, figures: dict[st
     Per day from SQL; window by window for a rule whose windows overlap in an unusual way
     (``queries`` says which).
     """
-    days = {rule_id: _empty_days(filters) for rule_id in figures}
+    days = {rule_id: empty_days(filters) for rule_id in figures}
     counted: dict[str, list[Any]] = {rule_id: [] for rule_id in figures}
     unusual: set[str] = set()
     for group in queries.counted_days(connection, period):
@@ -371,7 +379,7 @@ def _count_days(connection: Connection, period: queries.Period, figures: dict[st
         figures[rule_id].days = list(days[rule_id].values())
 
 
-def _empty_days(filters: Filters) -> dict[str, Day]:
+def empty_days(filters: Filters) -> dict[str, Day]:
     """Every UTC day the period touches."""
     days: dict[str, Day] = {}
     moment = filters.start.replace(hour=0, minute=0, second=0, microsecond=0)
