@@ -9,8 +9,8 @@ Counted windows (``figures`` says which: live before backfill, final before prov
 covered by one counted before) are decided in SQL when a rule's windows have the usual shape:
 no backfill, no final windows overlapping each other, no provisional ones overlapping each
 other, and each provisional window either inside a final one or overlapping none. Then a
-window counts unless it is provisional and inside a final one. Any other shape is named by
-``CountedDays.irregular`` and ``figures`` decides those rules' windows one by one.
+window counts unless it is provisional and inside a final one. Any other shape is flagged
+``unusual`` by ``counted_days``, and ``figures`` decides those rules' windows one by one.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def counted_days(connection: Connection, period: Period) -> Iterator[Any]:
 
 
 def candidate_windows(connection: Connection, period: Period) -> Iterator[Any]:
-    """One rule's windows that may count, in the order ``figures.counted`` considers them."""
+    """One rule's windows that may count, in the order ``figures`` decides them one by one."""
     k = _kept_windows(period).c
     query = select(k.id, k.window_start, k.window_end, k.day, k.scope_size, k.windows, k.found, k.clean
                    ).order_by(k.backfill, k.provisional, k.id)
