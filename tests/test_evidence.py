@@ -210,6 +210,15 @@ class TestReportFigures:
         assert 0 == main(["evidence", "report", *PERIOD, "--format", "json", *extra])
         return json.loads(capsys.readouterr().out)
 
+    def test_a_failure_without_an_error_text_is_still_a_reason(
+            self, store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+            tmp_path: Path) -> None:
+        start = T0 + 44 * HOUR
+        store.commit(WindowRecord(rules()["audit"], start, start + HOUR, start, 1.0, "failed", error=""))
+        report = self.report_json(store, capsys, monkeypatch, tmp_path, "--control", "CC6.7")
+        reasons = [g["reason"] for g in report["controls"][0]["rules"][0]["gaps"]]
+        assert "evaluation failed (1 attempts): no error recorded" == reasons[-1]
+
     def test_exact_figures(self, store: Store, capsys: pytest.CaptureFixture[str],
                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         report = self.report_json(store, capsys, monkeypatch, tmp_path, "--control", "CC6.7")

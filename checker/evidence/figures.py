@@ -342,7 +342,8 @@ def _why(rows: list[dict[str, Any]], start: datetime, end: datetime) -> str:
         return "skipped: the daemon was down longer than max_catchup"
     failed = [r for r in overlapping if r["outcome"] == "failed"]
     if failed:
-        return f"evaluation failed ({len(failed)} attempts): {(failed[-1]['error'] or '').splitlines()[0]}"
+        first_line = next(iter((failed[-1]["error"] or "").splitlines()), "") or "no error recorded"
+        return f"evaluation failed ({len(failed)} attempts): {first_line}"
     return "not evaluated (no record: the rule was not running, or the period is not over yet)"
 
 
