@@ -40,9 +40,7 @@ class Part:
         spans = self.offenders(trace) if self.offenders is not None else []
         if not spans:
             return self.text
-        shown = ", ".join(f"{s.name} (span {s.span_id})" for s in sorted(spans, key=span_order)[:3])
-        more = f" and {len(spans) - 3} more" if len(spans) > 3 else ""
-        return f"{self.text}: not so for {shown}{more}"
+        return f"{self.text}: not so for {_named(sorted(spans, key=span_order))}"
 
 
 @dataclass(frozen=True)
@@ -96,6 +94,12 @@ class Explainer:
         )
 
 
+def _named(spans: list[Span]) -> str:
+    """The first three spans as a sentence names them, and how many more there are."""
+    more = f" and {len(spans) - 3} more" if len(spans) > 3 else ""
+    return ", ".join(f"{s.name} (span {s.span_id})" for s in spans[:3]) + more
+
+
 def _refs(spans: list[Span]) -> tuple[SpanRef, ...]:
     """The first spans in start order: Tempo and files deliver a trace's spans in different orders."""
     ordered = sorted(spans, key=span_order)
@@ -107,9 +111,7 @@ def _sentence(triggers: list[Span], missing: tuple[str, ...], forbidden: tuple[F
     if unconditional:
         scope = "The trace"
     else:
-        shown = ", ".join(f"{s.name} (span {s.span_id})" for s in triggers[:3])
-        more = f" and {len(triggers) - 3} more" if len(triggers) > 3 else ""
-        scope = f"Triggered by {shown}{more}, the trace" if shown else "In scope, the trace"
+        scope = f"Triggered by {_named(triggers)}, the trace" if triggers else "In scope, the trace"
     parts = []
     if missing:
         parts.append("lacks " + "; ".join(missing))
