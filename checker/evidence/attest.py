@@ -91,15 +91,15 @@ def attest(engine: Engine, keys: Sequence[Ed25519PublicKey],
     from_store = stored(engine)
     kept = {c.payload for c in from_store}
     every = list({c.payload: c for c in [*from_store, *extra]}.values())
-    signed = [c for c in every if _signed(c, by_id)]
-    starts = [s for c in signed if (s := Start.of(c)) is not None]
+    signed = {c.payload for c in every if _signed(c, by_id)}
+    starts = [s for c in every if c.payload in signed and (s := Start.of(c)) is not None]
     start = max(starts, key=lambda s: s.last_record, default=None)
     chain = ledger.verify(engine, marks={c.last_record for c in every}, start=start)
     problems = [f"checkpoint signed {c.signed_at.isoformat()} (record {c.last_record}) is in a witness "
                 "but not in the store: checkpoints were deleted" for c in extra if c.payload not in kept]
     good: list[SignedCheckpoint] = []
     for checkpoint in sorted(every, key=lambda c: c.last_record):
-        problem = _problem(checkpoint, checkpoint in signed, by_id, chain, start)
+        problem = _problem(checkpoint, checkpoint.payload in signed, by_id, chain, start)
         if problem is None:
             good.append(checkpoint)
         else:
