@@ -440,6 +440,11 @@ def cmd_evidence_prune(args: argparse.Namespace) -> int:
     summary = pruned.fields["summary"]
     print(f"pruned {summary['records']} records through record {pruned.last_record}; the signed "
           f"retention checkpoint keeps their counts per rule and day and the head {pruned.head}")
+    return _witness_outcome(problems)
+
+
+def _witness_outcome(problems: list[str]) -> int:
+    """3 when a witness failed (the checkpoint is stored either way), each failure on stderr."""
     for problem in problems:
         print(f"witness failed: {problem}", file=sys.stderr)
     return EXIT_SOURCE if problems else EXIT_OK
@@ -470,9 +475,7 @@ def cmd_evidence_checkpoint(args: argparse.Namespace) -> int:
             return EXIT_OK
         problems = asyncio.run(notary.witness(sealed))
     print(f"signed the head at record {sealed.last_record} ({sealed.head}) with key {notary.key_id}")
-    for problem in problems:
-        print(f"witness failed: {problem}", file=sys.stderr)
-    return EXIT_SOURCE if problems else EXIT_OK
+    return _witness_outcome(problems)
 
 
 def cmd_evidence_report(args: argparse.Namespace) -> int:
