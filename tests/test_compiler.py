@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from golden_kit import assert_golden
 
 from checker.rules.errors import ConditionError
 from checker.rules.normalise import normalise
@@ -40,10 +41,7 @@ class TestGoldenPlans:
     def test_plan(self, case: Path, update_golden: bool) -> None:
         expected_file = GOLDEN / "traceql" / f"{case.stem}.plan"
         actual = plan_text(case.read_text())
-        if update_golden or not expected_file.exists():
-            expected_file.parent.mkdir(exist_ok=True)
-            expected_file.write_text(actual)
-        assert expected_file.read_text() == actual
+        assert_golden(expected_file, actual, update=update_golden)
 
 
 class TestSyntax:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from golden_kit import assert_golden
 
 from checker.rules import model as m
 from checker.rules.errors import ConditionError
@@ -37,9 +38,7 @@ class TestGolden:
     def test_case(self, case: Path, update_golden: bool) -> None:
         expected_file = case.with_suffix(".out")
         actual = render(case.read_text())
-        if update_golden or not expected_file.exists():
-            expected_file.write_text(actual)
-        assert expected_file.read_text() == actual
+        assert_golden(expected_file, actual, update=update_golden)
 
     def test_cases_exist(self) -> None:
         assert len(CASES) >= 30
@@ -59,6 +58,4 @@ class TestLintGolden:
     def test_case(self, case: Path, update_golden: bool) -> None:
         expected_file = case.with_suffix(".out")
         actual = render_lint(case.read_text())
-        if update_golden or not expected_file.exists():
-            expected_file.write_text(actual)
-        assert expected_file.read_text() == actual
+        assert_golden(expected_file, actual, update=update_golden)
