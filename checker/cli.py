@@ -428,8 +428,9 @@ def cmd_evidence_prune(args: argparse.Namespace) -> int:
     if retention is None:
         raise UsageError("no evidence.retention in the config",
                          hint="set it, e.g. 400d, together with evidence.signing_key")
+    key = factory.signing_key(settings)
     with Store.open(settings.store) as store:
-        notary = factory.notary(settings, store)
+        notary = factory.notary(settings, store, key)
         assert notary is not None  # noqa: S101  (retention needs signing_key: the config checked it)
         pruned = notary.prune(datetime.now(UTC) - retention)
         if pruned is None:
@@ -463,8 +464,9 @@ def cmd_evidence_keygen(args: argparse.Namespace) -> int:
 def cmd_evidence_checkpoint(args: argparse.Namespace) -> int:
     """Sign the ledger head now and hand it to the witnesses; 3 when a witness failed."""
     settings = load_settings(args.config)
+    key = factory.signing_key(settings)
     with Store.open(settings.store) as store:
-        notary = factory.notary(settings, store)
+        notary = factory.notary(settings, store, key)
         if notary is None:
             raise UsageError("no evidence.signing_key in the config",
                              hint="make one with betrace evidence keygen --out FILE, then set "
@@ -484,9 +486,9 @@ def cmd_evidence_report(args: argparse.Namespace) -> int:
     start, end = whole_seconds(parse_time(args.start), parse_time(args.end))
     filters = Filters(start, end, framework=args.framework, control=args.control, rule=args.rule)
     write = writer(args.format)
-    key = settings.evidence.signing_key
-    signer = signing.load_private(key) if key is not None and args.format in SIGNED_FORMATS else None
-    checking = [signing.load_private(key).public_key()] if key is not None else []
+    private = factory.signing_key(settings)
+    signer = private if args.format in SIGNED_FORMATS else None
+    checking = [private.public_key()] if private is not None else []
     with Store.open(settings.store) as store:
         report = build_report(store, filters, settings.trace_url_template,
                               config=str(args.config) if args.config else None, keys=checking)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from datetime import datetime
 
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from checker.config import Settings
     from checker.daemon.backfill import BackfillSummary
     from checker.daemon.runner import RunSummary
@@ -54,17 +56,24 @@ def build_dispatcher(settings: Settings, store: Store, metrics: Metrics, *,
     return Dispatcher(store, senders, settings.delivery, metrics, clock=clock)
 
 
-def notary(settings: Settings, store: Store, *, clock: Callable[[], datetime] = utcnow) -> Notary | None:
-    """The signer of ledger checkpoints, when ``evidence.signing_key`` is set.
+def signing_key(settings: Settings) -> Ed25519PrivateKey | None:
+    """``evidence.signing_key``, loaded: read once, before the store opens, so a bad key stops a start.
 
     :raises UsageError: naming the key file, when it cannot be read or is not an Ed25519 key.
     """
-    evidence = settings.evidence
-    if evidence.signing_key is None:
+    path = settings.evidence.signing_key
+    return load_private(path) if path is not None else None
+
+
+def notary(settings: Settings, store: Store, key: Ed25519PrivateKey | None, *,
+           clock: Callable[[], datetime] = utcnow) -> Notary | None:
+    """The signer of ledger checkpoints, with the ``signing_key`` loaded; None without a key."""
+    if key is None:
         return None
+    evidence = settings.evidence
     url = evidence.witness_url.get_secret_value() if evidence.witness_url is not None else None
-    return Notary(store, load_private(evidence.signing_key), witness_file=evidence.witness_file,
-                  witness_url=url, retention=evidence.retention, clock=clock)
+    return Notary(store, key, witness_file=evidence.witness_file, witness_url=url,
+                  retention=evidence.retention, clock=clock)
 
 
 async def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Components:
@@ -72,8 +81,7 @@ async def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -
     if not settings.rules_dir.is_dir():
         raise UsageError(f"rules_dir {settings.rules_dir} is not a directory",
                          hint="set rules_dir in the config or BETRACE_RULES_DIR")
-    if settings.evidence.signing_key is not None:
-        load_private(settings.evidence.signing_key)  # a bad key stops the start, before the store opens
+    key = signing_key(settings)
     store = await asyncio.to_thread(Store.open, settings.store)
     checkpoints: dict[str, datetime] = {}
     settled: dict[str, datetime] = {}
@@ -92,7 +100,7 @@ async def build(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -
     runner = RuleRunner(judge, store, settings.schedule, query_end_cutoff=settings.tempo.query_end_cutoff,
                         checkpoints=checkpoints, settled=settled, clock=clock)
     return Components(store, tempo, metrics, LiveRules(settings.rules_dir), policy, dispatcher, judge, runner,
-                      notary(settings, store, clock=clock), flush_spans)
+                      notary(settings, store, key, clock=clock), flush_spans)
 
 
 @asynccontextmanager
